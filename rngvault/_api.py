@@ -1,0 +1,208 @@
+"""``capture`` and ``restore``: the whole process's generators in one call."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rngvault._errors import RestoreError, StateError
+from rngvault._names import check_generator_name
+from rngvault._report import GeneratorOutcome, RestoreReport
+from rngvault._snapshot import Metadata, Snapshot, State, values_equal
+from rngvault.families import Family, family_of, get_family, torch_cuda
+from rngvault.families import _torch
+
+Targets = Mapping[str, Any]
+
+
+def global_targets() -> dict[str, Any]:
+    """The process-wide generators to capture: python, numpy legacy, and torch when imported.
+
+    CUDA devices are included only when CUDA is already initialized: capturing never
+    initializes CUDA itself.
+    """
+    targets: dict[str, Any] = {
+        "python.global": random._inst,  # type: ignore[attr-defined]
+        "numpy.global": np.random.mtrand._rand,
+    }
+    torch = _torch.loaded()
+    if torch is not None:
+        targets["torch.cpu"] = torch.default_generator
+        for device in torch_cuda.initialized_devices():
+            targets[f"torch.cuda:{device.index}"] = device
+    return targets
+
+
+def _global_restore_target(name: str) -> tuple[Any, str]:
+    """The object a global state restores into, or (None, why there is none)."""
+    if name == "python.global":
+        return random._inst, ""  # type: ignore[attr-defined]
+    if name == "numpy.global":
+        return np.random.mtrand._rand, ""
+    torch = _torch.loaded()
+    if name == "torch.cpu":
+        if torch is None:
+            return None, "torch is not imported in this process"
+        return torch.default_generator, ""
+    if name.startswith("torch.cuda:") and name[11:].isdigit():
+        if torch is None:
+            return None, "torch is not imported in this process"
+        if torch_cuda.device_count() == 0:
+            return None, "CUDA is not available in this process"
+        return torch_cuda.CudaDevice(int(name[11:])), ""
+    return None, "no generator of that name is tracked in this process"
+
+
+def resolve(generators: Targets | None) -> list[tuple[str, Family, Any]]:
+    """Check names and find each object's family once (the capture loop reuses the result)."""
+    resolved = []
+    for name, obj in (generators or {}).items():
+        resolved.append((check_generator_name(name), family_of(obj), obj))
+    return resolved
+
+
+def capture_resolved(resolved: list[tuple[str, Family, Any]]) -> dict[str, State]:
+    """The hot path: one getstate call per generator, nothing else."""
+    return {name: State(family.name, family.capture(obj)) for name, family, obj in resolved}
+
+
+def capture(
+    generators: Targets | None = None,
+    *,
+    include_globals: bool = True,
+    metadata: Metadata | None = None,
+    environment: Mapping[str, Any] | None = None,
+) -> Snapshot:
+    """Capture the complete state of ``generators`` (name -> object) and the globals.
+
+    ``generators`` may hold ``random.Random``, ``numpy.random.RandomState``,
+    ``numpy.random.Generator`` or ``BitGenerator``, ``torch.Generator`` and
+    ``torch.utils.data.DataLoader`` objects. ``include_globals`` adds ``python.global``,
+    ``numpy.global``, ``torch.cpu`` and ``torch.cuda:N`` (for each device, once CUDA is
+    initialized) when those libraries are imported.
+    """
+    targets = global_targets() if include_globals else {}
+    resolved = resolve({**targets, **(generators or {})})
+    return Snapshot(
+        states=capture_resolved(resolved),
+        metadata=metadata or Metadata(),
+        environment=dict(environment or {}),
+    )
+
+
+def restore(
+    snapshot: Snapshot,
+    generators: Targets | None = None,
+    *,
+    include_globals: bool = True,
+    strict: bool = False,
+) -> RestoreReport:
+    """Restore ``snapshot`` into ``generators`` (name -> object) and the globals.
+
+    All or nothing: every state is validated and matched with its target before any
+    generator is touched; an invalid state or a target of the wrong kind raises
+    ``RestoreError`` naming the generator, field and value. A state with no target here is
+    skipped and listed in the report (an error with ``strict=True``); so is a given target
+    the snapshot has no state for. If applying fails midway, the generators already set are
+    put back.
+    """
+    if not isinstance(snapshot, Snapshot):
+        raise RestoreError(f"expected a Snapshot, got {type(snapshot).__name__}")
+    explicit = dict(generators or {})
+    for name in explicit:
+        check_generator_name(name)
+
+    plan: list[tuple[str, Family, Any, State]] = []
+    outcomes: dict[str, GeneratorOutcome] = {}
+    errors: list[str] = []
+    for name, state in snapshot.states.items():
+        family = get_family(state.family)
+        if family is None:
+            errors.append(f"generator {name!r}: unknown family {state.family!r}")
+            continue
+        try:
+            family.validate(state.fields)
+        except StateError as exc:
+            errors.append(str(exc.for_generator(name)))
+            continue
+        if name in explicit:
+            obj, why = explicit[name], ""
+        elif include_globals:
+            obj, why = _global_restore_target(name)
+        else:
+            obj, why = None, "no target given (include_globals=False)"
+        if obj is None:
+            outcomes[name] = GeneratorOutcome(name, state.family, "skipped", why)
+            continue
+        try:
+            family.check_target(obj, state.fields)
+        except StateError as exc:
+            errors.append(str(exc.for_generator(name)))
+            continue
+        plan.append((name, family, obj, state))
+    for name in explicit:
+        if name not in snapshot.states:
+            family_name = _family_name(explicit[name])
+            outcomes[name] = GeneratorOutcome(
+                name, family_name, "missing", "the snapshot has no state for this generator"
+            )
+
+    cuda_missing = sorted(
+        n for n, o in outcomes.items() if o.status == "skipped" and n.startswith("torch.cuda:")
+    )
+    if errors:
+        raise RestoreError("restore refused, nothing was changed:\n  " + "\n  ".join(errors))
+    if strict:
+        unmatched = [o for o in outcomes.values() if o.status in ("skipped", "missing")]
+        if unmatched:
+            lines = [f"{o.name}: {o.status} ({o.detail})" for o in unmatched]
+            raise RestoreError(
+                "strict restore refused, nothing was changed:\n  " + "\n  ".join(lines)
+            )
+
+    _apply(plan)
+
+    for name, family, obj, state in plan:
+        verified = values_equal(family.capture(obj), state.fields)
+        outcomes[name] = GeneratorOutcome(
+            name, family.name, "restored", family.describe(state.fields), verified
+        )
+    notes = ()
+    if cuda_missing:
+        notes = (f"{', '.join(cuda_missing)} skipped: no CUDA here; CUDA streams will differ",)
+    order = list(snapshot.states) + [n for n in outcomes if n not in snapshot.states]
+    return RestoreReport(
+        outcomes=tuple(outcomes[n] for n in order),
+        digest=snapshot.digest,
+        notes=notes,
+    )
+
+
+def _family_name(obj: Any) -> str:
+    try:
+        return family_of(obj).name
+    except Exception:
+        return type(obj).__name__
+
+
+def _apply(plan: list[tuple[str, Family, Any, State]]) -> None:
+    """Apply every state; on failure put back the ones already applied."""
+    saved = [(family, obj, family.capture(obj)) for _name, family, obj, _state in plan]
+    done = 0
+    try:
+        for name, family, obj, state in plan:
+            try:
+                family.restore(obj, state.fields)
+            except Exception as exc:
+                raise RestoreError(
+                    f"generator {name!r}: {type(exc).__name__}: {exc}; the generators already "
+                    "restored were put back"
+                ) from exc
+            done += 1
+    finally:
+        if done < len(plan):
+            for family, obj, fields in reversed(saved[:done]):
+                family.restore(obj, fields)

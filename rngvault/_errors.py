@@ -1,0 +1,136 @@
+"""The rngvault error tree.
+
+Every exception rngvault raises on purpose derives from ``RngVaultError``::
+
+    RngVaultError
+    ├── InvalidNameError      a generator, run or snapshot name breaks its rule
+    ├── CaptureError          an object cannot be captured (unsupported type, missing library)
+    ├── StateError            a generator state is invalid (names generator, field and value)
+    ├── RestoreError          a restore was refused; no generator was touched
+    │   └── DivergenceError   a reproduction drifted from its reference run
+    ├── DecodeError           bytes are not a valid rngvault snapshot
+    ├── StoreError            a store could not keep or return a snapshot
+    │   ├── NotFoundError     no such run or snapshot
+    │   ├── ConflictError     the name is taken by a snapshot with other content
+    │   ├── AuthError         the server refused the token (401/403)
+    │   └── TransportError    the server could not be reached or answered badly
+    └── MissingExtraError     an optional dependency is not installed (also an ImportError)
+
+Messages name the generator, the field and the bad value, and say what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AuthError",
+    "CaptureError",
+    "ConflictError",
+    "DecodeError",
+    "DivergenceError",
+    "InvalidNameError",
+    "MissingExtraError",
+    "NotFoundError",
+    "RestoreError",
+    "RngVaultError",
+    "StateError",
+    "StoreError",
+    "TransportError",
+]
+
+
+class RngVaultError(Exception):
+    """Root of every error rngvault raises."""
+
+
+class InvalidNameError(RngVaultError, ValueError):
+    """A generator, namespace, run or snapshot name does not match its rule."""
+
+
+class CaptureError(RngVaultError):
+    """An object cannot be captured."""
+
+
+class StateError(RngVaultError, ValueError):
+    """A generator state is invalid.
+
+    Attributes:
+        generator: the generator's name in the snapshot, when known.
+        field: the offending field (dotted path inside the state).
+        value: the offending value (shortened for display).
+    """
+
+    def __init__(
+        self, message: str, *, generator: str | None = None, field: str | None = None,
+        value: Any = None,
+    ) -> None:
+        self.reason = message
+        self.generator = generator
+        self.field = field
+        self.value = value
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        where = []
+        if self.generator is not None:
+            where.append(f"generator {self.generator!r}")
+        if self.field is not None:
+            where.append(f"field {self.field!r}")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.reason}" if prefix else self.reason
+
+    def for_generator(self, name: str) -> StateError:
+        """The same error, naming the generator it was found in."""
+        return StateError(self.reason, generator=name, field=self.field, value=self.value)
+
+
+class RestoreError(RngVaultError):
+    """A restore was refused before any generator was touched (or was rolled back)."""
+
+
+class DivergenceError(RestoreError):
+    """A reproduction's generators drifted from its reference run.
+
+    Attributes:
+        report: the divergence report that describes the first drift.
+    """
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class DecodeError(RngVaultError, ValueError):
+    """Bytes are not a valid rngvault snapshot; the message says what is wrong and where."""
+
+
+class StoreError(RngVaultError):
+    """A store could not keep or return a snapshot."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """No such run or snapshot."""
+
+
+class ConflictError(StoreError):
+    """A snapshot name is already taken by a snapshot with other content."""
+
+
+class AuthError(StoreError):
+    """The server refused the request's credentials or scope."""
+
+
+class TransportError(StoreError):
+    """The server could not be reached, timed out, or answered with a server error."""
+
+
+class MissingExtraError(RngVaultError, ImportError):
+    """An optional dependency is missing; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs {module!r}, which is not installed: "
+            f"pip install 'rngvault[{extra}]'"
+        )
+        self.extra = extra

@@ -1,0 +1,155 @@
+"""The in-memory snapshot: generator states tagged with their family, plus metadata."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+Scalar = int | float | str | bool
+
+
+def values_equal(a: Any, b: Any) -> bool:
+    """Deep equality that treats numpy arrays by value and tuples like lists."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(np.array_equal(a, b))
+        )
+    if isinstance(a, Mapping):
+        return (
+            isinstance(b, Mapping)
+            and a.keys() == b.keys()
+            and all(values_equal(a[k], b[k]) for k in a)
+        )
+    if isinstance(a, (tuple, list)):
+        return (
+            isinstance(b, (tuple, list))
+            and len(a) == len(b)
+            and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
+        )
+    if isinstance(a, (bytes, bytearray)) or isinstance(b, (bytes, bytearray)):
+        return isinstance(b, (bytes, bytearray)) and isinstance(a, (bytes, bytearray)) and a == b
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (a != a and b != b)  # NaN equals NaN here: same bits, same state
+    return type(a) is type(b) and a == b
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class State:
+    """One generator's complete state.
+
+    Attributes:
+        family: the generator family (``"python"``, ``"numpy.bitgen"``, ``"torch.cpu"``...).
+        fields: the family's fields; treat them as read-only.
+    """
+
+    family: str
+    fields: Mapping[str, Any]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, State):
+            return NotImplemented
+        return self.family == other.family and values_equal(self.fields, other.fields)
+
+    def __hash__(self) -> int:
+        return hash(self.family)
+
+    def describe(self) -> str:
+        """A one-line summary of the generator's position (MT index, counter, offset)."""
+        from rngvault.families import get_family
+
+        family = get_family(self.family)
+        if family is None:
+            return f"unknown family {self.family!r}"
+        return family.describe(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    """What a snapshot says about the moment it was taken.
+
+    Attributes:
+        step: the training step, if given.
+        epoch: the epoch, if given.
+        tags: free-form labels.
+        metrics: small scalar metrics (loss, accuracy...).
+        rank: the process's rank in a distributed run (0 otherwise).
+        world_size: the number of processes in the run (1 otherwise).
+    """
+
+    step: int | None = None
+    epoch: int | None = None
+    tags: tuple[str, ...] = ()
+    metrics: Mapping[str, Scalar] = field(default_factory=dict)
+    rank: int = 0
+    world_size: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "epoch": self.epoch,
+            "tags": list(self.tags),
+            "metrics": dict(self.metrics),
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """The states of a set of generators at one moment.
+
+    Attributes:
+        states: generator name -> ``State``.
+        metadata: step, epoch, tags, metrics, rank and world size.
+        environment: library versions, platform, devices and determinism flags.
+        created: when it was taken, in seconds since the Unix epoch.
+        probes: generator name -> the first few outputs computed from its state, when taken by
+            a Vault (used to detect "same state, different numbers" across platforms).
+        format_version: the snapshot format version it was written or read with.
+        digest: SHA-256 (hex) of the canonical encoding of ``states``.
+    """
+
+    states: Mapping[str, State]
+    metadata: Metadata = field(default_factory=Metadata)
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)
+    probes: Mapping[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @cached_property
+    def digest(self) -> str:
+        from rngvault._format import states_digest
+
+        return states_digest(self.states)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (
+            self.digest == other.digest
+            and self.metadata == other.metadata
+            and values_equal(self.environment, other.environment)
+            and self.created == other.created
+        )
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def describe(self) -> dict[str, str]:
+        """Generator name -> one-line position summary."""
+        return {name: state.describe() for name, state in self.states.items()}
+
+    def __repr__(self) -> str:
+        names = ", ".join(self.states)
+        return f"<Snapshot {self.digest[:12]} [{names}]>"

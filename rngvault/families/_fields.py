@@ -1,0 +1,128 @@
+"""Field checks shared by the generator families.
+
+Each check reads one field of a state, raises ``StateError`` naming the field and the bad
+value when it is wrong, and returns the value in its canonical type otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rngvault._errors import StateError
+
+_MISSING = object()
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def get(fields: Mapping[str, Any], key: str, path: str = "") -> Any:
+    """The field ``key`` of ``fields``; a missing field is a StateError."""
+    if not isinstance(fields, Mapping):
+        raise StateError(f"expected a map, got {type(fields).__name__}", field=path or None)
+    value = fields.get(key, _MISSING)
+    if value is _MISSING:
+        raise StateError("missing field", field=path + key)
+    return value
+
+
+def check_keys(fields: Mapping[str, Any], allowed: set[str] | frozenset[str], path: str = "") -> None:
+    """Reject fields no family version ever wrote, so corruption cannot pass as extra data."""
+    extra = sorted(set(fields) - set(allowed))
+    if extra:
+        raise StateError(f"unknown field(s) {', '.join(map(repr, extra))}", field=path or None)
+
+
+def integer(fields: Mapping[str, Any], key: str, lo: int, hi: int, path: str = "") -> int:
+    """An int field with ``lo <= value <= hi`` (bool is not an int here)."""
+    value = get(fields, key, path)
+    if isinstance(value, (np.integer,)):
+        value = int(value)
+    if type(value) is not int:
+        raise StateError(
+            f"expected an integer, got {type(value).__name__} {_show(value)}", field=path + key,
+            value=value,
+        )
+    if not lo <= value <= hi:
+        raise StateError(f"{value} is out of range {lo}..{hi}", field=path + key, value=value)
+    return value
+
+
+def flag(fields: Mapping[str, Any], key: str, path: str = "") -> int:
+    """A 0/1 flag (numpy stores these as ints); bools are accepted and returned as ints."""
+    value = get(fields, key, path)
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return integer(fields, key, 0, 1, path)
+
+
+def real(fields: Mapping[str, Any], key: str, path: str = "", *, optional: bool = False) -> Any:
+    """A float field (ints are accepted and widened); ``None`` too when optional."""
+    value = get(fields, key, path)
+    if value is None and optional:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.floating)):
+        raise StateError(
+            f"expected a float{' or None' if optional else ''}, got {type(value).__name__} "
+            f"{_show(value)}",
+            field=path + key,
+            value=value,
+        )
+    return float(value)
+
+
+def array(
+    fields: Mapping[str, Any], key: str, dtype: str, length: int, path: str = ""
+) -> np.ndarray:
+    """A one-dimensional array of ``length`` elements of ``dtype`` (e.g. ``"uint32"``)."""
+    value = get(fields, key, path)
+    if not isinstance(value, np.ndarray):
+        raise StateError(
+            f"expected a {dtype} array, got {type(value).__name__}", field=path + key
+        )
+    if value.dtype != np.dtype(dtype) or value.shape != (length,):
+        raise StateError(
+            f"expected {dtype}[{length}], got {value.dtype}{list(value.shape)}",
+            field=path + key,
+        )
+    return value
+
+
+def blob(fields: Mapping[str, Any], key: str, size: int, path: str = "") -> bytes:
+    """A bytes field of exactly ``size`` bytes."""
+    value = get(fields, key, path)
+    if not isinstance(value, (bytes, bytearray)):
+        raise StateError(f"expected bytes, got {type(value).__name__}", field=path + key)
+    if len(value) != size:
+        raise StateError(
+            f"expected {size} bytes, got {len(value)}", field=path + key, value=len(value)
+        )
+    return bytes(value)
+
+
+def mt_key(key: Any, field: str) -> None:
+    """The 624 words of an MT19937 key: 32-bit and not all zero (an all-zero key is stuck)."""
+    if isinstance(key, np.ndarray):
+        if not key.any():
+            raise StateError("the MT19937 key is all zeros, which never recovers", field=field)
+        return
+    if len(key) != 624:
+        raise StateError(f"expected 624 words, got {len(key)}", field=field, value=len(key))
+    for i, word in enumerate(key):
+        if type(word) is not int or not 0 <= word < 2**32:
+            raise StateError(
+                f"word {i} is {_show(word)}, not a 32-bit unsigned integer", field=field,
+                value=word,
+            )
+    if not any(key):
+        raise StateError("the MT19937 key is all zeros, which never recovers", field=field)
+
+
+def show(value: Any) -> str:
+    """A short repr for messages."""
+    return _show(value)

@@ -1,0 +1,87 @@
+"""NumPy's legacy ``RandomState``: the global ``np.random`` functions and any RandomState.
+
+State: the MT19937 key (uint32[624]), ``pos`` (0..624), and the cached second normal
+(``has_gauss``, ``gauss``). NumPy accepts ``pos`` outside 0..624 and then reads past the key
+(a segfault), so ``validate`` must run before NumPy sees a state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rngvault._errors import StateError
+from rngvault.families import Family, Fields
+from rngvault.families import _fields as f
+
+_KEYS = frozenset({"key", "pos", "has_gauss", "gauss"})
+
+
+def accepts(obj: Any) -> bool:
+    return isinstance(obj, np.random.RandomState)
+
+
+def capture(obj: np.random.RandomState) -> Fields:
+    state = obj.get_state(legacy=False)
+    if state["bit_generator"] != "MT19937":
+        from rngvault._errors import CaptureError
+
+        raise CaptureError(
+            f"a RandomState over {state['bit_generator']} is not supported; "
+            "track its bit generator instead (numpy.bitgen)"
+        )
+    inner = state["state"]
+    return {
+        "key": inner["key"],
+        "pos": inner["pos"],
+        "has_gauss": state["has_gauss"],
+        "gauss": state["gauss"],
+    }
+
+
+def validate(fields: Mapping[str, Any]) -> None:
+    f.check_keys(fields, _KEYS)
+    f.mt_key(f.array(fields, "key", "uint32", 624), "key")
+    f.integer(fields, "pos", 0, 624)
+    f.flag(fields, "has_gauss")
+    f.real(fields, "gauss")
+
+
+def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
+    if not accepts(obj):
+        raise StateError(f"a numpy RandomState state cannot be restored into a {type(obj).__name__}")
+    bit_generator = type(obj._bit_generator).__name__
+    if bit_generator != "MT19937":
+        raise StateError(f"the target RandomState runs {bit_generator}, not MT19937")
+
+
+def restore(obj: np.random.RandomState, fields: Mapping[str, Any]) -> None:
+    obj.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": fields["key"], "pos": int(fields["pos"])},
+            "has_gauss": int(fields["has_gauss"]),
+            "gauss": float(fields["gauss"]),
+        }
+    )
+
+
+def describe(fields: Mapping[str, Any]) -> str:
+    text = f"MT pos {fields['pos']}/624"
+    if fields.get("has_gauss"):
+        text += ", cached gauss"
+    return text
+
+
+FAMILY = Family(
+    name="numpy.legacy",
+    kind="numpy.random.RandomState",
+    accepts=accepts,
+    capture=capture,
+    validate=validate,
+    check_target=check_target,
+    restore=restore,
+    describe=describe,
+)

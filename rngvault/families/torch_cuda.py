@@ -1,0 +1,112 @@
+"""PyTorch's CUDA generators: each device's default generator and any CUDA ``torch.Generator``.
+
+State: 16 bytes, the seed (u64 LE) and the Philox offset (u64 LE); the offset grows by 4
+per kernel launch, so a valid one is a multiple of 4. torch before 2.1 used an 816-byte
+state, which is not supported. Reading a device's state does not synchronize it.
+
+Capturing never initializes CUDA: globals are captured only once the process has done so.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rngvault._errors import StateError
+from rngvault.families import Family, Fields, _torch
+from rngvault.families import _fields as f
+
+STATE_SIZE = 16
+
+
+@dataclass(frozen=True)
+class CudaDevice:
+    """The default generator of one CUDA device (``torch.cuda:N``)."""
+
+    index: int
+
+
+def device_count() -> int:
+    """Devices this process can see; 0 without torch or CUDA (never initializes CUDA)."""
+    torch = _torch.loaded()
+    if torch is None or not torch.cuda.is_available():
+        return 0
+    return int(torch.cuda.device_count())
+
+
+def initialized_devices() -> list[CudaDevice]:
+    """Every device's default generator, when CUDA is already initialized; else none."""
+    torch = _torch.loaded()
+    if torch is None or not torch.cuda.is_initialized():
+        return []
+    return [CudaDevice(i) for i in range(torch.cuda.device_count())]
+
+
+def accepts(obj: Any) -> bool:
+    return isinstance(obj, CudaDevice) or _torch.is_generator(obj, "cuda")
+
+
+def capture(obj: Any) -> Fields:
+    if isinstance(obj, CudaDevice):
+        torch = _torch.require("capturing CUDA generators")
+        return {"state": torch.cuda.get_rng_state(obj.index).numpy().tobytes()}
+    return {"state": obj.get_state().numpy().tobytes()}
+
+
+def validate(fields: Mapping[str, Any]) -> None:
+    f.check_keys(fields, {"state"})
+    state = f.get(fields, "state")
+    if isinstance(state, (bytes, bytearray)) and len(state) == 816:
+        raise StateError("an 816-byte CUDA state was written by torch < 2.1, which rngvault "
+                         "does not support", field="state")
+    f.blob(fields, "state", STATE_SIZE)
+    _seed, offset = struct.unpack("<QQ", state)
+    if offset % 4:
+        raise StateError(f"Philox offset {offset} is not a multiple of 4", field="state.offset",
+                         value=offset)
+
+
+def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
+    if isinstance(obj, CudaDevice):
+        count = device_count()
+        if obj.index >= count:
+            raise StateError(f"CUDA device {obj.index} does not exist here ({count} visible)")
+        return
+    if not accepts(obj):
+        raise StateError(
+            f"a torch CUDA generator state cannot be restored into a {type(obj).__name__}"
+            + (f" on {obj.device}" if hasattr(obj, "device") else "")
+        )
+
+
+def restore(obj: Any, fields: Mapping[str, Any]) -> None:
+    state = _torch.to_tensor(fields["state"])
+    if isinstance(obj, CudaDevice):
+        _torch.require("restoring CUDA generators").cuda.set_rng_state(state, obj.index)
+    else:
+        obj.set_state(state)
+
+
+def parse(state: bytes) -> tuple[int, int]:
+    """The (seed, Philox offset) of a CUDA state."""
+    seed, offset = struct.unpack("<QQ", state)
+    return seed, offset
+
+
+def describe(fields: Mapping[str, Any]) -> str:
+    seed, offset = parse(fields["state"])
+    return f"Philox offset {offset}, seed {seed}"
+
+
+FAMILY = Family(
+    name="torch.cuda",
+    kind="torch.Generator (CUDA)",
+    accepts=accepts,
+    capture=capture,
+    validate=validate,
+    check_target=check_target,
+    restore=restore,
+    describe=describe,
+)
