@@ -12,8 +12,7 @@ from rngvault._errors import RestoreError, StateError
 from rngvault._names import check_generator_name
 from rngvault._report import GeneratorOutcome, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, State, values_equal
-from rngvault.families import Family, family_of, get_family, torch_cuda
-from rngvault.families import _torch
+from rngvault.families import Family, _torch, family_of, get_family, torch_cuda
 
 Targets = Mapping[str, Any]
 
@@ -25,7 +24,7 @@ def global_targets() -> dict[str, Any]:
     initializes CUDA itself.
     """
     targets: dict[str, Any] = {
-        "python.global": random._inst,  # type: ignore[attr-defined]
+        "python.global": random._inst,
         "numpy.global": np.random.mtrand._rand,
     }
     torch = _torch.loaded()
@@ -39,7 +38,7 @@ def global_targets() -> dict[str, Any]:
 def _global_restore_target(name: str) -> tuple[Any, str]:
     """The object a global state restores into, or (None, why there is none)."""
     if name == "python.global":
-        return random._inst, ""  # type: ignore[attr-defined]
+        return random._inst, ""
     if name == "numpy.global":
         return np.random.mtrand._rand, ""
     torch = _torch.loaded()
@@ -170,7 +169,7 @@ def restore(
         outcomes[name] = GeneratorOutcome(
             name, family.name, "restored", family.describe(state.fields), verified
         )
-    notes = ()
+    notes: tuple[str, ...] = ()
     if cuda_missing:
         notes = (f"{', '.join(cuda_missing)} skipped: no CUDA here; CUDA streams will differ",)
     order = list(snapshot.states) + [n for n in outcomes if n not in snapshot.states]

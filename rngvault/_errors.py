@@ -62,7 +62,11 @@ class StateError(RngVaultError, ValueError):
     """
 
     def __init__(
-        self, message: str, *, generator: str | None = None, field: str | None = None,
+        self,
+        message: str,
+        *,
+        generator: str | None = None,
+        field: str | None = None,
         value: Any = None,
     ) -> None:
         self.reason = message
@@ -130,7 +134,6 @@ class MissingExtraError(RngVaultError, ImportError):
 
     def __init__(self, module: str, extra: str, feature: str) -> None:
         super().__init__(
-            f"{feature} needs {module!r}, which is not installed: "
-            f"pip install 'rngvault[{extra}]'"
+            f"{feature} needs {module!r}, which is not installed: pip install 'rngvault[{extra}]'"
         )
         self.extra = extra

@@ -29,7 +29,7 @@ import msgpack
 import numpy as np
 
 from rngvault._errors import DecodeError, StateError
-from rngvault._names import GENERATOR_NAME_RULE, _GENERATOR_NAME
+from rngvault._names import _GENERATOR_NAME, GENERATOR_NAME_RULE
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, State
 
 FORMAT_TAG = "rngvault-snapshot"

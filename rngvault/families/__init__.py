@@ -58,8 +58,14 @@ class Family:
 
 
 def _load() -> dict[str, Family]:
-    from rngvault.families import dataloader, numpy_bitgen, numpy_legacy, python, torch_cpu
-    from rngvault.families import torch_cuda
+    from rngvault.families import (
+        dataloader,
+        numpy_bitgen,
+        numpy_legacy,
+        python,
+        torch_cpu,
+        torch_cuda,
+    )
 
     found = [python, numpy_legacy, numpy_bitgen, torch_cpu, torch_cuda, dataloader]
     return {module.FAMILY.name: module.FAMILY for module in found}
@@ -87,5 +93,7 @@ def family_of(obj: Any) -> Family:
         if family.accepts(obj):
             return family
     kinds = ", ".join(f.kind for f in families().values())
-    raise CaptureError(f"cannot capture a {type(obj).__module__}.{type(obj).__qualname__}: "
-                       f"rngvault captures {kinds}")
+    raise CaptureError(
+        f"cannot capture a {type(obj).__module__}.{type(obj).__qualname__}: "
+        f"rngvault captures {kinds}"
+    )

@@ -31,7 +31,9 @@ def get(fields: Mapping[str, Any], key: str, path: str = "") -> Any:
     return value
 
 
-def check_keys(fields: Mapping[str, Any], allowed: set[str] | frozenset[str], path: str = "") -> None:
+def check_keys(
+    fields: Mapping[str, Any], allowed: set[str] | frozenset[str], path: str = ""
+) -> None:
     """Reject fields no family version ever wrote, so corruption cannot pass as extra data."""
     extra = sorted(set(fields) - set(allowed))
     if extra:
@@ -45,7 +47,8 @@ def integer(fields: Mapping[str, Any], key: str, lo: int, hi: int, path: str = "
         value = int(value)
     if type(value) is not int:
         raise StateError(
-            f"expected an integer, got {type(value).__name__} {_show(value)}", field=path + key,
+            f"expected an integer, got {type(value).__name__} {_show(value)}",
+            field=path + key,
             value=value,
         )
     if not lo <= value <= hi:
@@ -82,9 +85,7 @@ def array(
     """A one-dimensional array of ``length`` elements of ``dtype`` (e.g. ``"uint32"``)."""
     value = get(fields, key, path)
     if not isinstance(value, np.ndarray):
-        raise StateError(
-            f"expected a {dtype} array, got {type(value).__name__}", field=path + key
-        )
+        raise StateError(f"expected a {dtype} array, got {type(value).__name__}", field=path + key)
     if value.dtype != np.dtype(dtype) or value.shape != (length,):
         raise StateError(
             f"expected {dtype}[{length}], got {value.dtype}{list(value.shape)}",
@@ -116,7 +117,8 @@ def mt_key(key: Any, field: str) -> None:
     for i, word in enumerate(key):
         if type(word) is not int or not 0 <= word < 2**32:
             raise StateError(
-                f"word {i} is {_show(word)}, not a 32-bit unsigned integer", field=field,
+                f"word {i} is {_show(word)}, not a 32-bit unsigned integer",
+                field=field,
                 value=word,
             )
     if not any(key):

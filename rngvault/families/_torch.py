@@ -25,11 +25,7 @@ def require(feature: str) -> Any:
 
 def is_generator(obj: Any, device_type: str) -> bool:
     torch = loaded()
-    return (
-        torch is not None
-        and isinstance(obj, torch.Generator)
-        and obj.device.type == device_type
-    )
+    return torch is not None and isinstance(obj, torch.Generator) and obj.device.type == device_type
 
 
 def to_tensor(data: bytes) -> Any:

@@ -113,19 +113,32 @@ def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
     if not accepts(obj):
         raise StateError(f"a DataLoader state cannot be restored into a {type(obj).__name__}")
     if (fields["generator"] is None) != (obj.generator is None):
-        had = "no generator (it used the global torch generator)" if fields["generator"] is None \
+        had = (
+            "no generator (it used the global torch generator)"
+            if fields["generator"] is None
             else "its own generator"
-        raise StateError(f"the snapshot's DataLoader had {had}; give the target loader the "
-                         "same kind of generator", field="generator")
+        )
+        raise StateError(
+            f"the snapshot's DataLoader had {had}; give the target loader the "
+            "same kind of generator",
+            field="generator",
+        )
     if obj.generator is not None and not torch_cpu.accepts(obj.generator):
-        raise StateError(f"the target loader's generator is on {obj.generator.device}, not the "
-                         "CPU", field="generator")
+        raise StateError(
+            f"the target loader's generator is on {obj.generator.device}, not the CPU",
+            field="generator",
+        )
     if (fields["sampler_generator"] is None) != (_sampler_generator(obj) is None):
-        raise StateError("the target loader's sampler does not match the snapshot's: one has a "
-                         "generator of its own and the other not", field="sampler_generator")
+        raise StateError(
+            "the target loader's sampler does not match the snapshot's: one has a "
+            "generator of its own and the other not",
+            field="sampler_generator",
+        )
     if (fields["sampler"] is None) == _distributed(obj):
-        raise StateError("the snapshot's loader and the target disagree on using a "
-                         "DistributedSampler", field="sampler")
+        raise StateError(
+            "the snapshot's loader and the target disagree on using a DistributedSampler",
+            field="sampler",
+        )
 
 
 def restore(obj: Any, fields: Mapping[str, Any]) -> None:
@@ -155,8 +168,10 @@ def describe(fields: Mapping[str, Any]) -> str:
     if fields["sampler_generator"] is not None:
         parts.append("sampler generator " + torch_cpu.describe_bytes(fields["sampler_generator"]))
     if fields["sampler"] is not None:
-        parts.append(f"DistributedSampler seed {fields['sampler']['seed']} "
-                     f"epoch {fields['sampler']['epoch']}")
+        parts.append(
+            f"DistributedSampler seed {fields['sampler']['seed']} "
+            f"epoch {fields['sampler']['epoch']}"
+        )
     return "; ".join(parts)
 
 

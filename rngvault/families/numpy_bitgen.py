@@ -48,7 +48,7 @@ def _seed_seq(bit_generator: np.random.BitGenerator) -> Fields | None:
 
 def capture(obj: Any) -> Fields:
     bit_generator = _bit_generator(obj)
-    fields: Fields = bit_generator.state  # a fresh dict with fresh arrays on every call
+    fields: Fields = dict(bit_generator.state)  # .state is fresh on every call: cheap copy
     fields["seed_seq"] = _seed_seq(bit_generator)
     return fields
 
@@ -147,9 +147,7 @@ def validate(fields: Mapping[str, Any]) -> None:
 
 def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
     if not accepts(obj):
-        raise StateError(
-            f"a numpy Generator state cannot be restored into a {type(obj).__name__}"
-        )
+        raise StateError(f"a numpy Generator state cannot be restored into a {type(obj).__name__}")
     actual = type(_bit_generator(obj)).__name__
     if actual != fields["bit_generator"]:
         raise StateError(
@@ -175,7 +173,7 @@ def restore(obj: Any, fields: Mapping[str, Any]) -> None:
         n_children_spawned=seq["n_children_spawned"],
     )
     # BitGenerator.__setstate__ is the one public door that sets the seed sequence too.
-    bit_generator.__setstate__((state, seed_seq))
+    bit_generator.__setstate__((state, seed_seq))  # type: ignore[attr-defined]
 
 
 def describe(fields: Mapping[str, Any]) -> str:

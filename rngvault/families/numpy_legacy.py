@@ -51,7 +51,9 @@ def validate(fields: Mapping[str, Any]) -> None:
 
 def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
     if not accepts(obj):
-        raise StateError(f"a numpy RandomState state cannot be restored into a {type(obj).__name__}")
+        raise StateError(
+            f"a numpy RandomState state cannot be restored into a {type(obj).__name__}"
+        )
     bit_generator = type(obj._bit_generator).__name__
     if bit_generator != "MT19937":
         raise StateError(f"the target RandomState runs {bit_generator}, not MT19937")

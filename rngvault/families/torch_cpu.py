@@ -52,24 +52,31 @@ def validate_bytes(state: Any, field: str = "state") -> None:
     f.blob({field: state}, field, STATE_SIZE)
     p = parse(state)
     if p["seeded"] != 1:
-        raise StateError(f"seeded flag is {p['seeded']}; torch rejects unseeded states",
-                         field=f"{field}.seeded", value=p["seeded"])
+        raise StateError(
+            f"seeded flag is {p['seeded']}; torch rejects unseeded states",
+            field=f"{field}.seeded",
+            value=p["seeded"],
+        )
     if not 1 <= p["left"] <= 624:
-        raise StateError(f"left is {p['left']}, outside 1..624", field=f"{field}.left",
-                         value=p["left"])
+        raise StateError(
+            f"left is {p['left']}, outside 1..624", field=f"{field}.left", value=p["left"]
+        )
     if not 0 <= p["next"] <= 624:
-        raise StateError(f"next is {p['next']}, outside 0..624", field=f"{field}.next",
-                         value=p["next"])
+        raise StateError(
+            f"next is {p['next']}, outside 0..624", field=f"{field}.next", value=p["next"]
+        )
     words = p["words"]
     if int(words.max()) >= 2**32:
         raise StateError("an MT19937 word is wider than 32 bits", field=f"{field}.words")
     if not words.any():
-        raise StateError("the MT19937 key is all zeros, which never recovers",
-                         field=f"{field}.words")
+        raise StateError(
+            "the MT19937 key is all zeros, which never recovers", field=f"{field}.words"
+        )
     for name in ("normal_is_valid", "float_normal_is_valid"):
         if p[name] not in (0, 1):
-            raise StateError(f"{name} is {p[name]}, not 0 or 1", field=f"{field}.{name}",
-                             value=p[name])
+            raise StateError(
+                f"{name} is {p[name]}, not 0 or 1", field=f"{field}.{name}", value=p[name]
+            )
 
 
 def validate(fields: Mapping[str, Any]) -> None:

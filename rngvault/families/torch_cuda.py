@@ -59,13 +59,16 @@ def validate(fields: Mapping[str, Any]) -> None:
     f.check_keys(fields, {"state"})
     state = f.get(fields, "state")
     if isinstance(state, (bytes, bytearray)) and len(state) == 816:
-        raise StateError("an 816-byte CUDA state was written by torch < 2.1, which rngvault "
-                         "does not support", field="state")
+        raise StateError(
+            "an 816-byte CUDA state was written by torch < 2.1, which rngvault does not support",
+            field="state",
+        )
     f.blob(fields, "state", STATE_SIZE)
     _seed, offset = struct.unpack("<QQ", state)
     if offset % 4:
-        raise StateError(f"Philox offset {offset} is not a multiple of 4", field="state.offset",
-                         value=offset)
+        raise StateError(
+            f"Philox offset {offset} is not a multiple of 4", field="state.offset", value=offset
+        )
 
 
 def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
