@@ -4,6 +4,7 @@ The public API is re-exported here; everything in underscore modules is private.
 """
 
 from rngvault._api import capture, restore
+from rngvault._divergence import DivergenceReport
 from rngvault._errors import (
     AuthError,
     CaptureError,
@@ -21,7 +22,10 @@ from rngvault._errors import (
 )
 from rngvault._format import decode, encode
 from rngvault._report import EnvironmentDifference, GeneratorOutcome, RestoreReport
-from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, State
+from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
+from rngvault._vault import DivergenceWarning, Vault
+from rngvault._writer import StoreWarning
+from rngvault.stores import LocalStore, SnapshotInfo, Store, open_store
 
 __version__ = "0.1.0"
 
@@ -32,9 +36,12 @@ __all__ = [
     "ConflictError",
     "DecodeError",
     "DivergenceError",
+    "DivergenceReport",
+    "DivergenceWarning",
     "EnvironmentDifference",
     "GeneratorOutcome",
     "InvalidNameError",
+    "LocalStore",
     "Metadata",
     "MissingExtraError",
     "NotFoundError",
@@ -42,13 +49,19 @@ __all__ = [
     "RestoreReport",
     "RngVaultError",
     "Snapshot",
+    "SnapshotInfo",
+    "SnapshotRef",
     "State",
     "StateError",
+    "Store",
     "StoreError",
+    "StoreWarning",
     "TransportError",
+    "Vault",
     "__version__",
     "capture",
     "decode",
     "encode",
+    "open_store",
     "restore",
 ]

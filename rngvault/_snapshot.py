@@ -105,6 +105,47 @@ class Metadata:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRef:
+    """A short reference to a stored snapshot, small enough to keep inside a model checkpoint.
+
+    ``str(ref)`` is ``"namespace/run/name@<digest>"`` (``#rank`` appended for rank > 0) and
+    ``SnapshotRef.parse`` reads it back; ``Vault.restore`` accepts either form and checks
+    the digest, so a reference never silently restores other states.
+
+    Attributes:
+        run: ``"namespace/run"``.
+        name: the snapshot's name.
+        digest: the states' SHA-256 (hex).
+        rank: the rank whose states it names.
+    """
+
+    run: str
+    name: str
+    digest: str
+    rank: int = 0
+
+    def __str__(self) -> str:
+        text = f"{self.run}/{self.name}@{self.digest}"
+        return text if self.rank == 0 else f"{text}#{self.rank}"
+
+    @classmethod
+    def parse(cls, text: str) -> SnapshotRef:
+        """Read a reference written by ``str(ref)``."""
+        from rngvault._errors import InvalidNameError
+        from rngvault._names import check_name, split_run
+
+        head, at, tail = text.partition("@")
+        digest, _hash, rank = tail.partition("#")
+        parts = head.split("/")
+        if not at or len(parts) != 3 or len(digest) != 64 or (rank and not rank.isdigit()):
+            raise InvalidNameError(
+                f"invalid snapshot reference {text!r}: expected 'namespace/run/name@<digest>'"
+            )
+        run = "/".join(split_run("/".join(parts[:2])))
+        return cls(run, check_name(parts[2]), digest, int(rank or 0))
+
+
 @dataclass(frozen=True, eq=False)
 class Snapshot:
     """The states of a set of generators at one moment.
@@ -117,6 +158,8 @@ class Snapshot:
         probes: generator name -> the first few outputs computed from its state, when taken by
             a Vault (used to detect "same state, different numbers" across platforms).
         format_version: the snapshot format version it was written or read with.
+        ref: where it is stored (run, name, digest), when it came from or went to a Vault;
+            not part of the encoding.
         digest: SHA-256 (hex) of the canonical encoding of ``states``.
     """
 
@@ -126,6 +169,7 @@ class Snapshot:
     created: float = field(default_factory=time.time)
     probes: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    ref: SnapshotRef | None = None
 
     @cached_property
     def digest(self) -> str:

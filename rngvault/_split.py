@@ -1,0 +1,79 @@
+"""Split an encoded snapshot into its generator states and the rest, and join them back.
+
+Stores keep each generator state once, keyed by the SHA-256 of its encoding, however many
+snapshots and runs hold it. ``join(split(data))`` gives back ``data`` byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import msgpack
+
+from rngvault._errors import DecodeError
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """An encoded snapshot taken apart.
+
+    Attributes:
+        prefix: the bytes before the first state (everything up to the states map header).
+        entries: (encoded generator name, SHA-256 hex of the state's encoding) in order.
+        suffix: the bytes after the last state.
+        blobs: SHA-256 hex -> the state's encoding.
+    """
+
+    prefix: bytes
+    entries: tuple[tuple[bytes, str], ...]
+    suffix: bytes
+    blobs: Mapping[str, bytes]
+
+    def skeleton(self) -> bytes:
+        """Everything but the blobs, as msgpack (what a store keeps per snapshot)."""
+        return msgpack.packb([self.prefix, [list(e) for e in self.entries], self.suffix])
+
+
+def split(data: bytes) -> Split:
+    """Take an encoded snapshot (already validated by ``decode``) apart."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(data) + 1)
+    unpacker.feed(data)
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key != "states":
+                unpacker.skip()
+                continue
+            count = unpacker.read_map_header()
+            start = unpacker.tell()
+            entries, blobs = [], {}
+            for _ in range(count):
+                name_start = unpacker.tell()
+                unpacker.skip()
+                value_start = unpacker.tell()
+                unpacker.skip()
+                blob = data[value_start : unpacker.tell()]
+                digest = hashlib.sha256(blob).hexdigest()
+                entries.append((data[name_start:value_start], digest))
+                blobs[digest] = blob
+            return Split(data[:start], tuple(entries), data[unpacker.tell() :], blobs)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"cannot split the snapshot: {exc}") from None
+    raise DecodeError("the snapshot has no 'states' map")
+
+
+def join(skeleton: bytes, blob: Callable[[str], bytes]) -> bytes:
+    """Reassemble an encoded snapshot from its skeleton and a blob lookup."""
+    prefix, entries, suffix = msgpack.unpackb(skeleton, raw=False)
+    parts = [prefix]
+    for name, digest in entries:
+        parts += [name, blob(digest)]
+    parts.append(suffix)
+    return b"".join(parts)
+
+
+def blob_digests(skeleton: bytes) -> list[str]:
+    """The state digests a skeleton refers to."""
+    return [digest for _name, digest in msgpack.unpackb(skeleton, raw=False)[1]]

@@ -1,0 +1,338 @@
+"""``Vault``: named snapshots inside a training loop, kept in a store, restored anywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Literal
+
+from rngvault import _environment, _probes, _ranks
+from rngvault._api import capture_resolved, global_targets, resolve
+from rngvault._api import restore as restore_states
+from rngvault._divergence import DivergenceReport, compare_snapshots
+from rngvault._errors import DivergenceError, NotFoundError, RestoreError
+from rngvault._format import decode, encode
+from rngvault._names import check_generator_name, check_name, split_run
+from rngvault._report import RestoreReport
+from rngvault._snapshot import Metadata, Snapshot, SnapshotRef
+from rngvault._writer import OnError, Writer
+from rngvault.families import Family, family_of
+from rngvault.stores import SnapshotInfo, Store, open_store
+
+
+class DivergenceWarning(UserWarning):
+    """A reproduction's generators drifted from its reference run."""
+
+
+def _check_run(run: str) -> str:
+    return "/".join(split_run(run))
+
+
+class Vault:
+    """Take named snapshots of a run's generators and restore them later, anywhere.
+
+    ``store`` is a directory, a ``file://`` or ``http(s)://`` URL, or a Store; by default
+    ``$RNGVAULT_URL``, else ``$RNGVAULT_STORE``, else a per-user data directory.
+    ``snapshot()`` copies the states on the calling thread and leaves encoding and storage
+    to a background writer. Storage errors follow ``on_error``: ``"warn"`` warns once per
+    problem, ``"raise"`` raises from the next ``snapshot()`` or ``flush()``.
+
+    With ``reference="alice/exp"``, each snapshot is compared off the training thread with
+    the reference run's snapshot of the same name; the first divergence is reported by a
+    warning and to ``on_divergence(report)``, and with ``strict=True`` also raised as
+    DivergenceError from the next ``snapshot()`` or ``flush()``.
+    """
+
+    def __init__(
+        self,
+        store: str | os.PathLike[str] | Store | None = None,
+        *,
+        run: str,
+        reference: str | None = None,
+        on_divergence: Callable[[DivergenceReport], Any] | None = None,
+        strict: bool = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        on_error: OnError = "warn",
+        token: str | None = None,
+        track_globals: bool = True,
+    ) -> None:
+        self.run = _check_run(run)
+        self.reference = _check_run(reference) if reference is not None else None
+        self.rank, self.world_size, self.local_rank = _ranks.detect(rank, world_size)
+        self.store: Store = open_store(store, token=token)
+        self.on_divergence = on_divergence
+        self.strict = strict
+        self.track_globals = track_globals
+        self._tracked: dict[str, tuple[Family, Any]] = {}
+        self._globals: dict[tuple[str, int], tuple[str, Family, Any]] = {}
+        self._divergence: DivergenceReport | None = None
+        self._divergence_raised = False
+        self._writer = Writer(self._write, on_error, self.run)
+
+    def __repr__(self) -> str:
+        return f"<Vault run={self.run!r} store={self.store.location!r} rank={self.rank}>"
+
+    # -- tracking -------------------------------------------------------------------------
+
+    def track(self, obj: Any, name: str) -> Any:
+        """Register a generator (Random, RandomState, Generator, BitGenerator,
+        torch.Generator or DataLoader) under ``name``; returns ``obj``."""
+        check_generator_name(name)
+        self._tracked[name] = (family_of(obj), obj)
+        return obj
+
+    def untrack(self, name: str) -> None:
+        """Stop capturing the generator called ``name``."""
+        self._tracked.pop(name, None)
+
+    @property
+    def tracked(self) -> dict[str, Any]:
+        """Name -> object for everything a snapshot captures now (globals included)."""
+        return {name: obj for name, _family, obj in self._targets()}
+
+    def _targets(self) -> list[tuple[str, Family, Any]]:
+        targets = []
+        if self.track_globals:
+            for name, obj in global_targets().items():
+                key = (name, id(obj))
+                entry = self._globals.get(key)
+                if entry is None:
+                    entry = self._globals[key] = resolve({name: obj})[0]
+                targets.append(entry)
+        targets += [(name, family, obj) for name, (family, obj) in self._tracked.items()]
+        return targets
+
+    # -- taking snapshots -----------------------------------------------------------------
+
+    def snapshot(
+        self,
+        name: str,
+        *,
+        step: int | None = None,
+        epoch: int | None = None,
+        metrics: Mapping[str, int | float | str | bool] | None = None,
+        tags: Iterable[str] = (),
+        durable: bool = False,
+    ) -> Snapshot:
+        """Capture every tracked generator as snapshot ``name`` of this run.
+
+        Costs the calling thread about the generators' own getstate calls; encoding,
+        probes and storage happen on the background writer. ``durable=True`` waits until
+        the snapshot is stored (and raises if it could not be).
+        """
+        self._raise_pending()
+        check_name(name)
+        states = capture_resolved(self._targets())
+        snapshot = Snapshot(
+            states=states,
+            metadata=Metadata(
+                step=step,
+                epoch=epoch,
+                tags=tuple(tags),
+                metrics=dict(metrics) if metrics else {},
+                rank=self.rank,
+                world_size=self.world_size,
+            ),
+            environment={"flags": _environment.flags()},
+        )
+        job = self._writer.submit((name, snapshot))
+        if durable:
+            job.done.wait()
+            if job.error is not None:
+                raise job.error
+            return job.result
+        return snapshot
+
+    def _write(self, payload: tuple[str, Snapshot]) -> Snapshot:
+        """On the writer thread: environment, probes, encode, store, divergence check."""
+        name, snapshot = payload
+        environment = _environment.collect(
+            rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
+        )
+        environment["flags"] = snapshot.environment["flags"]
+        complete = dataclasses.replace(
+            snapshot,
+            environment=environment,
+            probes=_probes.compute(snapshot.states),
+            ref=SnapshotRef(self.run, name, snapshot.digest, self.rank),
+        )
+        self.store.put(self.run, name, encode(complete), complete)
+        if self.reference is not None and self._divergence is None:
+            self._check_divergence(name, complete)
+        return complete
+
+    def _check_divergence(self, name: str, snapshot: Snapshot) -> None:
+        assert self.reference is not None
+        try:
+            reference = self.get(name, run=self.reference, rank=self.rank)
+        except NotFoundError:
+            return  # the reference run has no snapshot of that name: nothing to compare
+        report = compare_snapshots(name, self.run, snapshot, self.reference, reference)
+        if report is None:
+            return
+        self._divergence = report
+        warnings.warn(str(report), DivergenceWarning, stacklevel=2)
+        if self.on_divergence is not None:
+            self.on_divergence(report)
+
+    def _raise_pending(self) -> None:
+        self._writer.raise_pending()
+        if self.strict and self._divergence is not None and not self._divergence_raised:
+            self._divergence_raised = True
+            raise DivergenceError(str(self._divergence), self._divergence)
+
+    @property
+    def divergence(self) -> DivergenceReport | None:
+        """The first divergence from the reference run, once one was found."""
+        return self._divergence
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every snapshot taken so far is stored; False if ``timeout`` passed."""
+        done = self._writer.flush(timeout)
+        self._raise_pending()
+        return done
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush and release the store."""
+        try:
+            self._writer.close(timeout)
+        finally:
+            self.store.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get(self, name: str, run: str | None = None, *, rank: int | None = None) -> Snapshot:
+        """The stored snapshot ``name`` of ``run`` (this run by default) for ``rank``
+        (this process's rank by default)."""
+        run = _check_run(run) if run is not None else self.run
+        check_name(name)
+        rank = self.rank if rank is None else rank
+        snapshot = decode(self.store.get(run, name, rank))
+        return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank))
+
+    def snapshots(self, run: str | None = None) -> list[SnapshotInfo]:
+        """Every snapshot of ``run`` (this run by default) with its metadata, oldest first."""
+        return self.store.snapshots(_check_run(run) if run is not None else self.run)
+
+    def runs(self) -> list[str]:
+        """Every run in the store."""
+        return self.store.runs()
+
+    def diff(self, a: str, b: str, run: str | None = None) -> Any:
+        """Per generator: unchanged / advanced (by how many draws) / reseeded / missing."""
+        from rngvault._diff import diff
+
+        return diff(self.get(a, run), self.get(b, run))
+
+    # -- restoring ------------------------------------------------------------------------
+
+    def _resolve_ref(self, name: str | SnapshotRef, run: str | None) -> tuple[str, str, str | None]:
+        if isinstance(name, SnapshotRef):
+            return name.run, name.name, name.digest
+        if "@" in name:
+            ref = SnapshotRef.parse(name)
+            return ref.run, ref.name, ref.digest
+        return (_check_run(run) if run is not None else self.run), check_name(name), None
+
+    def restore(
+        self,
+        name: str | SnapshotRef,
+        *,
+        run: str | None = None,
+        strict: bool = False,
+        apply_flags: bool = False,
+        remap: Literal["spawn"] | None = None,
+    ) -> RestoreReport:
+        """Restore every tracked generator to snapshot ``name`` of ``run`` (this run by
+        default), for this process's rank. ``name`` may also be a SnapshotRef or its string.
+
+        All or nothing; the report lists each generator and every environment difference
+        graded by what it can break. ``strict=True`` makes a skipped generator or a
+        difference that can break bit-exactness an error before anything is touched.
+        A different world size is an error unless ``remap="spawn"``: then ranks that were
+        not recorded get states derived deterministically from the snapshot's digest.
+        """
+        if remap not in (None, "spawn"):
+            raise RestoreError(f"remap must be None or 'spawn', not {remap!r}")
+        run, name, digest = self._resolve_ref(name, run)
+        rank0 = self.get(name, run, rank=0)
+        recorded = rank0.metadata.world_size
+        notes: list[str] = []
+        if recorded != self.world_size:
+            if remap != "spawn":
+                raise RestoreError(
+                    f"snapshot {run}/{name} was taken with world size {recorded}; this process "
+                    f"runs with world size {self.world_size}: pass remap='spawn' to derive "
+                    "states for the ranks that were not recorded"
+                )
+            if self.world_size < recorded:
+                dropped = ", ".join(str(r) for r in range(self.world_size, recorded))
+                notes.append(
+                    f"ranks {dropped} of the snapshot were dropped (world size "
+                    f"{recorded} -> {self.world_size})"
+                )
+        if self.rank < recorded:
+            snapshot = rank0 if self.rank == 0 else self.get(name, run, rank=self.rank)
+        else:
+            states = _ranks.derive_states(rank0, self.rank)
+            snapshot = dataclasses.replace(rank0, states=states, probes={})
+            snapshot.__dict__.pop("digest", None)
+            notes.append(
+                f"rank {self.rank} was not recorded: its states were derived from "
+                f"the snapshot digest (SeedSequence spawn)"
+            )
+        if digest is not None and rank0.digest != digest and snapshot.digest != digest:
+            raise RestoreError(
+                f"snapshot {run}/{name} has digest {snapshot.digest[:16]}..., the reference "
+                f"names {digest[:16]}...: it is not the snapshot the reference was made for"
+            )
+        here = _environment.collect(
+            rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
+        )
+        families = {state.family for state in snapshot.states.values()}
+        differences = _environment.compare(snapshot.environment, here, families)
+        if remap == "spawn":
+            differences = [d for d in differences if d.key != "world_size"]
+        if strict and any(d.severity != "info" for d in differences):
+            lines = [
+                f"{d.key}: recorded {d.recorded!r}, here {d.current!r} ({d.affects})"
+                for d in differences
+                if d.severity != "info"
+            ]
+            raise RestoreError(
+                "strict restore refused, nothing was changed; the environment differs in ways "
+                "that can break bit-exactness:\n  " + "\n  ".join(lines)
+            )
+        targets = {n: obj for n, (_family, obj) in self._tracked.items()}
+        report = restore_states(
+            snapshot, targets, include_globals=self.track_globals, strict=strict
+        )
+        for generator, verdict in _probes.check(snapshot.states, snapshot.probes).items():
+            if verdict.startswith("differs"):
+                notes.append(
+                    f"{generator}: same state, different numbers ({verdict}): a library "
+                    "version or platform changed the algorithm"
+                )
+        if apply_flags:
+            notes += _environment.apply_flags(snapshot.environment)
+        return dataclasses.replace(
+            report,
+            differences=tuple(differences),
+            notes=report.notes + tuple(notes),
+        )
+
+    def verify(self, name: str, run: str | None = None) -> dict[str, str]:
+        """Check snapshot ``name`` here without touching any generator: each generator's
+        first draws recomputed from its stored state and compared with the recorded ones.
+        Generator -> "ok", "differs: ...", or why it cannot be checked here."""
+        snapshot = self.get(name, run)
+        return _probes.check(snapshot.states, snapshot.probes)

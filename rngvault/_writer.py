@@ -1,0 +1,166 @@
+"""The background writer: encodes and stores snapshots off the training thread.
+
+The training thread only appends a job to a queue (a C-level ``SimpleQueue.put``); one
+daemon thread per Vault does the rest. ``flush`` waits for every job submitted so far. At
+interpreter exit each writer gets a bounded wait (``RNGVAULT_EXIT_TIMEOUT``, default 10 s).
+
+Fork safety: a forked child (a DataLoader worker) never runs or flushes its parent's
+writer; if it uses the parent's Vault, it gets a fresh, empty writer of its own.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import queue
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any, Literal
+
+OnError = Literal["warn", "raise"]
+
+
+class StoreWarning(UserWarning):
+    """A snapshot could not be stored (with ``on_error="warn"``)."""
+
+
+class Job:
+    """One snapshot to store; ``done`` is set once it is stored or has failed."""
+
+    __slots__ = ("done", "error", "payload", "result")
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.result: Any = None
+
+
+class Writer:
+    """Runs ``handle(payload)`` for each submitted job on one background thread."""
+
+    def __init__(self, handle: Callable[[Any], Any], on_error: OnError, label: str) -> None:
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error must be 'warn' or 'raise', not {on_error!r}")
+        self._handle = handle
+        self._on_error = on_error
+        self._label = label
+        self._reset()
+        _WRITERS.add(self)
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._submitted = itertools.count(1)
+        self._last_submitted = 0
+        self._completed = 0
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._errors: list[BaseException] = []
+        self._warned: set[tuple[type, str]] = set()
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet handled."""
+        return self._last_submitted - self._completed
+
+    def submit(self, payload: Any) -> Job:
+        if self._pid != os.getpid():
+            self._reset()  # a forked child: the parent's queue and thread are not ours
+        job = Job(payload)
+        self._last_submitted = next(self._submitted)
+        self._queue.put(job)
+        if self._thread is None:
+            self._start()
+        return job
+
+    def _start(self) -> None:
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"rngvault-writer[{self._label}]", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            try:
+                job.result = self._handle(job.payload)
+            except BaseException as exc:
+                job.error = exc
+                self._report(exc)
+            finally:
+                with self._cond:
+                    self._completed += 1
+                    self._cond.notify_all()
+                job.done.set()
+
+    def _report(self, exc: BaseException) -> None:
+        if self._on_error == "raise":
+            self._errors.append(exc)
+            return
+        key = (type(exc), str(exc))
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=2)
+
+    def raise_pending(self) -> None:
+        """With ``on_error="raise"``: raise the first error the writer met since last time."""
+        if self._errors:
+            first, self._errors = self._errors[0], []
+            raise first
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every job submitted so far is handled; False if ``timeout`` passed."""
+        if self._pid != os.getpid():
+            return True
+        target = self._last_submitted
+        with self._cond:
+            done = self._cond.wait_for(lambda: self._completed >= target, timeout)
+        self.raise_pending()
+        return done
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush, then stop the thread."""
+        done = self.flush(timeout)
+        if self._thread is not None and self._pid == os.getpid():
+            self._queue.put(None)
+            if done:
+                self._thread.join(timeout)
+            self._thread = None
+        return done
+
+
+_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+def exit_timeout() -> float:
+    try:
+        return float(os.environ.get("RNGVAULT_EXIT_TIMEOUT", "10"))
+    except ValueError:
+        return 10.0
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for writer in list(_WRITERS):
+        if writer._pid != os.getpid() or writer.pending == 0:
+            continue
+        try:
+            done = writer.flush(exit_timeout())
+        except Exception as exc:
+            warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=1)
+            continue
+        if not done:
+            warnings.warn(
+                f"rngvault: {writer.pending} snapshot(s) of {writer._label} were not stored "
+                f"within {exit_timeout():g} s at exit",
+                StoreWarning,
+                stacklevel=1,
+            )

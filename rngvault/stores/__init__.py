@@ -1,0 +1,35 @@
+"""Stores: where a Vault keeps snapshots (a local directory, or an rngvault server)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rngvault._paths import default_store
+from rngvault.stores.base import SnapshotInfo, Store
+from rngvault.stores.local import LocalStore
+
+__all__ = ["LocalStore", "SnapshotInfo", "Store", "open_store"]
+
+
+def open_store(
+    store: str | os.PathLike[str] | Store | None = None, *, token: str | None = None
+) -> Store:
+    """A Store from a directory, a ``file://`` URL, an ``http(s)://`` URL, or a Store.
+
+    With nothing given: ``$RNGVAULT_URL`` when set, else the embedded local store
+    (``$RNGVAULT_STORE`` or the per-user data directory).
+    """
+    if store is None:
+        store = os.environ.get("RNGVAULT_URL") or default_store()
+    if isinstance(store, Store) and not isinstance(store, (str, Path)):
+        return store
+    text = os.fspath(store)
+    if text.startswith(("http://", "https://")):
+        import importlib
+
+        http = importlib.import_module("rngvault.stores.http")
+        return http.HttpStore(text, token=token)
+    if text.startswith("file://"):
+        text = text[len("file://") :]
+    return LocalStore(text)

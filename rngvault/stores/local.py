@@ -1,0 +1,194 @@
+"""The embedded store: one directory, one folder per run, states kept once by content.
+
+Layout::
+
+    ROOT/blobs/ab/abcdef...             one generator state's encoding, named by its SHA-256
+    ROOT/runs/NAMESPACE/RUN/NAME/rank-R.snap
+                                        msgpack {"sha256", "size", "skeleton", "info"}
+
+Every file is written to a temporary name, fsynced, then moved into place; a snapshot file
+is created with ``link`` (which fails if the name exists), so two processes writing the
+same run never overwrite each other: the loser compares bytes and either finds its own
+snapshot (a no-op) or raises ConflictError. Blobs are written before the snapshot that
+refers to them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import msgpack
+
+from rngvault._errors import ConflictError, NotFoundError, StoreError
+from rngvault._names import check_name, split_run
+from rngvault._snapshot import Snapshot
+from rngvault._split import join, split
+from rngvault.stores.base import SnapshotInfo
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_temp(directory: Path, data: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+class LocalStore:
+    """Snapshots in a local directory (shared safely by several processes)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.location = str(self.root)
+
+    def __repr__(self) -> str:
+        return f"LocalStore({self.location!r})"
+
+    # -- paths ------------------------------------------------------------------------
+
+    def _run_dir(self, run: str) -> Path:
+        namespace, name = split_run(run)
+        return self.root / "runs" / namespace / name
+
+    def _file(self, run: str, name: str, rank: int) -> Path:
+        return self._run_dir(run) / check_name(name) / f"rank-{rank}.snap"
+
+    def _blob(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    # -- writing ----------------------------------------------------------------------
+
+    def put(self, run: str, name: str, data: bytes, snapshot: Snapshot) -> bool:
+        target = self._file(run, name, snapshot.metadata.rank)
+        sha = hashlib.sha256(data).hexdigest()
+        if target.exists():
+            return self._same(target, sha, run, name, snapshot.metadata.rank)
+        parts = split(data)
+        try:
+            for digest, blob in parts.blobs.items():
+                self._put_blob(digest, blob)
+            record = msgpack.packb(
+                {
+                    "sha256": sha,
+                    "size": len(data),
+                    "skeleton": parts.skeleton(),
+                    "info": SnapshotInfo.of(run, name, snapshot, len(data)).to_dict(),
+                }
+            )
+            temp = _write_temp(target.parent, record)
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                return self._same(target, sha, run, name, snapshot.metadata.rank)
+            finally:
+                temp.unlink()
+            _fsync_dir(target.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot write {run}/{name} to {self.location}: {exc}") from exc
+        return True
+
+    def _put_blob(self, digest: str, blob: bytes) -> None:
+        path = self._blob(digest)
+        if path.exists():
+            return
+        temp = _write_temp(path.parent, blob)
+        os.replace(temp, path)
+        _fsync_dir(path.parent)
+
+    def _same(self, target: Path, sha: str, run: str, name: str, rank: int) -> bool:
+        if self._record(target, run, name)["sha256"] == sha:
+            return False
+        raise ConflictError(
+            f"snapshot {run}/{name} (rank {rank}) already exists in {self.location} with other "
+            "content; snapshots are immutable: choose another name"
+        )
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _record(self, path: Path, run: str, name: str) -> dict:
+        try:
+            record = msgpack.unpackb(path.read_bytes(), raw=False)
+        except FileNotFoundError:
+            raise NotFoundError(f"no snapshot {name!r} in run {run!r} at {self.location}") from None
+        except (OSError, ValueError, msgpack.UnpackException) as exc:
+            raise StoreError(f"unreadable snapshot file {path}: {exc}") from exc
+        return record
+
+    def get(self, run: str, name: str, rank: int = 0) -> bytes:
+        path = self._file(run, name, rank)
+        if not path.exists():
+            if path.parent.exists():
+                ranks = ", ".join(str(r) for r in self._ranks(path.parent))
+                raise NotFoundError(
+                    f"snapshot {run}/{name} has no rank {rank} (stored ranks: {ranks})"
+                )
+            raise NotFoundError(f"no snapshot {name!r} in run {run!r} at {self.location}")
+        record = self._record(path, run, name)
+
+        def blob(digest: str) -> bytes:
+            try:
+                return self._blob(digest).read_bytes()
+            except OSError as exc:
+                raise StoreError(f"{run}/{name}: state blob {digest} is missing: {exc}") from exc
+
+        data = join(record["skeleton"], blob)
+        if hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise StoreError(f"{run}/{name} (rank {rank}) is corrupt in {self.location}")
+        return data
+
+    @staticmethod
+    def _ranks(directory: Path) -> list[int]:
+        ranks = []
+        for path in directory.glob("rank-*.snap"):
+            suffix = path.stem[5:]
+            if suffix.isdigit():
+                ranks.append(int(suffix))
+        return sorted(ranks)
+
+    def snapshots(self, run: str) -> list[SnapshotInfo]:
+        run_dir = self._run_dir(run)
+        if not run_dir.is_dir():
+            raise NotFoundError(f"no run {run!r} at {self.location}")
+        infos = []
+        for directory in run_dir.iterdir():
+            ranks = self._ranks(directory) if directory.is_dir() else []
+            if not ranks:
+                continue
+            record = self._record(directory / f"rank-{ranks[0]}.snap", run, directory.name)
+            info = dict(record["info"], ranks=ranks)
+            infos.append(SnapshotInfo.from_dict(info))
+        return sorted(infos, key=lambda i: (i.created, i.name))
+
+    def runs(self) -> list[str]:
+        base = self.root / "runs"
+        if not base.is_dir():
+            return []
+        return sorted(
+            f"{ns.name}/{run.name}"
+            for ns in base.iterdir()
+            if ns.is_dir()
+            for run in ns.iterdir()
+            if run.is_dir()
+        )
+
+    def close(self) -> None:
+        pass
