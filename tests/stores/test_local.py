@@ -1,0 +1,148 @@
+"""The embedded local store: atomic, immutable, content-addressed, safe for several processes."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import rngvault
+from rngvault import LocalStore, Metadata
+from rngvault._split import join, split
+
+
+def _snapshot(seed: int, rank: int = 0, world_size: int = 1, **extra: object) -> rngvault.Snapshot:
+    gens = {"a": np.random.default_rng(seed), "fixed": np.random.default_rng(12345)}
+    meta = Metadata(rank=rank, world_size=world_size, **extra)  # type: ignore[arg-type]
+    snap = rngvault.capture(gens, include_globals=False, metadata=meta)
+    return dataclasses.replace(snap, created=1e9 + seed)  # same seed, same bytes
+
+
+def _put(store: LocalStore, run: str, name: str, snap: rngvault.Snapshot) -> bool:
+    return store.put(run, name, rngvault.encode(snap), snap)
+
+
+def test_put_then_get_returns_the_same_bytes(tmp_path: Path) -> None:
+    """What was put comes back byte for byte, and decodes to the same snapshot."""
+    store = LocalStore(tmp_path)
+    snap = _snapshot(1, step=7)
+    data = rngvault.encode(snap)
+    assert store.put("alice/exp", "s1", data, snap) is True
+    assert store.get("alice/exp", "s1") == data
+    assert rngvault.decode(store.get("alice/exp", "s1")) == snap
+
+
+def test_identical_put_is_a_no_op_and_other_content_conflicts(tmp_path: Path) -> None:
+    """Retrying the same bytes is safe (False); other bytes under the name raise."""
+    store = LocalStore(tmp_path)
+    snap = _snapshot(1)
+    assert _put(store, "alice/exp", "s1", snap) is True
+    assert _put(store, "alice/exp", "s1", snap) is False
+    with pytest.raises(rngvault.ConflictError, match="alice/exp/s1"):
+        _put(store, "alice/exp", "s1", _snapshot(2))
+    assert store.get("alice/exp", "s1") == rngvault.encode(snap)
+
+
+def test_identical_states_are_stored_once(tmp_path: Path) -> None:
+    """Two snapshots sharing a state (in two runs) keep one blob for it."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1))
+    _put(store, "bob/exp", "s1", _snapshot(2))
+    blobs = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+    # states: a(seed 1), a(seed 2), fixed (shared) -> 3 blobs, not 4
+    assert len(blobs) == 3
+
+
+def test_split_and_join_give_back_the_bytes() -> None:
+    """Taking a snapshot apart by state and joining it is the identity."""
+    data = rngvault.encode(_snapshot(3))
+    parts = split(data)
+    assert len(parts.entries) == 2
+    assert join(parts.skeleton(), parts.blobs.__getitem__) == data
+
+
+def test_a_corrupt_blob_is_detected(tmp_path: Path) -> None:
+    """A flipped byte in a stored state is a StoreError, not wrong states."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1))
+    blob = sorted(p for p in (tmp_path / "blobs").rglob("*") if p.is_file())[0]
+    raw = bytearray(blob.read_bytes())
+    raw[-1] ^= 0xFF
+    blob.write_bytes(bytes(raw))
+    with pytest.raises(rngvault.StoreError, match="corrupt"):
+        store.get("alice/exp", "s1")
+
+
+def test_missing_run_name_and_rank_are_not_found(tmp_path: Path) -> None:
+    """NotFoundError names what is missing; a missing rank lists the stored ones."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1, rank=1, world_size=2))
+    with pytest.raises(rngvault.NotFoundError, match="no rank 0.*stored ranks: 1"):
+        store.get("alice/exp", "s1", 0)
+    with pytest.raises(rngvault.NotFoundError, match="'s2'"):
+        store.get("alice/exp", "s2")
+    with pytest.raises(rngvault.NotFoundError, match="no run 'carol/x'"):
+        store.snapshots("carol/x")
+
+
+def test_listing_runs_and_snapshots_with_metadata(tmp_path: Path) -> None:
+    """runs() and snapshots() list what was stored, with metadata and ranks."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1, rank=0, world_size=2, epoch=3))
+    _put(store, "alice/exp", "s1", _snapshot(2, rank=1, world_size=2, epoch=3))
+    _put(store, "bob/other", "x", _snapshot(3))
+    assert store.runs() == ["alice/exp", "bob/other"]
+    [info] = store.snapshots("alice/exp")
+    assert info.name == "s1" and info.ranks == (0, 1) and info.epoch == 3
+    assert info.generators == {"a": "numpy.bitgen", "fixed": "numpy.bitgen"}
+    assert info.world_size == 2
+
+
+def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
+    """Atomic writes clean up their temporary files."""
+    store = LocalStore(tmp_path)
+    for i in range(5):
+        _put(store, "alice/exp", f"s{i}", _snapshot(i))
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
+def test_bad_run_names_are_refused_before_touching_disk(tmp_path: Path) -> None:
+    """A path-like run or name is an InvalidNameError, never a path outside the store."""
+    store = LocalStore(tmp_path)
+    snap = _snapshot(1)
+    for run, name in [("../x/y", "s"), ("a/b", "../../etc"), ("a", "s"), ("a/b/c", "s")]:
+        with pytest.raises(rngvault.InvalidNameError):
+            _put(store, run, name, snap)
+    assert not (tmp_path / "runs").exists()
+
+
+def _writer(root: str, worker: int, count: int) -> None:
+    store = LocalStore(root)
+    for i in range(count):
+        snap = _snapshot(i)  # the same content in both processes: retries of each other
+        store.put("team/shared", f"s{i}", rngvault.encode(snap), snap)
+        own = _snapshot(1000 * (worker + 1) + i)
+        store.put("team/shared", f"w{worker}-{i}", rngvault.encode(own), own)
+
+
+def test_two_processes_write_one_run_without_corruption(tmp_path: Path) -> None:
+    """Two processes writing the same run (and the same names) lose and corrupt nothing."""
+    ctx = multiprocessing.get_context("spawn")
+    count = 40
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, count)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    store = LocalStore(tmp_path)
+    names = {info.name for info in store.snapshots("team/shared")}
+    assert len(names) == 3 * count
+    for i in range(count):
+        assert store.get("team/shared", f"s{i}") == rngvault.encode(_snapshot(i))
+        for w in range(2):
+            got = rngvault.decode(store.get("team/shared", f"w{w}-{i}"))
+            assert got.digest == _snapshot(1000 * (w + 1) + i).digest

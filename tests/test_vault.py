@@ -1,0 +1,352 @@
+"""Vault: named snapshots in a training loop, background writes, restores, ranks, reports."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import rngvault
+from rngvault import LocalStore, Vault
+from rngvault._writer import _flush_at_exit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _draws(aug: np.random.Generator) -> tuple[Any, ...]:
+    return (random.random(), float(np.random.rand()), float(aug.normal()), torch.rand(3).tolist())
+
+
+class BlockingStore(LocalStore):
+    """A local store whose put waits until ``release`` is set (a slow or hung server)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def put(self, run: str, name: str, data: bytes, snapshot: rngvault.Snapshot) -> bool:
+        self.entered.set()
+        self.release.wait(30)
+        return super().put(run, name, data, snapshot)
+
+
+def test_snapshot_restore_is_bit_exact(tmp_path: Path) -> None:
+    """Draws after restoring a snapshot equal the draws that followed it."""
+    vault = Vault(tmp_path, run="alice/exp")
+    aug = vault.track(np.random.default_rng(5), "augment")
+    vault.snapshot("epoch0", epoch=0)
+    expected = _draws(aug)
+    _draws(aug)
+    vault.flush()
+    report = vault.restore("epoch0")
+    assert _draws(aug) == expected
+    assert set(report.restored) == {"python.global", "numpy.global", "torch.cpu", "augment"}
+    assert report.ok and all(o.verified for o in report.outcomes)
+
+
+def test_restore_from_another_vault_and_run(tmp_path: Path) -> None:
+    """A teammate's Vault (another run) restores alice's positions by run name."""
+    alice = Vault(tmp_path, run="alice/exp")
+    aug = alice.track(np.random.default_rng(1), "augment")
+    alice.snapshot("epoch3", durable=True)
+    expected = _draws(aug)
+
+    bob = Vault(tmp_path, run="bob/repro")
+    bob_aug = bob.track(np.random.default_rng(999), "augment")
+    bob.restore("epoch3", run="alice/exp")
+    assert _draws(bob_aug) == expected
+
+
+def test_bad_names_fail_at_the_call(tmp_path: Path) -> None:
+    """A bad run, snapshot or generator name is an InvalidNameError where it is given."""
+    with pytest.raises(rngvault.InvalidNameError, match="namespace/run"):
+        Vault(tmp_path, run="no-slash")
+    vault = Vault(tmp_path, run="alice/exp")
+    with pytest.raises(rngvault.InvalidNameError, match="generator name"):
+        vault.track(random.Random(), "has space")
+    with pytest.raises(rngvault.InvalidNameError, match="snapshot name"):
+        vault.snapshot("../escape")
+    with pytest.raises(rngvault.CaptureError, match="cannot capture a builtins.int"):
+        vault.track(3, "three")
+    vault.flush()
+    assert vault.runs() == []
+
+
+def test_snapshot_does_not_wait_for_the_store(tmp_path: Path) -> None:
+    """snapshot() returns while the store is still busy; flush() waits for it."""
+    store = BlockingStore(tmp_path)
+    vault = Vault(store, run="alice/exp")
+    vault.snapshot("s0")
+    assert store.entered.wait(10)
+    assert vault.flush(timeout=0.2) is False  # still blocked in put
+    store.release.set()
+    assert vault.flush(timeout=30) is True
+    assert [i.name for i in vault.snapshots()] == ["s0"]
+
+
+def test_durable_snapshot_is_stored_before_returning(tmp_path: Path) -> None:
+    """durable=True returns the stored snapshot, probes and environment included."""
+    vault = Vault(tmp_path, run="alice/exp")
+    snap = vault.snapshot("s0", step=10, metrics={"loss": 0.5}, tags=["warmup"], durable=True)
+    assert LocalStore(tmp_path).get("alice/exp", "s0") == rngvault.encode(snap)
+    assert set(snap.probes) == {"python.global", "numpy.global", "torch.cpu"}
+    assert snap.environment["numpy"] == np.__version__
+    assert snap.metadata.metrics == {"loss": 0.5} and snap.metadata.tags == ("warmup",)
+    assert snap.ref == rngvault.SnapshotRef("alice/exp", "s0", snap.digest)
+
+
+def test_conflict_raises_from_next_call_with_on_error_raise(tmp_path: Path) -> None:
+    """A name taken by other content raises ConflictError from flush() (on_error="raise")."""
+    vault = Vault(tmp_path, run="alice/exp", on_error="raise")
+    vault.snapshot("s0")
+    vault.flush()
+    random.random()
+    vault.snapshot("s0")
+    with pytest.raises(rngvault.ConflictError, match="s0"):
+        vault.flush()
+    vault.flush()  # the error was reported once
+
+
+def test_conflict_warns_once_per_problem(tmp_path: Path) -> None:
+    """With on_error="warn" a repeated storage problem warns once, and never raises."""
+    vault = Vault(tmp_path, run="alice/exp")
+    vault.snapshot("s0", durable=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            random.random()
+            vault.snapshot("s0")
+            vault.flush()
+    messages = [str(w.message) for w in caught if issubclass(w.category, rngvault.StoreWarning)]
+    assert len(messages) == 1 and "s0" in messages[0]
+
+
+def test_snapshot_ref_round_trips_and_restores(tmp_path: Path) -> None:
+    """A SnapshotRef (or its string) restores that snapshot; a wrong digest is refused."""
+    vault = Vault(tmp_path, run="alice/exp")
+    snap = vault.snapshot("epoch1", durable=True)
+    ref = snap.ref
+    assert ref is not None
+    assert rngvault.SnapshotRef.parse(str(ref)) == ref
+    expected = random.random()
+    vault.restore(ref)
+    assert random.random() == expected
+    vault.restore(str(ref))
+    assert random.random() == expected
+    wrong = dataclasses.replace(ref, digest="0" * 64)
+    with pytest.raises(rngvault.RestoreError, match="not the snapshot the reference"):
+        vault.restore(wrong)
+    with pytest.raises(rngvault.InvalidNameError, match="reference"):
+        rngvault.SnapshotRef.parse("alice/exp@123")
+
+
+def test_ranks_store_one_entry_each_and_restore_their_own(tmp_path: Path) -> None:
+    """Two ranks snapshot under one name; each restores its own states."""
+    r0 = Vault(tmp_path, run="team/ddp", rank=0, world_size=2, track_globals=False)
+    r1 = Vault(tmp_path, run="team/ddp", rank=1, world_size=2, track_globals=False)
+    g0 = r0.track(np.random.default_rng(0), "aug")
+    g1 = r1.track(np.random.default_rng(1), "aug")
+    r0.snapshot("s", durable=True)
+    r1.snapshot("s", durable=True)
+    e0, e1 = g0.random(), g1.random()
+    [info] = r0.snapshots()
+    assert info.ranks == (0, 1) and info.world_size == 2
+    r1.restore("s")
+    assert g1.random() == e1
+    r0.restore("s")
+    assert g0.random() == e0
+
+
+def test_world_size_change_needs_remap(tmp_path: Path) -> None:
+    """Restoring with another world size names both sizes, unless remap="spawn"."""
+    for rank in range(2):
+        v = Vault(tmp_path, run="team/ddp", rank=rank, world_size=2, track_globals=False)
+        v.track(np.random.default_rng(rank), "aug")
+        v.snapshot("s", durable=True)
+
+    solo = Vault(tmp_path, run="team/ddp", rank=0, world_size=1, track_globals=False)
+    solo.track(np.random.default_rng(7), "aug")
+    with pytest.raises(rngvault.RestoreError, match="world size 2.*world size 1"):
+        solo.restore("s")
+    report = solo.restore("s", remap="spawn")
+    assert any("ranks 1 of the snapshot were dropped" in n for n in report.notes)
+
+    def derived(rank: int) -> float:
+        v = Vault(tmp_path, run="team/ddp", rank=rank, world_size=3, track_globals=False)
+        g = v.track(np.random.default_rng(123), "aug")
+        report = v.restore("s", remap="spawn")
+        assert (rank == 2) == any("derived" in n for n in report.notes)
+        return float(g.random())
+
+    assert derived(2) == derived(2)  # deterministic
+    assert derived(2) != derived(1)  # and distinct from the recorded ranks
+
+
+def test_rank_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RANK and WORLD_SIZE set the rank; rank= overrides them."""
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    vault = Vault(tmp_path, run="team/ddp")
+    assert (vault.rank, vault.world_size, vault.local_rank) == (2, 4, 0)
+    assert Vault(tmp_path, run="team/ddp", rank=1).rank == 1
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(rngvault.RngVaultError, match="RANK='x'"):
+        Vault(tmp_path, run="team/ddp")
+
+
+def _store_with(
+    tmp_path: Path, name: str, **changes: Any
+) -> tuple[Vault, np.random.Generator, rngvault.Snapshot]:
+    """A vault holding snapshot ``name`` whose stored copy has fields changed."""
+    vault = Vault(tmp_path, run="alice/exp")
+    aug = vault.track(np.random.default_rng(3), "augment")
+    snap = vault.snapshot("tmp", durable=True)
+    changed = dataclasses.replace(snap, **changes)
+    vault.store.put("alice/exp", name, rngvault.encode(changed), changed)
+    return vault, aug, changed
+
+
+def test_environment_differences_are_graded_and_strict_refuses(tmp_path: Path) -> None:
+    """A recorded NumPy version that differs is reported as may-break for Generators;
+    strict=True refuses before touching anything."""
+    env: dict[str, Any] = {}
+    vault, aug, snap = _store_with(tmp_path, "old", environment=env)
+    env.update(Vault(tmp_path, run="x/y").snapshot("e", durable=True).environment)
+    env["numpy"] = "1.0.0"
+    vault.store.put("alice/exp", "old2", rngvault.encode(snap), snap)
+    before = aug.bit_generator.state
+    with pytest.raises(rngvault.RestoreError, match="numpy: recorded '1.0.0'"):
+        vault.restore("old2", strict=True)
+    assert aug.bit_generator.state == before
+    report = vault.restore("old2")
+    [numpy_diff] = [d for d in report.differences if d.key == "numpy"]
+    assert numpy_diff.severity == "may-break" and "Generator" in numpy_diff.affects
+    assert "numpy" in str(report) and "1.0.0" in str(report)
+
+
+def test_probes_detect_same_state_different_numbers(tmp_path: Path) -> None:
+    """Probes that no longer match the stored state are reported by verify and restore."""
+    vault, _aug, snap = _store_with(tmp_path, "tampered", probes=None)
+    probes = dict(Vault(tmp_path, run="alice/exp").get("tmp").probes)
+    probes["augment"] = [0.0, 0.0, 0.0, 0]
+    tampered = dataclasses.replace(snap, probes=probes)
+    vault.store.put("alice/exp", "tampered2", rngvault.encode(tampered), tampered)
+    verdicts = vault.verify("tampered2")
+    assert verdicts["augment"].startswith("differs")
+    assert verdicts["python.global"] == "ok"
+    report = vault.restore("tampered2")
+    assert any("augment: same state, different numbers" in n for n in report.notes)
+    assert vault.verify("tmp") == {name: "ok" for name in probes}
+
+
+def test_apply_flags_reapplies_recorded_determinism_flags(tmp_path: Path) -> None:
+    """apply_flags=True sets cudnn and deterministic-algorithm flags as recorded."""
+    vault = Vault(tmp_path, run="alice/exp")
+    old = torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
+        vault.snapshot("flags", durable=True)
+        torch.backends.cudnn.deterministic = False
+        torch.use_deterministic_algorithms(False)
+        report = vault.restore("flags")
+        assert any(d.key == "flags.cudnn.deterministic" for d in report.differences)
+        assert torch.backends.cudnn.deterministic is False
+        vault.restore("flags", apply_flags=True)
+        assert torch.backends.cudnn.deterministic is True
+        assert torch.are_deterministic_algorithms_enabled() is True
+    finally:
+        torch.backends.cudnn.deterministic = old[0]
+        torch.use_deterministic_algorithms(old[1])
+
+
+def test_forked_child_never_runs_the_parents_writer(tmp_path: Path) -> None:
+    """In a forked child the parent's pending snapshots are neither written nor flushed,
+    and the child can use a Vault of its own."""
+    store = BlockingStore(tmp_path)
+    vault = Vault(store, run="alice/exp")
+    vault.snapshot("parent-pending")
+    assert store.entered.wait(10)
+    pid = os.fork()
+    if pid == 0:  # the child
+        code = 1
+        try:
+            ok_flush = vault.flush(timeout=5)  # not ours: returns at once
+            _flush_at_exit()  # what atexit would run: must not wait on the parent's queue
+            child = Vault(tmp_path, run="child/run")
+            child.snapshot("c", durable=True)
+            vault.snapshot("from-child", durable=False)
+            store.release.set()  # our copy of the event: lets the child's own job through
+            child_done = vault.flush(timeout=10)
+            code = 0 if ok_flush and child_done else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    store.release.set()
+    vault.flush(timeout=30)
+    names = {i.name for i in vault.snapshots()}
+    assert names == {"parent-pending", "from-child"}
+    assert LocalStore(tmp_path).runs() == ["alice/exp", "child/run"]
+
+
+def _run_script(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environ
+    )
+
+
+def test_pending_snapshots_are_flushed_at_exit(tmp_path: Path) -> None:
+    """A script that never calls flush() still stores every snapshot by the time it exits."""
+    done = _run_script(
+        "import rngvault, random\n"
+        f"v = rngvault.Vault({str(tmp_path)!r}, run='alice/exit')\n"
+        "for i in range(20):\n"
+        "    v.snapshot(f's{i}'); random.random()\n"
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(LocalStore(tmp_path).snapshots("alice/exit")) == 20
+
+
+def test_exit_wait_is_bounded_and_says_what_was_left(tmp_path: Path) -> None:
+    """With a store that never answers, exit waits RNGVAULT_EXIT_TIMEOUT and warns."""
+    done = _run_script(
+        "import rngvault, threading\n"
+        "class Hung(rngvault.LocalStore):\n"
+        "    def put(self, *a):\n"
+        "        threading.Event().wait()\n"
+        f"v = rngvault.Vault(Hung({str(tmp_path)!r}), run='alice/hung')\n"
+        "v.snapshot('a'); v.snapshot('b')\n",
+        RNGVAULT_EXIT_TIMEOUT="0.5",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 snapshot(s) of alice/hung were not stored within 0.5 s" in done.stderr
+
+
+def test_restore_report_lists_skipped_and_missing(tmp_path: Path) -> None:
+    """A state with no target is skipped, a tracked generator absent from the snapshot is
+    missing; strict=True refuses both before touching anything."""
+    vault = Vault(tmp_path, run="alice/exp", track_globals=False)
+    vault.track(np.random.default_rng(1), "old")
+    vault.snapshot("s", durable=True)
+    vault.untrack("old")
+    new = vault.track(np.random.default_rng(2), "new")
+    report = vault.restore("s")
+    assert report.skipped == ["old"] and report.missing == ["new"]
+    before = new.bit_generator.state
+    with pytest.raises(rngvault.RestoreError, match="old: skipped"):
+        vault.restore("s", strict=True)
+    assert new.bit_generator.state == before
