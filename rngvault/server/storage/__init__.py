@@ -1,0 +1,38 @@
+"""Storage backends behind the ``Store`` protocol, chosen by the database URL's scheme.
+
+``sqlite:///path`` (or a plain path) opens the SQLite backend. A backend registers here by
+scheme; its module is imported only when a URL asks for it, so a driver that is not
+installed costs nothing until it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from rngvault._errors import StoreError
+from rngvault.server.storage.base import Store
+
+# scheme -> "module:coroutine function (url) -> Store"
+BACKENDS = {
+    "sqlite": "rngvault.server.storage.sqlite:SQLiteStore.open",
+}
+
+
+def scheme_of(url: str) -> str:
+    """The URL's scheme; a plain file path is SQLite."""
+    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else "sqlite"
+
+
+async def open_store(url: str) -> Store:
+    """Open the store ``url`` names (migrating its schema first)."""
+    scheme = scheme_of(url)
+    target = BACKENDS.get(scheme)
+    if target is None:
+        known = ", ".join(f"{s}://" for s in sorted(BACKENDS))
+        raise StoreError(f"no storage backend for {scheme}:// URLs (supported: {known})")
+    module_name, _, attribute = target.partition(":")
+    opener: object = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        opener = getattr(opener, part)
+    store: Store = await opener(url)  # type: ignore[operator]
+    return store

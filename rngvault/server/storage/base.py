@@ -1,0 +1,206 @@
+"""The ``Store`` protocol: what the server needs from a storage backend, and its result types.
+
+A backend keeps snapshots under ``namespace/run/name`` and a rank, immutably: a second PUT
+of the same bytes is a no-op, of other bytes a ``ConflictError``. The contract test suite
+(tests/server/storage/test_contract.py) pins the semantics every backend shares.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from rngvault._errors import RngVaultError, StoreError
+from rngvault._snapshot import Snapshot
+
+T = TypeVar("T")
+
+__all__ = [
+    "InvalidCursorError",
+    "Page",
+    "RunInfo",
+    "SnapshotInfo",
+    "SnapshotKey",
+    "Store",
+    "StoreFullError",
+    "Stored",
+    "decode_cursor",
+    "encode_cursor",
+]
+
+
+class StoreFullError(StoreError):
+    """The storage has no room left (disk full or size cap); nothing was written."""
+
+
+class InvalidCursorError(RngVaultError, ValueError):
+    """A paging cursor was not made by this store."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotKey:
+    """Where one rank's snapshot lives.
+
+    Attributes:
+        namespace: the run's namespace (usually a user or team).
+        run: the run's name inside the namespace.
+        name: the snapshot's name inside the run.
+        rank: the process rank whose snapshot this is.
+    """
+
+    namespace: str
+    run: str
+    name: str
+    rank: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The outcome of a put.
+
+    Attributes:
+        created: True when the snapshot is new, False when the same bytes were already stored.
+        digest: the states digest.
+        size: the snapshot's encoded size in bytes.
+    """
+
+    created: bool
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotInfo:
+    """A snapshot's metadata, as listed (the lowest rank speaks for the snapshot).
+
+    Attributes:
+        name: the snapshot's name.
+        stored: when the server first stored it (seconds since the epoch).
+        created: when it was taken, as the snapshot says.
+        ranks: the ranks stored under this name.
+        digest: the states digest of the lowest rank.
+        size: its encoded size in bytes.
+        step: its training step, if any.
+        epoch: its epoch, if any.
+        metrics: its metrics.
+        generators: (generator name, family) pairs, in snapshot order.
+    """
+
+    name: str
+    stored: float
+    created: float
+    ranks: tuple[int, ...]
+    digest: str
+    size: int
+    step: int | None
+    epoch: int | None
+    metrics: Mapping[str, Any]
+    generators: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """A run, as listed.
+
+    Attributes:
+        namespace: its namespace.
+        run: its name.
+        created: when its first snapshot was stored.
+        updated: when a snapshot was last stored in it.
+        snapshots: how many snapshot names it holds.
+    """
+
+    namespace: str
+    run: str
+    created: float
+    updated: float
+    snapshots: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing.
+
+    Attributes:
+        items: the page's items.
+        next_cursor: pass it back for the next page; None on the last page.
+    """
+
+    items: tuple[T, ...]
+    next_cursor: str | None
+
+
+class Store(Protocol):
+    """A storage backend. Methods raise ``NotFoundError``, ``ConflictError``,
+    ``StoreFullError``, ``InvalidCursorError`` or ``StoreError``, never a driver's own error."""
+
+    async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
+        """Store ``body`` (already decoded into ``snapshot``) under ``key``; durable on return."""
+        ...
+
+    async def get(self, key: SnapshotKey) -> bytes:
+        """The exact bytes stored under ``key``."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        namespace: str | None = None,
+        pattern: str = "*",
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page[RunInfo]:
+        """Runs by (namespace, run); ``pattern`` is a namespace glob of ``*`` and ``?``."""
+        ...
+
+    async def list_snapshots(
+        self, namespace: str, run: str, *, cursor: str | None = None, limit: int = 100
+    ) -> Page[SnapshotInfo]:
+        """A run's snapshots in the order they were first stored."""
+        ...
+
+    async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
+        """Delete every rank of a snapshot; returns how many ranks were removed."""
+        ...
+
+    async def delete_run(self, namespace: str, run: str) -> int:
+        """Delete a run; returns how many snapshots were removed."""
+        ...
+
+    async def count_snapshots(self) -> int:
+        """How many snapshot names the store holds."""
+        ...
+
+    async def check(self) -> None:
+        """Raise ``StoreError`` unless the storage answers."""
+        ...
+
+    async def close(self) -> None:
+        """Finish queued writes and release connections."""
+        ...
+
+
+def encode_cursor(*parts: str | int) -> str:
+    """An opaque cursor holding ``parts`` (the last item's sort key)."""
+    raw = json.dumps(parts, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
+    """The parts of ``cursor``, checked against ``types``; InvalidCursorError otherwise."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        parts = json.loads(raw)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        parts = None
+    if (
+        not isinstance(parts, list)
+        or len(parts) != len(types)
+        or not all(type(p) is t for p, t in zip(parts, types, strict=True))
+    ):
+        raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}: use the next_cursor of a page")
+    return tuple(parts)

@@ -1,0 +1,146 @@
+"""What a backend keeps for one PUT: an envelope, content-addressed state blobs, listing info.
+
+rngvault encodes each state's entry (``{"family", "fields"}``) canonically, so one generator
+state has the same bytes in every snapshot of every run. Backends keep each entry once, keyed
+by the SHA-256 of those bytes, and keep the rest of the body (the envelope) with the entries
+cut out; ``join`` splices them back, byte for byte. A body whose states map is not canonical
+(another encoder) is kept whole in its envelope: exact first, deduplicated when possible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from rngvault._snapshot import Snapshot
+from rngvault.server.storage.base import SnapshotInfo
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One rank's snapshot, ready to store.
+
+    Attributes:
+        body_sha256: SHA-256 of the whole body (same bytes = same snapshot).
+        digest: the states digest.
+        size: the body's length.
+        envelope: the body with every state entry cut out.
+        holes: (offset in the envelope, blob hash) for each entry, in body order.
+        blobs: blob hash -> entry bytes.
+        info: the listing metadata as JSON text (see ``info_json``).
+    """
+
+    body_sha256: bytes
+    digest: str
+    size: int
+    envelope: bytes
+    holes: tuple[tuple[int, bytes], ...]
+    blobs: Mapping[bytes, bytes]
+    info: str
+
+
+def _state_spans(body: bytes) -> tuple[int, int, list[tuple[int, int]]] | None:
+    """(start, end) of the states map in ``body`` and of each entry value inside it."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(body), 1))
+    unpacker.feed(body)
+    for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() != "states":
+            unpacker.skip()
+            continue
+        start = unpacker.tell()
+        spans = []
+        for _ in range(unpacker.read_map_header()):
+            unpacker.skip()  # the generator's name stays in the envelope
+            begin = unpacker.tell()
+            unpacker.skip()
+            spans.append((begin, unpacker.tell()))
+        return start, unpacker.tell(), spans
+    return None
+
+
+def info_json(snapshot: Snapshot) -> str:
+    """The listing metadata of a snapshot (Python's json keeps big ints and NaN exactly)."""
+    meta = snapshot.metadata
+    return json.dumps(
+        {
+            "created": snapshot.created,
+            "step": meta.step,
+            "epoch": meta.epoch,
+            "metrics": dict(meta.metrics),
+            "generators": [[name, state.family] for name, state in snapshot.states.items()],
+        },
+        separators=(",", ":"),
+    )
+
+
+def snapshot_info(
+    name: str, stored: float, ranks: Sequence[int], digest: str, size: int, info: str
+) -> SnapshotInfo:
+    """A ``SnapshotInfo`` from a stored row and its ``info_json`` text."""
+    data: dict[str, Any] = json.loads(info)
+    return SnapshotInfo(
+        name=name,
+        stored=stored,
+        created=data["created"],
+        ranks=tuple(ranks),
+        digest=digest,
+        size=size,
+        step=data["step"],
+        epoch=data["epoch"],
+        metrics=data["metrics"],
+        generators=tuple((g, f) for g, f in data["generators"]),
+    )
+
+
+def prepare(body: bytes, snapshot: Snapshot) -> Prepared:
+    """Split a decoded, validated body into its envelope and state blobs."""
+    envelope, holes, blobs = _split(body, snapshot.digest)
+    return Prepared(
+        body_sha256=hashlib.sha256(body).digest(),
+        digest=snapshot.digest,
+        size=len(body),
+        envelope=envelope,
+        holes=holes,
+        blobs=blobs,
+        info=info_json(snapshot),
+    )
+
+
+def _split(
+    body: bytes, digest: str
+) -> tuple[bytes, tuple[tuple[int, bytes], ...], dict[bytes, bytes]]:
+    found = _state_spans(body)
+    if found is None:
+        return body, (), {}
+    start, end, spans = found
+    if hashlib.sha256(body[start:end]).hexdigest() != digest:
+        # Not the canonical encoding (decode checked the canonical one): keep it whole.
+        return body, (), {}
+    parts, holes, blobs = [], [], {}
+    position = removed = 0
+    for begin, finish in spans:
+        entry = body[begin:finish]
+        key = hashlib.sha256(entry).digest()
+        blobs[key] = entry
+        parts.append(body[position:begin])
+        holes.append((begin - removed, key))
+        removed += finish - begin
+        position = finish
+    parts.append(body[position:])
+    return b"".join(parts), tuple(holes), blobs
+
+
+def join(envelope: bytes, holes: Sequence[tuple[int, bytes]]) -> bytes:
+    """Splice blob bytes back into an envelope: ``holes`` is (offset, entry bytes) in order."""
+    parts, position = [], 0
+    for offset, data in holes:
+        parts.append(envelope[position:offset])
+        parts.append(data)
+        position = offset
+    parts.append(envelope[position:])
+    return b"".join(parts)

@@ -1,0 +1,192 @@
+"""The Store contract: every backend (the ``store`` fixture's params) must pass all of it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+import rngvault
+from rngvault import ConflictError, NotFoundError
+from rngvault.server.storage import open_store
+from rngvault.server.storage.base import InvalidCursorError, SnapshotKey, Store
+
+pytestmark = pytest.mark.anyio
+
+Body = Callable[..., bytes]
+
+
+def key(name: str = "epoch1", run: str = "resnet", namespace: str = "alice", rank: int = 0):
+    return SnapshotKey(namespace, run, name, rank)
+
+
+async def put(store: Store, k: SnapshotKey, body: bytes):
+    return await store.put(k, body, rngvault.decode(body))
+
+
+async def test_put_then_get_returns_the_exact_bytes(store: Store, make_body: Body) -> None:
+    body = make_body(1)
+    stored = await put(store, key(), body)
+    assert stored.created
+    assert stored.size == len(body)
+    assert stored.digest == rngvault.decode(body).digest
+    assert await store.get(key()) == body
+
+
+async def test_same_bytes_again_is_not_created_and_other_bytes_conflict(
+    store: Store, make_body: Body
+) -> None:
+    await put(store, key(), make_body(1))
+    again = await put(store, key(), make_body(1))
+    assert not again.created
+    with pytest.raises(ConflictError, match="already stored with other content"):
+        await put(store, key(), make_body(2))
+    assert await store.get(key()) == make_body(1)
+
+
+async def test_ranks_are_separate_entries_of_one_snapshot(store: Store, make_body: Body) -> None:
+    rank0 = make_body(1, rank=0, world_size=2)
+    rank1 = make_body(2, rank=1, world_size=2)
+    assert (await put(store, key(rank=0), rank0)).created
+    assert (await put(store, key(rank=1), rank1)).created
+    assert await store.get(key(rank=0)) == rank0
+    assert await store.get(key(rank=1)) == rank1
+    page = await store.list_snapshots("alice", "resnet")
+    assert [(s.name, s.ranks) for s in page.items] == [("epoch1", (0, 1))]
+
+
+async def test_missing_run_snapshot_and_rank_are_not_found(store: Store, make_body: Body) -> None:
+    with pytest.raises(NotFoundError, match="no run alice/resnet"):
+        await store.get(key())
+    await put(store, key(), make_body(1))
+    with pytest.raises(NotFoundError, match="no snapshot 'other'"):
+        await store.get(key("other"))
+    with pytest.raises(NotFoundError, match="no rank 3"):
+        await store.get(key(rank=3))
+    with pytest.raises(NotFoundError):
+        await store.list_snapshots("alice", "nope")
+
+
+async def test_identical_states_across_runs_do_not_break_exactness(
+    store: Store, make_body: Body
+) -> None:
+    bodies = {key(f"s{i}", run=f"run{i % 3}"): make_body(i, shared=7) for i in range(12)}
+    for k, body in bodies.items():
+        await put(store, k, body)
+    for k, body in bodies.items():
+        assert await store.get(k) == body
+
+
+async def test_a_noncanonical_body_comes_back_byte_exact(
+    store: Store, make_body: Body, noncanonical: Callable[[bytes], bytes]
+) -> None:
+    body = noncanonical(make_body(3))
+    assert body != make_body(3)
+    await put(store, key(), body)
+    assert await store.get(key()) == body
+
+
+async def test_runs_page_by_cursor_and_filter_by_namespace_and_pattern(
+    store: Store, make_body: Body
+) -> None:
+    for namespace in ("alice", "bob", "team-a", "team-b"):
+        for run in ("r1", "r2", "r3"):
+            await put(store, key(run=run, namespace=namespace), make_body(1))
+    seen, cursor, pages = [], None, 0
+    while pages < 20:
+        page = await store.list_runs(cursor=cursor, limit=5)
+        seen += [(r.namespace, r.run) for r in page.items]
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == sorted(seen) and len(seen) == 12
+    only_bob = await store.list_runs(namespace="bob")
+    assert [r.run for r in only_bob.items] == ["r1", "r2", "r3"]
+    teams = await store.list_runs(pattern="team-*")
+    assert {r.namespace for r in teams.items} == {"team-a", "team-b"}
+    assert teams.items[0].snapshots == 1
+
+
+async def test_snapshots_page_in_the_order_they_were_stored_with_metadata(
+    store: Store, make_body: Body
+) -> None:
+    names = [f"step{n}" for n in (5, 1, 30, 2, 4, 10, 7)]
+    for i, name in enumerate(names):
+        await put(store, key(name), make_body(i, shared=1))
+    listed, cursor = [], None
+    for _ in range(10):
+        page = await store.list_snapshots("alice", "resnet", cursor=cursor, limit=3)
+        listed += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert [s.name for s in listed] == names
+    first = listed[0]
+    snap = rngvault.decode(make_body(0, shared=1))
+    assert first.digest == snap.digest and first.size == len(make_body(0, shared=1))
+    assert first.step == 0 and first.epoch is None and first.metrics == {"loss": 1.0}
+    assert first.generators == tuple((n, s.family) for n, s in snap.states.items())
+    assert first.created == snap.created and first.stored > 0
+
+
+async def test_delete_snapshot_keeps_states_other_snapshots_still_use(
+    store: Store, make_body: Body
+) -> None:
+    await put(store, key("a"), make_body(1, shared=5))
+    await put(store, key("b"), make_body(2, shared=5))
+    assert await store.delete_snapshot("alice", "resnet", "a") == 1
+    with pytest.raises(NotFoundError):
+        await store.get(key("a"))
+    assert await store.get(key("b")) == make_body(2, shared=5)
+    assert await store.count_snapshots() == 1
+    with pytest.raises(NotFoundError):
+        await store.delete_snapshot("alice", "resnet", "a")
+
+
+async def test_deleting_the_last_snapshot_or_the_run_removes_the_run(
+    store: Store, make_body: Body
+) -> None:
+    await put(store, key("a", run="one"), make_body(1))
+    await store.delete_snapshot("alice", "one", "a")
+    for i in range(3):
+        await put(store, key(f"s{i}", run="two"), make_body(i))
+    assert await store.delete_run("alice", "two") == 3
+    assert (await store.list_runs()).items == ()
+    assert await store.count_snapshots() == 0
+    with pytest.raises(NotFoundError):
+        await store.delete_run("alice", "two")
+    await put(store, key("s0", run="two"), make_body(9))  # the name is free again
+    assert await store.get(key("s0", run="two")) == make_body(9)
+
+
+async def test_a_forged_cursor_is_rejected(store: Store, make_body: Body) -> None:
+    await put(store, key(), make_body(1))
+    for bad in ("nonsense", "W10", "WyJhIl0"):
+        with pytest.raises(InvalidCursorError):
+            await store.list_runs(cursor=bad)
+        with pytest.raises(InvalidCursorError):
+            await store.list_snapshots("alice", "resnet", cursor=bad)
+
+
+async def test_concurrent_puts_are_all_stored(store: Store, make_body: Body) -> None:
+    bodies = {key(f"s{i}", run=f"r{i % 4}"): make_body(i) for i in range(200)}
+    results = await asyncio.gather(*(put(store, k, b) for k, b in bodies.items()))
+    assert all(r.created for r in results)
+    assert await store.count_snapshots() == 200
+    for k, body in list(bodies.items())[::17]:
+        assert await store.get(k) == body
+
+
+async def test_snapshots_survive_closing_and_reopening(store_url: str, make_body: Body) -> None:
+    first = await open_store(store_url)
+    await put(first, key(), make_body(1))
+    await first.close()
+    second = await open_store(store_url)
+    try:
+        assert await second.get(key()) == make_body(1)
+        await second.check()
+    finally:
+        await second.close()
