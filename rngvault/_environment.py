@@ -50,8 +50,15 @@ def _torch_part() -> dict[str, Any]:
 
 
 def flags() -> dict[str, Any]:
-    """The determinism flags in force now (cheap: a few attribute reads)."""
+    """The determinism flags in force now."""
     out: dict[str, Any] = {name: os.environ.get(name) for name in ENV_FLAGS}
+    out.update(torch_flags())
+    return out
+
+
+def torch_flags() -> dict[str, Any]:
+    """torch's determinism flags (a few attribute reads: cheap enough for the hot path)."""
+    out: dict[str, Any] = {}
     torch = _torch.loaded()
     if torch is not None:
         out["cudnn.benchmark"] = bool(torch.backends.cudnn.benchmark)

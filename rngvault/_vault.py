@@ -136,11 +136,11 @@ class Vault:
                 rank=self.rank,
                 world_size=self.world_size,
             ),
-            environment={"flags": _environment.flags()},
+            environment={"flags": _environment.torch_flags()},
         )
         job = self._writer.submit((name, snapshot))
         if durable:
-            job.done.wait()
+            self._writer.wait_for(job)
             if job.error is not None:
                 raise job.error
             return job.result
@@ -152,7 +152,7 @@ class Vault:
         environment = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )
-        environment["flags"] = snapshot.environment["flags"]
+        environment["flags"].update(snapshot.environment["flags"])
         complete = dataclasses.replace(
             snapshot,
             environment=environment,

@@ -28,13 +28,12 @@ class StoreWarning(UserWarning):
 
 
 class Job:
-    """One snapshot to store; ``done`` is set once it is stored or has failed."""
+    """One snapshot to store; ``flush()`` returns once it is stored or has failed."""
 
-    __slots__ = ("done", "error", "payload", "result")
+    __slots__ = ("error", "payload", "result")
 
     def __init__(self, payload: Any) -> None:
         self.payload = payload
-        self.done = threading.Event()
         self.error: BaseException | None = None
         self.result: Any = None
 
@@ -99,7 +98,6 @@ class Writer:
                 with self._cond:
                     self._completed += 1
                     self._cond.notify_all()
-                job.done.set()
 
     def _report(self, exc: BaseException) -> None:
         if self._on_error == "raise":
@@ -115,6 +113,14 @@ class Writer:
         if self._errors:
             first, self._errors = self._errors[0], []
             raise first
+
+    def wait_for(self, job: Job) -> None:
+        """Wait until ``job`` (and every job before it) is handled; errors stay on the job."""
+        target = self._last_submitted
+        with self._cond:
+            self._cond.wait_for(lambda: self._completed >= target)
+        if job.error is not None and job.error in self._errors:
+            self._errors.remove(job.error)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every job submitted so far is handled; False if ``timeout`` passed."""
