@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from rngvault._errors import RestoreError, StateError
+from rngvault._errors import CaptureError, RestoreError, StateError
 from rngvault._names import check_generator_name
 from rngvault._report import GeneratorOutcome, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, State, values_equal
@@ -59,13 +59,22 @@ def resolve(generators: Targets | None) -> list[tuple[str, Family, Any]]:
     """Check names and find each object's family once (the capture loop reuses the result)."""
     resolved = []
     for name, obj in (generators or {}).items():
-        resolved.append((check_generator_name(name), family_of(obj), obj))
+        try:
+            resolved.append((check_generator_name(name), family_of(obj), obj))
+        except CaptureError as exc:
+            raise CaptureError(f"generator {name!r}: {exc}") from None
     return resolved
 
 
 def capture_resolved(resolved: list[tuple[str, Family, Any]]) -> dict[str, State]:
     """The hot path: one getstate call per generator, nothing else."""
-    return {name: State(family.name, family.capture(obj)) for name, family, obj in resolved}
+    states = {}
+    for name, family, obj in resolved:
+        try:
+            states[name] = State(family.name, family.capture(obj))
+        except CaptureError as exc:
+            raise CaptureError(f"generator {name!r}: {exc}") from None
+    return states
 
 
 def capture(
