@@ -9,16 +9,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 from rngvault import _environment, _probes, _ranks
-from rngvault._api import capture_resolved, global_targets, resolve
+from rngvault._api import global_targets, resolve
 from rngvault._api import restore as restore_states
 from rngvault._divergence import DivergenceReport, compare_snapshots
 from rngvault._errors import DivergenceError, NotFoundError, RestoreError
 from rngvault._format import decode, encode
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import RestoreReport
-from rngvault._snapshot import Metadata, Snapshot, SnapshotRef
+from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State
 from rngvault._writer import OnError, Writer
-from rngvault.families import Family, family_of
+from rngvault.families import Family, _torch, family_of
 from rngvault.stores import SnapshotInfo, Store, open_store
 
 
@@ -68,6 +68,10 @@ class Vault:
         self.track_globals = track_globals
         self._tracked: dict[str, tuple[Family, Any]] = {}
         self._globals: dict[tuple[str, int], tuple[str, Family, Any]] = {}
+        self._version = 0
+        self._plan_key: tuple[bool, bool, int] | None = None
+        self._plan_cache: list[tuple[str, str, Callable[[Any], Any], Any]] = []
+        self._metadata = Metadata(rank=self.rank, world_size=self.world_size)
         self._divergence: DivergenceReport | None = None
         self._divergence_raised = False
         self._writer = Writer(self._write, on_error, self.run)
@@ -82,11 +86,13 @@ class Vault:
         torch.Generator or DataLoader) under ``name``; returns ``obj``."""
         check_generator_name(name)
         self._tracked[name] = (family_of(obj), obj)
+        self._version += 1
         return obj
 
     def untrack(self, name: str) -> None:
         """Stop capturing the generator called ``name``."""
         self._tracked.pop(name, None)
+        self._version += 1
 
     @property
     def tracked(self) -> dict[str, Any]:
@@ -104,6 +110,16 @@ class Vault:
                 targets.append(entry)
         targets += [(name, family, obj) for name, (family, obj) in self._tracked.items()]
         return targets
+
+    def _plan(self) -> list[tuple[str, str, Callable[[Any], Any], Any]]:
+        """(name, family, capture function, object) for each target, rebuilt only when the
+        targets can have changed: torch imported, CUDA initialized, track()/untrack()."""
+        torch = _torch.loaded()
+        key = (torch is not None and torch.cuda.is_initialized(), torch is None, self._version)
+        if key != self._plan_key:
+            self._plan_cache = [(n, f.name, f.capture, obj) for n, f, obj in self._targets()]
+            self._plan_key = key
+        return self._plan_cache
 
     # -- taking snapshots -----------------------------------------------------------------
 
@@ -125,19 +141,21 @@ class Vault:
         """
         self._raise_pending()
         check_name(name)
-        states = capture_resolved(self._targets())
-        snapshot = Snapshot(
-            states=states,
-            metadata=Metadata(
+        # The hot path: one getstate call per generator and as little else as possible;
+        # the environment, probes and encoding are the writer's work.
+        states = {n: State(family, capture(obj)) for n, family, capture, obj in self._plan()}
+        if step is None and epoch is None and not metrics and not tags:
+            metadata = self._metadata
+        else:
+            metadata = Metadata(
                 step=step,
                 epoch=epoch,
                 tags=tuple(tags),
                 metrics=dict(metrics) if metrics else {},
                 rank=self.rank,
                 world_size=self.world_size,
-            ),
-            environment={"flags": _environment.torch_flags()},
-        )
+            )
+        snapshot = Snapshot._taken(states, metadata)
         job = self._writer.submit((name, snapshot))
         if durable:
             self._writer.wait_for(job)
@@ -152,7 +170,6 @@ class Vault:
         environment = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )
-        environment["flags"].update(snapshot.environment["flags"])
         complete = dataclasses.replace(
             snapshot,
             environment=environment,
