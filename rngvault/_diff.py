@@ -187,7 +187,7 @@ def diff(
     """
     for label, snapshot in zip(labels, (a, b), strict=True):
         if not isinstance(snapshot, Snapshot):
-            raise TypeError(f"diff compares Snapshots; {label} is a {type(snapshot).__name__}")
+            raise StateError(f"diff compares Snapshots; {label} is a {type(snapshot).__name__}")
     names = list(a.states) + [n for n in b.states if n not in a.states]
     entries = tuple(
         state_distance(a.states.get(n), b.states.get(n), name=n, search_limit=search_limit)
@@ -205,10 +205,14 @@ def state_distance(
 ) -> GeneratorDiff:
     """How far state ``b`` is ahead of state ``a`` (one of them may be None: ``missing``)."""
     if type(search_limit) is not int or search_limit < 0:
-        raise ValueError(f"search_limit must be a non-negative int, got {search_limit!r}")
+        raise StateError(
+            f"search_limit must be a non-negative int, got {search_limit!r}",
+            field="search_limit",
+            value=search_limit,
+        )
     if a is None or b is None:
         if a is None and b is None:
-            raise ValueError(f"generator {name!r}: nothing to compare, both states are None")
+            raise StateError("nothing to compare: both states are None", generator=name)
         present = a if a is not None else b
         assert present is not None
         where = "A" if b is None else "B"
