@@ -99,7 +99,8 @@ def main() -> None:
     )
     print(f"raw getstate calls          median {raw_us:9.1f} us")
     print(
-        f"capture of the same set     median {capture_us:9.1f} us   ratio {capture_us / raw_us:.2f}x"
+        f"capture of the same set     median {capture_us:9.1f} us   "
+        f"ratio {capture_us / raw_us:.2f}x"
     )
     print(
         f"vault.snapshot() (blocking) median {snap_us:9.1f} us   ratio {snap_us / raw_us:.2f}x"
