@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
+import httpx
 import msgpack
 import numpy as np
 import pytest
 
 import rngvault
 from rngvault import Metadata, Snapshot
+from rngvault.server.app import create_app
+from rngvault.server.settings import Settings
 
 
 def make_snapshot(
@@ -74,3 +78,21 @@ def _make_body_fixture() -> Callable[..., bytes]:
 @pytest.fixture(name="noncanonical")
 def _noncanonical_fixture() -> Callable[[bytes], bytes]:
     return noncanonical
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """An open server's settings on a fresh database (no tokens file)."""
+    return Settings(db=f"sqlite:///{tmp_path / 'api.db'}", tokens=tmp_path / "no-tokens.json")
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of an open app (lifespan run, client on loopback)."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as test_client,
+    ):
+        yield test_client

@@ -1,0 +1,68 @@
+"""The app factory: ``create_app(settings)``; its lifespan opens the store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import rngvault
+from rngvault.server import errors
+from rngvault.server.auth import Authenticator, authenticator_for
+from rngvault.server.metrics import Metrics, MetricsMiddleware
+from rngvault.server.routes import ops, runs, snapshots
+from rngvault.server.settings import Settings
+from rngvault.server.storage import open_store
+from rngvault.server.storage.base import Store
+
+DESCRIPTION = """Stores rngvault snapshots: the exact states of a training run's random number
+generators, as msgpack (docs/format.md). Snapshots are immutable: a PUT of a taken name
+answers 200 for identical bytes and 409 for other content. Send tokens as
+`Authorization: Bearer <token>`. Errors are JSON: `{"error": ..., "detail": ...}`."""
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    authenticator: Authenticator | None = None,
+) -> FastAPI:
+    """The app. ``store`` and ``authenticator`` replace what ``settings`` would open (tests).
+
+    Raises RngVaultError when the settings are unsafe (no tokens on a non-loopback host).
+    """
+    settings = settings or Settings.from_env()
+    auth = authenticator or authenticator_for(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened = store if store is not None else await open_store(settings.db)
+        app.state.store = opened
+        try:
+            yield
+        finally:
+            if store is None:
+                await opened.close()
+
+    app = FastAPI(
+        title="rngvault",
+        version=rngvault.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.auth = auth
+    app.state.metrics = Metrics()
+    if store is not None:
+        app.state.store = store
+    errors.install(app)
+    for router in (snapshots.router, runs.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """For ``uvicorn --factory rngvault.server.app:app_from_env``: settings from RNGVAULT_*."""
+    return create_app(Settings.from_env())

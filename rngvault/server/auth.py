@@ -1,0 +1,160 @@
+"""Who may do what: bearer tokens checked per request, as FastAPI dependencies.
+
+Routes declare what they need with ``Depends(Require("read"))`` (or ``"write"``,
+``"admin"``). ``Require`` checks the token, its scope, and that its namespace pattern covers
+the namespace the request names (path parameter, else ``namespace`` query parameter).
+Without a tokens file the server is open: every request acts as an admin for every
+namespace, which ``check_startup`` allows only on a loopback host unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from rngvault._errors import RngVaultError
+from rngvault.server.errors import ApiError
+from rngvault.server.settings import Settings, is_loopback
+from rngvault.server.tokens import SCOPES, TokenFile, TokenRecord, token_hash, token_id
+
+log = logging.getLogger("rngvault.server")
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rngvault"'}
+_RECHECK = 1.0  # seconds between looks at the tokens file's modification time
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who a request acts as.
+
+    Attributes:
+        token_id: the token's id, or None on an open server.
+        scope: the token's scope.
+        namespace: the token's namespace pattern.
+    """
+
+    token_id: str | None
+    scope: str
+    namespace: str
+
+
+OPEN = Principal(None, "admin", "*")
+
+
+class Authenticator:
+    """Checks ``Authorization: Bearer`` headers against a tokens file, re-read when it changes."""
+
+    def __init__(self, tokens: TokenFile | None) -> None:
+        self._file = tokens
+        self._by_id: dict[str, TokenRecord] = {}
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+        if tokens is not None:
+            self._reload()
+
+    @property
+    def open(self) -> bool:
+        """No tokens file: every request is allowed (loopback only, see ``check_startup``)."""
+        return self._file is None
+
+    def _reload(self) -> None:
+        assert self._file is not None
+        try:
+            stat = os.stat(self._file.path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            stamp = (0, 0)
+        if stamp != self._stamp:
+            self._by_id = {r.id: r for r in self._file.load()}
+            self._stamp = stamp
+
+    def authenticate(self, header: str | None) -> Principal:
+        if self._file is None:
+            return OPEN
+        now = time.monotonic()
+        if now - self._checked > _RECHECK:
+            with self._lock:
+                self._checked = now
+                try:
+                    self._reload()
+                except RngVaultError as exc:  # keep the tokens we had; say why
+                    log.error("tokens file not reloaded: %s", exc)
+        scheme, _, token = (header or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", _CHALLENGE)
+        token = token.strip()
+        record = self._by_id.get(token_id(token) or "")
+        if record is None or not hmac.compare_digest(record.sha256, token_hash(token)):
+            raise ApiError(401, "unauthorized", "unknown token", _CHALLENGE)
+        if not record.active(time.time()):
+            why = "revoked" if record.revoked is not None else "expired"
+            raise ApiError(401, "unauthorized", f"token {record.id} is {why}", _CHALLENGE)
+        return Principal(record.id, record.scope, record.namespace)
+
+
+class Require:
+    """A dependency: the request's principal, if it has ``scope`` over the named namespace."""
+
+    def __init__(self, scope: str) -> None:
+        assert scope in SCOPES
+        self.scope = scope
+
+    def __call__(self, request: Request) -> Principal:
+        auth: Authenticator = request.app.state.auth
+        principal = auth.authenticate(request.headers.get("authorization"))
+        if SCOPES.index(principal.scope) < SCOPES.index(self.scope):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"token {principal.token_id} has scope {principal.scope!r}; "
+                f"this needs {self.scope!r}",
+            )
+        namespace = request.path_params.get("namespace", request.query_params.get("namespace"))
+        if namespace is not None and not _covers(principal, namespace):
+            raise ApiError(
+                403,
+                "forbidden",
+                f"token {principal.token_id} is for namespaces {principal.namespace!r}, "
+                f"not {namespace!r}",
+            )
+        return principal
+
+
+def _covers(principal: Principal, namespace: str) -> bool:
+    from fnmatch import fnmatchcase
+
+    return fnmatchcase(namespace, principal.namespace)
+
+
+def metrics_allowed(request: Request) -> None:
+    """/metrics: open to clients on this machine, a valid token otherwise."""
+    client = request.client.host if request.client else ""
+    if not is_loopback(client):
+        request.app.state.auth.authenticate(request.headers.get("authorization"))
+
+
+def authenticator_for(settings: Settings) -> Authenticator:
+    """The authenticator ``settings`` ask for, or RngVaultError saying why it may not start."""
+    exists = settings.tokens.is_file()
+    if settings.tokens_required and not exists:
+        raise RngVaultError(
+            f"tokens file {str(settings.tokens)!r} does not exist: "
+            "create a token with 'rngvault token create'"
+        )
+    if exists:
+        return Authenticator(TokenFile(settings.tokens))
+    if not is_loopback(settings.host):
+        if not settings.insecure_open:
+            raise RngVaultError(
+                f"refusing to serve {settings.host} without tokens: anyone who can reach it "
+                "could read, write and delete every snapshot. Create a token with "
+                "'rngvault token create', or pass --insecure-open to serve it open anyway"
+            )
+        log.warning("serving %s with no tokens (--insecure-open): anyone may write", settings.host)
+    return Authenticator(None)

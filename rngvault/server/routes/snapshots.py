@@ -1,0 +1,177 @@
+"""/v1/runs/{namespace}/{run}/snapshots: put, get, list and delete snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from rngvault._format import decode, encode
+from rngvault._json import snapshot_to_json
+from rngvault._snapshot import Snapshot
+from rngvault.server.auth import Require
+from rngvault.server.deps import get_metrics, get_settings, get_store
+from rngvault.server.errors import ApiError
+from rngvault.server.media import JSON, MSGPACK, negotiate, read_body, require_msgpack
+from rngvault.server.metrics import Metrics
+from rngvault.server.routes import MAX_RANK, Cursor, Limit, Name, Namespace, Run, check_names
+from rngvault.server.schemas import DeletedBody, SnapshotInfoBody, SnapshotPage, StoredBody, errors
+from rngvault.server.settings import Settings
+from rngvault.server.storage.base import SnapshotKey, Store
+
+router = APIRouter(prefix="/v1/runs/{namespace}/{run}/snapshots", tags=["snapshots"])
+StoreDep = Annotated[Store, Depends(get_store)]
+Rank = Annotated[int | None, Query(ge=0, le=MAX_RANK, description="the process rank")]
+_INLINE_DECODE = 256 * 1024  # larger bodies are decoded off the event loop
+_MSGPACK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "an encoded rngvault snapshot (docs/format.md)",
+        "content": {MSGPACK: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+_SNAPSHOT_CONTENT = {
+    MSGPACK: {"schema": {"type": "string", "format": "binary"}},
+    JSON: {"schema": {"type": "object", "description": "the JSON rendering (rngvault._json)"}},
+}
+
+
+async def _decode(body: bytes) -> Snapshot:
+    if len(body) <= _INLINE_DECODE:
+        return decode(body)
+    return await anyio.to_thread.run_sync(decode, body)
+
+
+@router.put(
+    "/{name}",
+    status_code=201,
+    response_model=StoredBody,
+    summary="Store a snapshot (201 new, 200 identical, 409 other content)",
+    openapi_extra=_MSGPACK_BODY,
+    responses={200: {"model": StoredBody}, **errors(400, 401, 403, 409, 413, 415, 422, 503, 507)},
+    dependencies=[Depends(Require("write"))],
+)
+async def put_snapshot(
+    request: Request,
+    namespace: Namespace,
+    run: Run,
+    name: Name,
+    store: StoreDep,
+    settings: Annotated[Settings, Depends(get_settings)],
+    metrics: Annotated[Metrics, Depends(get_metrics)],
+    rank: Rank = None,
+) -> JSONResponse:
+    check_names(namespace, run, name)
+    require_msgpack(request)
+    body = await read_body(request, settings.max_body)
+    snapshot = await _decode(body)
+    own = snapshot.metadata.rank
+    if rank is not None and rank != own:
+        raise ApiError(
+            422, "invalid_snapshot", f"rank={rank} but the snapshot's metadata.rank is {own}"
+        )
+    if own > MAX_RANK:
+        raise ApiError(422, "invalid_snapshot", f"metadata.rank {own} is over {MAX_RANK}")
+    stored = await store.put(SnapshotKey(namespace, run, name, own), body, snapshot)
+    if stored.created:
+        metrics.snapshots_stored += 1
+    answer = StoredBody(
+        namespace=namespace,
+        run=run,
+        name=name,
+        rank=own,
+        digest=stored.digest,
+        size=stored.size,
+        created=stored.created,
+    )
+    return JSONResponse(answer.model_dump(), status_code=201 if stored.created else 200)
+
+
+def _select(snapshot: Snapshot, generators: str) -> Snapshot:
+    names = [n for n in generators.split(",") if n]
+    missing = [n for n in names if n not in snapshot.states]
+    if missing:
+        raise ApiError(
+            404,
+            "not_found",
+            f"no generator {', '.join(map(repr, missing))} in this snapshot; it has "
+            f"{', '.join(snapshot.states)}",
+        )
+    return dataclasses.replace(
+        snapshot,
+        states={n: snapshot.states[n] for n in names},
+        probes={n: v for n, v in snapshot.probes.items() if n in names},
+    )
+
+
+@router.get(
+    "/{name}",
+    summary="Fetch a snapshot as msgpack (exact stored bytes) or as JSON",
+    response_class=Response,
+    responses={200: {"content": _SNAPSHOT_CONTENT}, **errors(400, 401, 403, 404, 406, 422, 503)},
+    dependencies=[Depends(Require("read"))],
+)
+async def get_snapshot(
+    request: Request,
+    namespace: Namespace,
+    run: Run,
+    name: Name,
+    store: StoreDep,
+    rank: Annotated[int, Query(ge=0, le=MAX_RANK, description="the process rank")] = 0,
+    generators: Annotated[
+        str | None, Query(max_length=8192, description="comma-separated generator names")
+    ] = None,
+) -> Response:
+    check_names(namespace, run, name)
+    media = negotiate(request.headers.get("accept"))
+    body = await store.get(SnapshotKey(namespace, run, name, rank))
+    if media == MSGPACK and generators is None:
+        return Response(body, media_type=MSGPACK)
+    snapshot = await _decode(body)
+    if generators is not None:
+        snapshot = _select(snapshot, generators)
+    if media == JSON:
+        return JSONResponse(snapshot_to_json(snapshot))
+    return Response(encode(snapshot), media_type=MSGPACK)
+
+
+@router.get(
+    "",
+    response_model=SnapshotPage,
+    summary="List a run's snapshots (metadata only), in the order they were stored",
+    responses=errors(400, 401, 403, 404, 422, 503),
+    dependencies=[Depends(Require("read"))],
+)
+async def list_snapshots(
+    namespace: Namespace,
+    run: Run,
+    store: StoreDep,
+    cursor: Cursor = None,
+    limit: Limit = 100,
+) -> SnapshotPage:
+    check_names(namespace, run)
+    page = await store.list_snapshots(namespace, run, cursor=cursor, limit=limit)
+    return SnapshotPage(
+        namespace=namespace,
+        run=run,
+        snapshots=[SnapshotInfoBody.of(info) for info in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.delete(
+    "/{name}",
+    response_model=DeletedBody,
+    summary="Delete every rank of a snapshot (admin)",
+    responses=errors(400, 401, 403, 404, 422, 503),
+    dependencies=[Depends(Require("admin"))],
+)
+async def delete_snapshot(
+    namespace: Namespace, run: Run, name: Name, store: StoreDep
+) -> DeletedBody:
+    check_names(namespace, run, name)
+    deleted = await store.delete_snapshot(namespace, run, name)
+    return DeletedBody(namespace=namespace, run=run, name=name, deleted=deleted)
