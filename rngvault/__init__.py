@@ -3,7 +3,9 @@
 The public API is re-exported here; everything in underscore modules is private.
 """
 
+from rngvault import convert
 from rngvault._api import capture, restore
+from rngvault._diff import DiffReport, GeneratorDiff, diff
 from rngvault._divergence import DivergenceReport
 from rngvault._errors import (
     AuthError,
@@ -22,6 +24,7 @@ from rngvault._errors import (
 )
 from rngvault._format import decode, encode
 from rngvault._report import EnvironmentDifference, GeneratorOutcome, RestoreReport
+from rngvault._seeding import ReproducibilityWarning, per_worker, seed_everything, seed_worker
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
 from rngvault._vault import DivergenceWarning, Vault
 from rngvault._writer import StoreWarning
@@ -35,16 +38,19 @@ __all__ = [
     "CaptureError",
     "ConflictError",
     "DecodeError",
+    "DiffReport",
     "DivergenceError",
     "DivergenceReport",
     "DivergenceWarning",
     "EnvironmentDifference",
+    "GeneratorDiff",
     "GeneratorOutcome",
     "InvalidNameError",
     "LocalStore",
     "Metadata",
     "MissingExtraError",
     "NotFoundError",
+    "ReproducibilityWarning",
     "RestoreError",
     "RestoreReport",
     "RngVaultError",
@@ -60,8 +66,13 @@ __all__ = [
     "Vault",
     "__version__",
     "capture",
+    "convert",
     "decode",
+    "diff",
     "encode",
     "open_store",
+    "per_worker",
     "restore",
+    "seed_everything",
+    "seed_worker",
 ]

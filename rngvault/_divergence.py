@@ -58,28 +58,20 @@ def compare_snapshots(
     """None when every generator matches, else a report on the first that differs."""
     from rngvault._diff import state_distance
 
-    differing = []
-    for generator in sorted(set(snapshot.states) | set(reference.states)):
-        mine = snapshot.states.get(generator)
-        theirs = reference.states.get(generator)
-        if mine is not None and theirs is not None and mine == theirs:
-            continue
-        if mine is None or theirs is None:
-            differing.append((generator, "missing", None, ""))
-            continue
-        found = state_distance(theirs, mine)
-        differing.append((generator, found.status, found.distance, found.unit))
+    names = sorted(set(snapshot.states) | set(reference.states))
+    found = [state_distance(reference.states.get(n), snapshot.states.get(n), name=n) for n in names]
+    differing = [d for d in found if d.changed]
     if not differing:
         return None
-    known = [d for d in differing if d[2] is not None]
+    known = [d for d in differing if d.distance is not None]
     first = (known or differing)[0]
     return DivergenceReport(
         snapshot=name,
         run=run,
         reference=reference_run,
-        generator=first[0],
-        status=first[1],
-        distance=first[2],
-        unit=first[3],
-        others=tuple(d[0] for d in differing if d[0] != first[0]),
+        generator=first.name,
+        status=first.status,
+        distance=first.distance,
+        unit=first.unit,
+        others=tuple(d.name for d in differing if d is not first),
     )

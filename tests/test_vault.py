@@ -350,3 +350,72 @@ def test_restore_report_lists_skipped_and_missing(tmp_path: Path) -> None:
     with pytest.raises(rngvault.RestoreError, match="old: skipped"):
         vault.restore("s", strict=True)
     assert new.bit_generator.state == before
+
+
+def _train(vault: Vault, aug: np.random.Generator, epochs: int, extra_draw_at: int | None) -> None:
+    for epoch in range(epochs):
+        vault.snapshot(f"epoch{epoch}", epoch=epoch)
+        if epoch == extra_draw_at:
+            aug.random()  # the reproduction's bug: one extra draw
+        aug.normal(size=3)
+        random.random()
+
+
+def test_divergence_is_reported_at_the_epoch_it_happens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One extra draw in epoch 1 of a reproduction is reported at epoch 2, naming the
+    generator and the distance; on_divergence gets the report; strict raises from flush()."""
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    rngvault.seed_everything(0)
+    alice = Vault(tmp_path, run="alice/exp")
+    _train(alice, alice.track(np.random.default_rng(7), "augment"), 4, None)
+    alice.flush()
+
+    rngvault.seed_everything(0)
+    seen: list[rngvault.DivergenceReport] = []
+    bob = Vault(
+        tmp_path, run="bob/repro", reference="alice/exp", on_divergence=seen.append, strict=True
+    )
+    with pytest.warns(rngvault.DivergenceWarning, match="epoch2"):
+        _train(bob, bob.track(np.random.default_rng(7), "augment"), 2, 1)
+        bob.snapshot("epoch2")
+        with pytest.raises(rngvault.DivergenceError) as raised:
+            bob.flush()
+    [report] = seen
+    assert raised.value.report is report
+    assert (report.snapshot, report.generator, report.status) == ("epoch2", "augment", "advanced")
+    assert report.distance == 1 and report.unit == "raw 64-bit outputs"
+    assert "'epoch2'" in str(report) and "'augment'" in str(report) and "1 raw" in str(report)
+    bob.snapshot("epoch3")  # reported once: later snapshots do not raise again
+    bob.flush()
+
+
+def test_matching_reproduction_reports_no_divergence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A faithful reproduction (same seeds, same draws) never diverges."""
+    monkeypatch.setenv("PYTHONHASHSEED", "0")
+    rngvault.seed_everything(1)
+    alice = Vault(tmp_path, run="alice/exp")
+    _train(alice, alice.track(np.random.default_rng(3), "augment"), 3, None)
+    alice.flush()
+    rngvault.seed_everything(1)
+    bob = Vault(tmp_path, run="bob/repro", reference="alice/exp", strict=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rngvault.DivergenceWarning)
+        _train(bob, bob.track(np.random.default_rng(3), "augment"), 3, None)
+        bob.flush()
+    assert bob.divergence is None
+
+
+def test_vault_diff_reports_draw_distance(tmp_path: Path) -> None:
+    """vault.diff names how far each generator moved between two snapshots."""
+    vault = Vault(tmp_path, run="alice/exp", track_globals=False)
+    aug = vault.track(np.random.default_rng(0), "augment")
+    vault.snapshot("a")
+    aug.bit_generator.random_raw(25)
+    vault.snapshot("b")
+    vault.flush()
+    report = vault.diff("a", "b")
+    assert report["augment"].status == "advanced" and report["augment"].distance == 25
