@@ -15,8 +15,11 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from rngvault._errors import RngVaultError
 from rngvault.server.errors import ApiError
@@ -26,6 +29,8 @@ from rngvault.server.tokens import SCOPES, TokenFile, TokenRecord, token_hash, t
 log = logging.getLogger("rngvault.server")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rngvault"'}
 _RECHECK = 1.0  # seconds between looks at the tokens file's modification time
+# Declares the scheme in OpenAPI (the Authorize button of /docs); Require reads the header.
+_bearer = HTTPBearer(auto_error=False, description="a token from 'rngvault token create'")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +110,11 @@ class Require:
         assert scope in SCOPES
         self.scope = scope
 
-    def __call__(self, request: Request) -> Principal:
+    def __call__(
+        self,
+        request: Request,
+        _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
         auth: Authenticator = request.app.state.auth
         principal = auth.authenticate(request.headers.get("authorization"))
         if SCOPES.index(principal.scope) < SCOPES.index(self.scope):
@@ -116,7 +125,7 @@ class Require:
                 f"this needs {self.scope!r}",
             )
         namespace = request.path_params.get("namespace", request.query_params.get("namespace"))
-        if namespace is not None and not _covers(principal, namespace):
+        if namespace is not None and not fnmatchcase(namespace, principal.namespace):
             raise ApiError(
                 403,
                 "forbidden",
@@ -126,13 +135,10 @@ class Require:
         return principal
 
 
-def _covers(principal: Principal, namespace: str) -> bool:
-    from fnmatch import fnmatchcase
-
-    return fnmatchcase(namespace, principal.namespace)
-
-
-def metrics_allowed(request: Request) -> None:
+def metrics_allowed(
+    request: Request,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
     """/metrics: open to clients on this machine, a valid token otherwise."""
     client = request.client.host if request.client else ""
     if not is_loopback(client):

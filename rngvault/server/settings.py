@@ -12,8 +12,9 @@ setting                     environment variable         default
 ``access_log``              ``RNGVAULT_ACCESS_LOG``      off (errors are always logged)
 ==========================  ===========================  ==================================
 
-The data directory is ``$RNGVAULT_DATA_DIR``, else ``$XDG_DATA_HOME/rngvault`` (Linux),
-``~/Library/Application Support/rngvault`` (macOS) or ``%LOCALAPPDATA%\\rngvault`` (Windows).
+The data directory is rngvault's per-user one: ``$RNGVAULT_HOME``, else
+``$XDG_DATA_HOME/rngvault`` (Linux), ``~/Library/Application Support/rngvault`` (macOS) or
+``%LOCALAPPDATA%\\rngvault`` (Windows).
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ import dataclasses
 import ipaddress
 import os
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rngvault._errors import RngVaultError
+from rngvault._paths import data_dir
 
 _SIZE = re.compile(r"(\d+)\s*(|B|KiB|MiB|GiB)", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -37,18 +38,6 @@ _FALSE = {"", "0", "false", "no", "off"}
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY = 16 * 2**20
-
-
-def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """Where the default database and tokens file live, per user."""
-    if environ.get("RNGVAULT_DATA_DIR"):
-        return Path(environ["RNGVAULT_DATA_DIR"])
-    home = Path.home()
-    if sys.platform == "win32":
-        return Path(environ.get("LOCALAPPDATA", home / "AppData" / "Local")) / "rngvault"
-    if sys.platform == "darwin":
-        return home / "Library" / "Application Support" / "rngvault"
-    return Path(environ.get("XDG_DATA_HOME") or home / ".local" / "share") / "rngvault"
 
 
 def parse_size(text: str) -> int:
@@ -107,7 +96,7 @@ class Settings:
         """Settings from ``given`` (None means not given), else the environment, else defaults."""
         given = {k: v for k, v in given.items() if v is not None}
         env = {k[9:].lower(): v for k, v in environ.items() if k.startswith("RNGVAULT_")}
-        data = default_data_dir(environ)
+        data = data_dir()
         values: dict[str, Any] = {}
         try:
             values["host"] = given.get("host", env.get("host", DEFAULT_HOST))

@@ -1,0 +1,7 @@
+"""``python -m rngvault``: the rngvault command."""
+
+import sys
+
+from rngvault.cli import main
+
+sys.exit(main())

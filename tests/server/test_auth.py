@@ -1,0 +1,221 @@
+"""Auth: every data route checks token, scope and namespace; tokens are hashed, expire, revoke."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute, Route
+
+from rngvault import RngVaultError
+from rngvault.server.app import create_app
+from rngvault.server.settings import Settings
+from rngvault.server.tokens import TokenFile, parse_expiry
+
+pytestmark = pytest.mark.anyio
+Body = Callable[..., bytes]
+
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# What each route needs; a route missing here fails the walk below.
+SCOPES = {
+    ("PUT", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "write",
+    ("GET", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "read",
+    ("DELETE", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "admin",
+    ("GET", "/v1/runs/{namespace}/{run}/snapshots"): "read",
+    ("GET", "/v1/runs"): "read",
+    ("DELETE", "/v1/runs/{namespace}/{run}"): "admin",
+    ("GET", "/metrics"): "any",
+}
+LOWER = {"write": "read", "admin": "write"}
+
+
+@pytest.fixture
+def tokens(tmp_path: Path) -> dict[str, str]:
+    """Tokens by label, in a fresh tokens file at tmp_path/tokens.json."""
+    file = TokenFile(tmp_path / "tokens.json")
+    made = {}
+    for label, scope, namespace in [
+        ("read", "read", "alice"),
+        ("write", "write", "alice"),
+        ("admin", "admin", "alice"),
+        ("bob-admin", "admin", "bob"),
+        ("teams", "write", "team-*"),
+    ]:
+        made[label] = file.create(scope, namespace)[1]
+    made["expired"] = file.create("admin", "*", expires=time.time() - 1)[1]
+    record, made["revoked"] = file.create("admin", "*")
+    file.revoke(record.id)
+    return made
+
+
+@pytest.fixture
+async def remote(tmp_path: Path, tokens: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client from another machine (192.0.2.10) of a server with tokens."""
+    settings = Settings(
+        host="0.0.0.0", db=f"sqlite:///{tmp_path / 'auth.db'}", tokens=tmp_path / "tokens.json"
+    )
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://vault") as client,
+    ):
+        client.app = app  # type: ignore[attr-defined]
+        yield client
+
+
+def walk(routes: list) -> list[BaseRoute]:
+    """Every route of the app, through the routers it includes."""
+    found: list[BaseRoute] = []
+    for route in routes:
+        contexts = getattr(route, "effective_route_contexts", None)  # an included router
+        found += [c.original_route for c in contexts()] if contexts else [route]
+    return found
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def call(client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body):
+    url = path.format(namespace="alice", run="r", name="s")
+    content = body if method == "PUT" else None
+    headers = {**headers, "Content-Type": "application/msgpack"}
+    return await client.request(method, url, headers=headers, content=content)
+
+
+async def test_every_route_enforces_token_scope_and_namespace(
+    remote: httpx.AsyncClient, tokens: dict[str, str], make_body: Body
+) -> None:
+    body = make_body(1)
+    checked = 0
+    for route in walk(remote.app.routes):  # type: ignore[attr-defined]
+        assert isinstance(route, (APIRoute, Route))
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            if route.path in PUBLIC:
+                answer = await call(remote, method, route.path, {}, body)
+                assert answer.status_code == 200, route.path
+                continue
+            need = SCOPES[method, route.path]  # KeyError: a new route nobody classified
+            checked += 1
+            for headers in (
+                {},
+                bearer("rv_000000000000_" + "x" * 43),
+                bearer("nonsense"),
+                bearer(tokens["expired"]),
+                bearer(tokens["revoked"]),
+            ):
+                answer = await call(remote, method, route.path, headers, body)
+                assert answer.status_code == 401, (method, route.path, headers)
+                assert answer.json()["error"] == "unauthorized"
+                assert answer.headers["www-authenticate"].startswith("Bearer")
+            if need in LOWER:
+                answer = await call(remote, method, route.path, bearer(tokens[LOWER[need]]), body)
+                assert answer.status_code == 403, (method, route.path)
+            if "{namespace}" in route.path:
+                other = await call(remote, method, route.path, bearer(tokens["bob-admin"]), body)
+                assert other.status_code == 403, (method, route.path)
+                assert "not 'alice'" in other.json()["detail"]
+            label = "read" if need == "any" else need
+            allowed = await call(remote, method, route.path, bearer(tokens[label]), body)
+            assert allowed.status_code not in (401, 403), (method, route.path)
+    assert checked == len(SCOPES)
+
+
+async def test_a_namespace_token_cannot_read_or_write_another_namespace(
+    remote: httpx.AsyncClient, tokens: dict[str, str], make_body: Body
+) -> None:
+    msgpack = {"Content-Type": "application/msgpack"}
+    bob = "/v1/runs/bob/r/snapshots/s"
+    put = await remote.put(
+        bob, content=make_body(1), headers={**msgpack, **bearer(tokens["bob-admin"])}
+    )
+    assert put.status_code == 201
+    alice = bearer(tokens["admin"])
+    assert (await remote.get(bob, headers=alice)).status_code == 403
+    assert (
+        await remote.put(bob, content=make_body(2), headers={**msgpack, **alice})
+    ).status_code == 403
+    assert (await remote.delete(bob, headers=alice)).status_code == 403
+    assert (
+        await remote.get("/v1/runs", params={"namespace": "bob"}, headers=alice)
+    ).status_code == 403
+    await remote.put(
+        "/v1/runs/alice/r/snapshots/s", content=make_body(3), headers={**msgpack, **alice}
+    )
+    await remote.put(
+        "/v1/runs/team-x/r/snapshots/s",
+        content=make_body(3),
+        headers={**msgpack, **bearer(tokens["teams"])},
+    )
+    listed = (await remote.get("/v1/runs", headers=alice)).json()["runs"]
+    assert [(r["namespace"], r["run"]) for r in listed] == [("alice", "r")]
+    teams = (await remote.get("/v1/runs", headers=bearer(tokens["teams"]))).json()["runs"]
+    assert [r["namespace"] for r in teams] == ["team-x"]
+
+
+async def test_metrics_need_a_token_from_another_machine(
+    remote: httpx.AsyncClient, tokens: dict[str, str]
+) -> None:
+    assert (await remote.get("/metrics")).status_code == 401
+    assert (await remote.get("/metrics", headers=bearer(tokens["read"]))).status_code == 200
+
+
+async def test_a_revoked_token_stops_working_without_a_restart(
+    remote: httpx.AsyncClient, tokens: dict[str, str], tmp_path: Path
+) -> None:
+    file = TokenFile(tmp_path / "tokens.json")
+    record, token = file.create("read", "alice")
+    assert (await remote.get("/v1/runs", headers=bearer(token))).status_code == 200
+    file.revoke(record.id)
+    deadline = time.monotonic() + 5
+    status = 200
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = (await remote.get("/v1/runs", headers=bearer(token))).status_code
+    assert status == 401
+
+
+def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
+    file = TokenFile(tmp_path / "t.json")
+    record, token = file.create("write", "alice", note="ci")
+    text = (tmp_path / "t.json").read_text()
+    assert token not in text and token.split("_")[2] not in text
+    assert record.id in text and json.loads(text)["tokens"][0]["scope"] == "write"
+    assert stat.S_IMODE(os.stat(tmp_path / "t.json").st_mode) == 0o600
+    listed = file.load()
+    assert [(r.id, r.scope, r.namespace, r.note) for r in listed] == [
+        (record.id, "write", "alice", "ci")
+    ]
+
+
+def test_token_options_are_checked(tmp_path: Path) -> None:
+    file = TokenFile(tmp_path / "t.json")
+    with pytest.raises(RngVaultError, match="invalid scope 'owner'"):
+        file.create("owner", "alice")
+    with pytest.raises(RngVaultError, match="invalid namespace pattern"):
+        file.create("read", "alice/bob")
+    with pytest.raises(RngVaultError, match="no token with id"):
+        file.revoke("ffffffffffff")
+    assert parse_expiry("2d", 100.0) == 100.0 + 2 * 86400
+    assert parse_expiry("2030-01-01", 0) == 1893456000.0
+    with pytest.raises(RngVaultError, match="invalid expiry"):
+        parse_expiry("soon", 0)
+
+
+def test_without_tokens_only_a_loopback_host_may_serve(tmp_path: Path) -> None:
+    base = Settings(db=f"sqlite:///{tmp_path / 'x.db'}", tokens=tmp_path / "none.json")
+    create_app(base)
+    create_app(base.replace(host="::1"))
+    with pytest.raises(RngVaultError, match="refusing to serve 0.0.0.0 without tokens"):
+        create_app(base.replace(host="0.0.0.0"))
+    create_app(base.replace(host="0.0.0.0", insecure_open=True))
+    with pytest.raises(RngVaultError, match="does not exist"):
+        create_app(base.replace(tokens_required=True))

@@ -1,0 +1,136 @@
+"""The server's commands: serve, token create/list/revoke, backup; exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rngvault import cli
+from rngvault.server.tokens import TokenFile, token_hash
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every default path points into tmp_path."""
+    monkeypatch.setenv("RNGVAULT_HOME", str(tmp_path / "home"))
+    for name in ("RNGVAULT_DB", "RNGVAULT_TOKENS", "RNGVAULT_HOST", "RNGVAULT_INSECURE_OPEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_token_create_prints_the_token_once_and_stores_only_its_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tokens = tmp_path / "tokens.json"
+    status = cli.main(
+        [
+            "token",
+            "--tokens",
+            str(tokens),
+            "create",
+            "--scope",
+            "write",
+            "--namespace",
+            "alice",
+            "--expires",
+            "30d",
+            "--note",
+            "ci",
+        ]
+    )
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert status == 0 and token.startswith("rv_")
+    assert "shown only now" in err
+    [record] = TokenFile(tokens).load()
+    assert record.sha256 == token_hash(token) and token not in tokens.read_text()
+    assert (record.scope, record.namespace, record.note) == ("write", "alice", "ci")
+    assert record.expires is not None
+
+
+def test_token_list_shows_ids_and_states_and_revoke_marks_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = TokenFile(tmp_path / "home" / "tokens.json")  # the default tokens file
+    kept, _ = file.create("read", "*")
+    gone, secret = file.create("admin", "bob")
+    assert cli.main(["token", "revoke", gone.id]) == 0
+    assert cli.main(["token", "list"]) == 0
+    table = capsys.readouterr().out
+    assert kept.id in table and gone.id in table and "revoked" in table and secret not in table
+    assert cli.main(["token", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(t["id"], t["revoked"] is not None) for t in listed] == [
+        (kept.id, False),
+        (gone.id, True),
+    ]
+    assert "sha256" not in listed[0]
+
+
+def test_library_errors_are_one_line_with_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["token", "revoke", "ffffffffffff"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rngvault: error: no token with id 'ffffffffffff'")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in ([], ["nonsense"], ["token", "create", "--scope", "owner", "--namespace", "a"]):
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        assert stop.value.code == 2
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (
+        ["serve"],
+        ["token"],
+        ["token", "create"],
+        ["token", "list"],
+        ["token", "revoke"],
+        ["backup"],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            cli.main([*argv, "--help"])
+        assert stop.value.code == 0
+        assert "usage: rngvault " + " ".join(argv) in capsys.readouterr().out
+
+
+def test_serve_refuses_a_public_address_without_tokens(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to serve 0.0.0.0 without tokens" in err and "--insecure-open" in err
+
+
+def test_serve_without_the_server_extra_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
+    assert cli.main(["serve"]) == 1
+    assert "pip install 'rngvault[server]'" in capsys.readouterr().err
+
+
+def test_the_cli_imports_no_server_code() -> None:
+    code = "import sys, rngvault.cli; print(sorted(m for m in ('fastapi', 'uvicorn', "
+    code += "'starlette', 'rngvault.server') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_backup_refuses_postgresql_and_existing_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["backup", "--db", "postgresql://x/y", str(tmp_path / "b")]) == 1
+    assert "pg_dump" in capsys.readouterr().err
+    (tmp_path / "exists").write_bytes(b"")
+    assert (
+        cli.main(["backup", "--db", f"sqlite:///{tmp_path / 'db'}", str(tmp_path / "exists")]) == 1
+    )
+    assert "exists" in capsys.readouterr().err
+    assert (
+        cli.main(["backup", "--db", f"sqlite:///{tmp_path / 'none.db'}", str(tmp_path / "c")]) == 1
+    )
+    assert "no SQLite database" in capsys.readouterr().err
