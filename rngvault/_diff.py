@@ -275,9 +275,9 @@ def _moved(distance: int, unit: str, notes: list[str], cache: tuple[str, Any, An
         return _Moved(
             "unchanged", 0, unit, "; ".join([*notes, "same position, stored differently"])
         )
-    _what, cached_a, cached_b = cache
+    what, cached_a, cached_b = cache
     if cached_a is not None and cached_b is None:
-        return _Moved("advanced", 0, unit, "; ".join([*notes, f"B used A's {_what}"]))
+        return _Moved("advanced", 0, unit, "; ".join([*notes, f"B used A's {what}"]))
     return _Moved("unknown", None, "", f"{detail}, which drawing cannot leave at the same position")
 
 
@@ -550,8 +550,8 @@ def _dataloader(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _Move
         if gen_a is None and gen_b is None:
             continue
         if gen_a is None or gen_b is None:
-            had = "its own generator" if gen_a is not None else "no generator of its own"
-            parts.append((key, _Moved("reseeded", detail=f"{key}: A had {had}, B not")))
+            only = "A" if gen_b is None else "B"
+            parts.append((key, _Moved("reseeded", detail=f"only {only} has one")))
         else:
             parts.append((key, _torch_cpu_bytes(gen_a, gen_b, limit)))
     sampler_a, sampler_b = a["sampler"], b["sampler"]

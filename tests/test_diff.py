@@ -13,7 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rngvault import Snapshot, State, StateError, capture
+from rngvault import Snapshot, State, StateError, capture, decode, encode
 from rngvault._diff import (
     CUDA_OFFSET,
     EPOCHS,
@@ -488,6 +488,33 @@ def test_report_prints_plain_integers_with_units() -> None:
     assert "123456" in text and MT32 in text
     assert "1000000000000" in text and RAW64 in text
     assert "123,456" not in text and "e+" not in text
+
+
+def test_snapshots_read_back_from_bytes_diff_the_same() -> None:
+    """Decoded snapshots (lists for tuples, big ints, arrays) give the same report."""
+    py, pcg, philox = random.Random(1), np.random.default_rng(1), bit_generator("Philox")
+    targets = {"py": py, "pcg": pcg, "philox": philox, "torch": torch.Generator().manual_seed(1)}
+    a = capture(targets, include_globals=False)
+    py.getrandbits(32 * 3000)
+    pcg.bit_generator.advance(2**100)
+    philox.random_raw(9)
+    torch.rand(700, generator=targets["torch"])
+    b = capture(targets, include_globals=False)
+    direct = diff(a, b)
+    assert [e.distance for e in direct] == [3000, 2**100, 9, 700]
+    decoded = diff(decode(encode(a)), decode(encode(b)))
+    assert {e.name: e for e in decoded} == {e.name: e for e in direct}
+
+
+def test_dataloader_that_gained_a_generator_is_reseeded() -> None:
+    """A loader that used the global torch generator and now has its own is not comparable."""
+    fields = {"generator": None, "sampler_generator": None, "sampler": None}
+    own = torch.Generator().manual_seed(0).get_state().numpy().tobytes()
+    found = state_distance(
+        State("dataloader", fields), State("dataloader", {**fields, "generator": own})
+    )
+    assert found.status == "reseeded"
+    assert "generator: only B has one" in found.detail
 
 
 def test_identical_snapshots_are_unchanged_everywhere() -> None:
