@@ -39,6 +39,7 @@ _DTYPES = {"u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f4", "f8", "b1"}
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 _TOP_KEYS = ("format", "version", "created", "digest", "states", "metadata", "environment")
 MAX_SNAPSHOT_BYTES = 256 * 2**20
+_NOT_A_SNAPSHOT = "not an rngvault snapshot (no 'format': 'rngvault-snapshot' map)"
 
 
 # -- encoding -------------------------------------------------------------------------------
@@ -228,14 +229,19 @@ def decode(data: bytes) -> Snapshot:
         )
     except DecodeError:
         raise
-    except msgpack.ExtraData:
-        raise DecodeError("trailing bytes after the snapshot") from None
+    except msgpack.ExtraData as exc:
+        # A pickle or a zip (torch.save) also starts with a complete msgpack value.
+        if isinstance(exc.unpacked, dict) and exc.unpacked.get("format") == FORMAT_TAG:
+            raise DecodeError("trailing bytes after the snapshot") from None
+        raise DecodeError(_NOT_A_SNAPSHOT) from None
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        raise DecodeError(f"not valid msgpack: {exc}") from None
+        # Some msgpack errors (FormatError, StackError) carry no message: name them instead.
+        detail = str(exc) or type(exc).__name__
+        raise DecodeError(f"not valid msgpack (corrupt or truncated): {detail}") from None
     except RecursionError:
         raise DecodeError("not valid msgpack: nested too deeply") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_TAG:
-        raise DecodeError("not an rngvault snapshot (no 'format': 'rngvault-snapshot' map)")
+        raise DecodeError(_NOT_A_SNAPSHOT)
     for key in _TOP_KEYS:
         if key not in raw:
             raise DecodeError(f"missing top-level field {key!r}")

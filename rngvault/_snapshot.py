@@ -23,7 +23,7 @@ def values_equal(a: Any, b: Any) -> bool:
             and isinstance(b, np.ndarray)
             and a.dtype == b.dtype
             and a.shape == b.shape
-            and bool(np.array_equal(a, b))
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
         )
     if isinstance(a, Mapping):
         return (

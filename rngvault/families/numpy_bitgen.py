@@ -114,8 +114,9 @@ def _validate_seed_seq(seq: Any) -> None:
         return
     f.check_keys(seq, _SEED_SEQ_KEYS, "seed_seq")
     entropy = f.get(seq, "entropy", "seed_seq.")
+    # numpy never keeps entropy=None (it draws OS entropy instead), so None cannot be exact.
     words = entropy if isinstance(entropy, (tuple, list)) else (entropy,)
-    if entropy is not None and not all(type(w) is int and w >= 0 for w in words):
+    if not all(type(w) is int and w >= 0 for w in words):
         raise StateError(
             f"expected a non-negative int or a sequence of them, got {f.show(entropy)}",
             field="seed_seq.entropy",
@@ -162,17 +163,18 @@ def restore(obj: Any, fields: Mapping[str, Any]) -> None:
     if isinstance(state["state"], Mapping):
         state["state"] = dict(state["state"])
     seq = fields["seed_seq"]
-    if seq is None:
-        bit_generator.state = state
-        return
-    entropy = seq["entropy"]
-    seed_seq = np.random.SeedSequence(
-        list(entropy) if isinstance(entropy, (tuple, list)) else entropy,
-        spawn_key=tuple(seq["spawn_key"]),
-        pool_size=seq["pool_size"],
-        n_children_spawned=seq["n_children_spawned"],
-    )
-    # BitGenerator.__setstate__ is the one public door that sets the seed sequence too.
+    seed_seq = None
+    if seq is not None:
+        entropy = seq["entropy"]
+        seed_seq = np.random.SeedSequence(
+            list(entropy) if isinstance(entropy, (tuple, list)) else entropy,
+            spawn_key=tuple(seq["spawn_key"]),
+            pool_size=seq["pool_size"],
+            n_children_spawned=seq["n_children_spawned"],
+        )
+    # BitGenerator.__setstate__ is the one public door that sets the seed sequence too. A
+    # generator without one (legacy seeding) is restored without one, as numpy's pickle does,
+    # rather than keeping the target's.
     bit_generator.__setstate__((state, seed_seq))  # type: ignore[attr-defined]
 
 

@@ -117,8 +117,12 @@ def test_bit_generator_without_a_seed_sequence_is_restored(capture_state):
     assert state.fields["seed_seq"] is None
     expected = source.random_raw(3).tolist()
     target = np.random.MT19937(7)
-    rngvault.restore(rngvault.Snapshot({"gen": state}), {"gen": target}, include_globals=False)
+    report = rngvault.restore(
+        rngvault.Snapshot({"gen": state}), {"gen": target}, include_globals=False
+    )
     assert target.random_raw(3).tolist() == expected
+    assert target.seed_seq is None, "the target kept a seed sequence the original did not have"
+    assert report["gen"].verified is True
 
 
 def test_fields_are_numpys_state_plus_the_seed_sequence(capture_state):
@@ -192,6 +196,7 @@ RULES = [
     ("PCG64", "extra", 1, ["unknown field", "'extra'"]),
     ("PCG64", "state.extra", 1, ["'state'", "unknown field", "'extra'"]),
     ("PCG64", "seed_seq.entropy", -5, ["'seed_seq.entropy'", "-5"]),
+    ("PCG64", "seed_seq.entropy", None, ["'seed_seq.entropy'", "None"]),
     ("PCG64", "seed_seq.spawn_key", "0", ["'seed_seq.spawn_key'", "'0'"]),
     ("PCG64", "seed_seq.pool_size", 2, ["'seed_seq.pool_size'", "2 is out of range"]),
     ("PCG64", "seed_seq.n_children_spawned", -1, ["'seed_seq.n_children_spawned'", "-1"]),

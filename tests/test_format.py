@@ -1,0 +1,629 @@
+"""rngvault/_format.py: the msgpack snapshot format (docs/format.md), its codec and checks."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import rngvault
+from rngvault import _format
+from rngvault._snapshot import values_equal
+from rngvault.families import get_family
+
+TOP_KEYS = ["created", "digest", "environment", "format", "metadata", "probes", "states", "version"]
+DTYPES = ["u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f4", "f8", "b1"]
+
+
+def python_snapshot(seed: int = 1, **kwargs) -> rngvault.Snapshot:
+    rng = random.Random(seed)
+    return rngvault.capture({"rng": rng}, include_globals=False, **kwargs)
+
+
+def unpack(data: bytes) -> dict:
+    """The top-level map, extension values left as msgpack ExtType."""
+    return msgpack.unpackb(data, raw=False, ext_hook=msgpack.ExtType, strict_map_key=False)
+
+
+def pack(raw: dict) -> bytes:
+    return msgpack.packb(raw, use_bin_type=True)
+
+
+# -- the layout, byte by byte -------------------------------------------------------------
+
+
+def test_top_level_is_a_map_with_sorted_documented_keys():
+    """A snapshot is one msgpack map with the documented keys, sorted, format tag and version."""
+    raw = unpack(rngvault.encode(python_snapshot()))
+    assert list(raw) == TOP_KEYS
+    assert raw["format"] == "rngvault-snapshot"
+    assert raw["version"] == rngvault.FORMAT_VERSION == 1
+    assert raw["states"]["rng"]["family"] == "python"
+    assert list(raw["states"]["rng"]) == ["family", "fields"]
+    assert list(raw["states"]["rng"]["fields"]) == ["gauss_next", "index", "key"]
+
+
+def test_digest_is_sha256_of_the_states_map_as_written():
+    """digest = SHA-256 (hex) of the exact bytes of the "states" value inside the encoding."""
+    snapshot = python_snapshot()
+    data = rngvault.encode(snapshot)
+    states_bytes = _format.encode_states(snapshot.states)
+    assert msgpack.packb("states") + states_bytes in data
+    assert hashlib.sha256(states_bytes).hexdigest() == snapshot.digest == unpack(data)["digest"]
+
+
+def test_encoding_does_not_depend_on_insertion_order():
+    """Canonical ordering: states and fields given in another order encode to the same bytes."""
+    snapshot = rngvault.capture(
+        {"b": random.Random(1), "a": np.random.default_rng(2)}, include_globals=False
+    )
+    shuffled = {
+        name: rngvault.State(state.family, dict(reversed(list(state.fields.items()))))
+        for name, state in reversed(list(snapshot.states.items()))
+    }
+    other = rngvault.Snapshot(shuffled, created=snapshot.created)
+    assert rngvault.encode(other) == rngvault.encode(snapshot)
+    assert other.digest == snapshot.digest
+
+
+@pytest.mark.parametrize(
+    ("value", "payload"),
+    [
+        (2**64, b"\x01" + bytes(8)),
+        (2**127, b"\x00\x80" + bytes(15)),
+        (2**128 - 1, b"\x00" + b"\xff" * 16),
+        (-(2**63) - 1, b"\xff\x7f" + b"\xff" * 7),
+        (-(2**64), b"\xff" + bytes(8)),
+    ],
+)
+def test_bigint_is_ext_1_big_endian_twos_complement_minimal_length(value, payload):
+    """Integers outside int64/uint64 are ext 1 with the minimal big-endian two's complement."""
+    encoded = _format._pack({"v": value})
+    assert encoded == msgpack.packb({"v": msgpack.ExtType(1, payload)})
+    raw = msgpack.unpackb(encoded, ext_hook=_format._ext_hook)
+    assert raw["v"] == value
+
+
+@pytest.mark.parametrize("value", [2**64 - 1, -(2**63), 0, -1])
+def test_ints_within_int64_or_uint64_stay_msgpack_ints(value):
+    """Only integers msgpack cannot hold become BIGINT."""
+    assert _format._pack({"v": value}) == msgpack.packb({"v": value})
+
+
+def test_bigint_inside_a_sequence_is_encoded():
+    """A big int inside a list or tuple is found too (seed_seq.spawn_key may hold one)."""
+    encoded = _format._pack({"v": (1, 2**70, [2**200])})
+    decoded = msgpack.unpackb(encoded, ext_hook=_format._ext_hook)
+    assert decoded == {"v": [1, 2**70, [2**200]]}
+
+
+def test_ndarray_is_ext_2_with_dtype_shape_and_little_endian_bytes():
+    """An array is ext 2 whose payload is msgpack [dtype, shape, C-order little-endian bytes]."""
+    array = np.array([[1, 2, 3], [4, 5, 258]], dtype=">u2")  # big-endian in memory
+    encoded = _format._pack({"a": array})
+    ext = msgpack.unpackb(encoded, ext_hook=msgpack.ExtType)["a"]
+    assert ext.code == 2
+    data = bytes([1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 2, 1])
+    assert ext.data == msgpack.packb(["u2", [2, 3], data], use_bin_type=True)
+    decoded = msgpack.unpackb(encoded, ext_hook=_format._ext_hook)["a"]
+    assert decoded.dtype == np.dtype("u2") and np.array_equal(decoded, array)
+
+
+def test_non_contiguous_array_is_written_in_c_order():
+    """A strided view is written as its C-order elements."""
+    view = np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2]
+    decoded = msgpack.unpackb(_format._pack({"a": view}), ext_hook=_format._ext_hook)["a"]
+    assert decoded.tolist() == view.tolist()
+
+
+@pytest.mark.parametrize("dtype", ["c16", "U3", "M8[s]", "O"])
+def test_array_of_an_unsupported_dtype_is_refused_when_encoding(dtype):
+    """Only the documented dtypes are written; others are an error naming the dtype."""
+    state = rngvault.State("python", {"key": np.zeros(2, dtype=dtype)})
+    with pytest.raises(rngvault.StateError, match="cannot encode"):
+        rngvault.encode(rngvault.Snapshot({"gen": state}))
+
+
+def test_unknown_top_level_keys_are_ignored():
+    """A newer writer may add top-level keys: a reader of this version ignores them."""
+    snapshot = python_snapshot()
+    raw = unpack(rngvault.encode(snapshot))
+    raw["zz_added_later"] = {"anything": [1, 2]}
+    assert rngvault.decode(pack(raw)) == snapshot
+
+
+def test_probes_may_be_absent():
+    """probes is optional on read (written as an empty map)."""
+    snapshot = python_snapshot()
+    raw = unpack(rngvault.encode(snapshot))
+    del raw["probes"]
+    assert rngvault.decode(pack(raw)).probes == {}
+
+
+# -- decode refuses what is not a valid snapshot ------------------------------------------
+
+
+def refuse(data: object, *needles: str) -> str:
+    with pytest.raises(rngvault.DecodeError) as info:
+        rngvault.decode(data)  # type: ignore[arg-type]
+    message = str(info.value)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    return message
+
+
+def modified(change) -> bytes:
+    """A valid encoding with ``change(raw_top_level_map)`` applied."""
+    raw = unpack(rngvault.encode(python_snapshot()))
+    change(raw)
+    return pack(raw)
+
+
+def test_every_truncation_is_a_decode_error():
+    """Every proper prefix of a snapshot is refused with a DecodeError, never another error."""
+    data = rngvault.encode(python_snapshot())
+    for end in range(len(data)):
+        refuse(data[:end])
+
+
+def test_truncated_snapshot_says_so():
+    """The message for cut-off data says it is corrupt or truncated."""
+    data = rngvault.encode(python_snapshot())
+    refuse(data[: len(data) // 2], "not valid msgpack", "truncated")
+
+
+def test_trailing_bytes_are_refused():
+    """Bytes after the snapshot's map are refused."""
+    refuse(rngvault.encode(python_snapshot()) + b"\x00", "trailing bytes")
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (b"\xc1", "FormatError"),  # a byte msgpack never uses
+        (b"\x91" * 100_000, "StackError"),  # arrays nested 100,000 deep
+        (b"GIF89a\x01\x00", "not an rngvault snapshot"),
+        (b"\x80\x04\x95", "not an rngvault snapshot"),  # a pickle
+        (b"PK\x03\x04", "not an rngvault snapshot"),  # a zip, as torch.save writes
+        (msgpack.packb([1, 2, 3]), "not an rngvault snapshot"),
+        (msgpack.packb({"format": "something-else"}), "not an rngvault snapshot"),
+        (msgpack.packb({1: 2}), "not valid msgpack"),
+    ],
+    ids=[
+        "reserved-byte",
+        "deep-nesting",
+        "gif",
+        "pickle",
+        "zip",
+        "array",
+        "other-format",
+        "int-key",
+    ],
+)
+def test_garbage_is_a_decode_error(data, needle):
+    """Bytes that are not a snapshot are refused with a message that says what is wrong."""
+    refuse(data, needle)
+
+
+def test_non_bytes_are_refused():
+    """decode takes bytes; a str is refused naming its type."""
+    refuse("not bytes", "expected bytes, got str")
+
+
+def test_oversized_data_is_refused(monkeypatch):
+    """Data over MAX_SNAPSHOT_BYTES is refused before msgpack reads it."""
+    monkeypatch.setattr(_format, "MAX_SNAPSHOT_BYTES", 100)
+    refuse(rngvault.encode(python_snapshot()), "over the 100-byte limit")
+
+
+def test_newer_format_version_is_refused():
+    """A snapshot of a newer format version is refused, saying to upgrade."""
+    data = modified(lambda raw: raw.update(version=2))
+    refuse(data, "format version 2 is newer", "upgrade rngvault")
+
+
+@pytest.mark.parametrize(("version", "needle"), [(0, "invalid format version 0"), ("1", "str")])
+def test_invalid_format_version_is_refused(version, needle):
+    """The version is a positive integer."""
+    refuse(modified(lambda raw: raw.update(version=version)), needle)
+
+
+@pytest.mark.parametrize("key", ["version", "created", "digest", "states", "metadata"])
+def test_missing_top_level_field_is_refused(key):
+    """Each required top-level field is checked, and the message names it."""
+    refuse(modified(lambda raw: raw.pop(key)), f"missing top-level field {key!r}")
+
+
+def test_changed_state_value_is_a_digest_mismatch():
+    """A state changed after writing (still valid on its own) no longer matches the digest."""
+
+    def change(raw):
+        raw["states"]["rng"]["fields"]["index"] = 5
+
+    refuse(modified(change), "digest mismatch", "corrupt")
+
+
+def test_changed_digest_is_a_digest_mismatch():
+    """A digest that is not the states' SHA-256 is refused."""
+    refuse(modified(lambda raw: raw.update(digest="0" * 64)), "digest mismatch", "0000000000000000")
+
+
+def test_unknown_family_is_refused():
+    """A state of a family this version does not know is refused, naming family and generator."""
+
+    def change(raw):
+        raw["states"]["rng"]["family"] = "numpy.quantum"
+
+    refuse(modified(change), "'rng'", "unknown generator family 'numpy.quantum'")
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (lambda r: r["states"].update({"bad name!": r["states"]["rng"]}), ["'bad name!'"]),
+        (lambda r: r["states"].update(rng=[1, 2]), ["states['rng']", "expected dict"]),
+        (lambda r: r["states"]["rng"].update(fields=None), ["fields", "NoneType"]),
+        (lambda r: r["states"]["rng"].update(family=3), ["family", "expected str"]),
+        (lambda r: r.update(states=[]), ["states", "expected dict"]),
+        (lambda r: r.update(created="now"), ["created", "str"]),
+        (lambda r: r.update(environment=[]), ["environment", "expected dict"]),
+    ],
+    ids=[
+        "generator-name",
+        "state-not-map",
+        "fields-not-map",
+        "family-not-str",
+        "states-not-map",
+        "created-not-number",
+        "environment-not-map",
+    ],
+)
+def test_malformed_structure_is_refused(change, needles):
+    """Each part of the structure is type-checked, and the message says where."""
+    refuse(modified(change), *needles)
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (lambda m: m.update(rank=2, world_size=2), ["rank 2 is outside"]),
+        (lambda m: m.update(tags="a,b"), ["metadata.tags", "str"]),
+        (lambda m: m.update(tags=[1]), ["metadata.tags[]", "int"]),
+        (lambda m: m.update(metrics={"loss": [1.0]}), ["metadata.metrics['loss']"]),
+        (lambda m: m.update(step=1.5), ["metadata.step", "float"]),
+        (lambda m: m.update(epoch=True), ["metadata.epoch", "bool"]),
+    ],
+    ids=["rank", "tags-str", "tag-int", "metric-list", "step-float", "epoch-bool"],
+)
+def test_malformed_metadata_is_refused(change, needles):
+    """Metadata fields are type-checked on read."""
+    refuse(modified(lambda raw: change(raw["metadata"])), *needles)
+
+
+def with_ext(code: int, payload: bytes) -> bytes:
+    """A snapshot whose environment holds one extension value."""
+    return modified(lambda raw: raw.update(environment={"x": msgpack.ExtType(code, payload)}))
+
+
+@pytest.mark.parametrize(
+    ("code", "payload", "needle"),
+    [
+        (3, b"", "unknown msgpack extension code 3"),
+        (1, b"", "empty BIGINT"),
+        (2, b"\xc1", "malformed NDARRAY"),
+        (2, msgpack.packb(["c8", [1], bytes(8)]), "unsupported dtype 'c8'"),
+        (2, msgpack.packb(["u1", [-1], b""]), "bad shape"),
+        (2, msgpack.packb(["u1", "2", b"ab"]), "bad shape"),
+        (2, msgpack.packb(["u4", [2], bytes(7)], use_bin_type=True), "needs 8 bytes, got 7"),
+        (2, msgpack.packb(["u1", [2], "ab"], use_bin_type=True), "data is not bytes"),
+    ],
+    ids=[
+        "unknown-code",
+        "empty-bigint",
+        "ndarray-garbage",
+        "ndarray-dtype",
+        "ndarray-shape",
+        "ndarray-shape-type",
+        "ndarray-length",
+        "ndarray-data-type",
+    ],
+)
+def test_malformed_extension_is_refused(code, payload, needle):
+    """Extension values are checked wherever they appear."""
+    refuse(with_ext(code, payload), needle)
+
+
+# -- property tests ------------------------------------------------------------------------
+
+u32 = st.integers(0, 2**32 - 1)
+u64 = st.integers(0, 2**64 - 1)
+flags = st.integers(0, 1)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+seeds = st.integers(0, 2**32 - 1)
+
+
+def mt_keys(dtype):
+    """624 32-bit words, not all zero: random ones, a single set bit, or all ones."""
+    random_words = seeds.map(
+        lambda s: np.random.default_rng(s).integers(0, 2**32, 624, dtype=np.uint64)
+    )
+    one_bit = st.integers(0, 623).map(lambda i: np.eye(1, 624, i, dtype=np.uint64)[0])
+    all_ones = st.just(np.full(624, 2**32 - 1, dtype=np.uint64))
+    keys = st.one_of(random_words, one_bit, all_ones).filter(lambda k: k.any())
+    if dtype is tuple:
+        return keys.map(lambda k: tuple(int(x) for x in k))
+    return keys.map(lambda k: k.astype(dtype))
+
+
+def arrays(dtype, n):
+    return seeds.map(
+        lambda s: np.random.default_rng(s).integers(0, 2**64, n, dtype=np.uint64).astype(dtype)
+    )
+
+
+python_fields = st.fixed_dictionaries(
+    {"key": mt_keys(tuple), "index": st.integers(0, 624), "gauss_next": st.none() | floats}
+)
+legacy_fields = st.fixed_dictionaries(
+    {"key": mt_keys(np.uint32), "pos": st.integers(0, 624), "has_gauss": flags, "gauss": floats}
+)
+seed_seqs = st.none() | st.fixed_dictionaries(
+    {
+        "entropy": st.integers(0, 2**256) | st.lists(u32, max_size=8).map(tuple),
+        "spawn_key": st.lists(st.integers(0, 2**80), max_size=4).map(tuple),
+        "pool_size": st.integers(4, 64),
+        "n_children_spawned": u32,
+    }
+)
+buffered = {"has_uint32": flags, "uinteger": u32, "seed_seq": seed_seqs}
+u128 = st.integers(0, 2**128 - 1)
+bitgen_fields = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "bit_generator": st.sampled_from(["PCG64", "PCG64DXSM"]),
+            "state": st.fixed_dictionaries({"state": u128, "inc": u128}),
+            **buffered,
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "bit_generator": st.just("MT19937"),
+            "state": st.fixed_dictionaries({"key": mt_keys(np.uint32), "pos": st.integers(0, 624)}),
+            "seed_seq": seed_seqs,
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "bit_generator": st.just("Philox"),
+            "state": st.fixed_dictionaries(
+                {"counter": arrays(np.uint64, 4), "key": arrays(np.uint64, 2)}
+            ),
+            "buffer": arrays(np.uint64, 4),
+            "buffer_pos": st.integers(0, 4),
+            **buffered,
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "bit_generator": st.just("SFC64"),
+            "state": st.fixed_dictionaries({"state": arrays(np.uint64, 4)}),
+            **buffered,
+        }
+    ),
+)
+
+
+@st.composite
+def torch_cpu_states(draw) -> bytes:
+    """A 5056-byte CPU generator state as torch writes it, with every field drawn.
+
+    torch writes normal_x and normal_rho (unused since torch 1.x) as zero, normal_y and the
+    float normal only when their flag is set, and zero padding; it ignores those bytes on
+    input, so a state with other values there restores exactly but does not read back
+    byte for byte.
+    """
+    data = bytearray(5056)
+    struct.pack_into(
+        "<QiiQ", data, 0, draw(u64), draw(st.integers(1, 624)), 1, draw(st.integers(0, 624))
+    )
+    data[24 : 24 + 624 * 8] = draw(mt_keys(np.uint64)).astype("<u8").tobytes()
+    normal_valid, float_valid = draw(flags), draw(flags)
+    normal_y = draw(floats) if normal_valid else 0.0
+    float_normal = draw(st.floats(width=32)) if float_valid else 0.0
+    struct.pack_into("<dddi", data, 5016, 0.0, normal_y, 0.0, normal_valid)
+    struct.pack_into("<fB", data, 5048, float_normal, float_valid)
+    return bytes(data)
+
+
+cuda_states = st.tuples(u64, st.integers(0, 2**62 - 1)).map(
+    lambda so: struct.pack("<QQ", so[0], so[1] * 4)
+)
+dataloader_fields = st.fixed_dictionaries(
+    {
+        "generator": st.none() | torch_cpu_states(),
+        "sampler_generator": st.none() | torch_cpu_states(),
+        "sampler": st.none()
+        | st.fixed_dictionaries(
+            {"seed": st.integers(-(2**63), 2**64 - 1), "epoch": st.integers(-(2**63), 2**63 - 1)}
+        ),
+    }
+)
+states = st.one_of(
+    python_fields.map(lambda f: rngvault.State("python", f)),
+    legacy_fields.map(lambda f: rngvault.State("numpy.legacy", f)),
+    bitgen_fields.map(lambda f: rngvault.State("numpy.bitgen", f)),
+    torch_cpu_states().map(lambda s: rngvault.State("torch.cpu", {"state": s})),
+    cuda_states.map(lambda s: rngvault.State("torch.cuda", {"state": s})),
+    dataloader_fields.map(lambda f: rngvault.State("dataloader", f)),
+)
+names = st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)
+
+shapes = st.lists(st.integers(0, 4), max_size=3).map(tuple)
+ndarrays = st.builds(
+    lambda dtype, shape, seed: np.frombuffer(
+        np.random.default_rng(seed).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize),
+        dtype=dtype,
+    ).reshape(shape),
+    st.sampled_from(DTYPES),
+    shapes,
+    seeds,
+)
+values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()  # any size: BIGINT beyond 64 bits
+    | floats
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+    | ndarrays,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+metadata = st.builds(
+    lambda step, epoch, tags, metrics, world: rngvault.Metadata(
+        step=step,
+        epoch=epoch,
+        tags=tuple(tags),
+        metrics=metrics,
+        rank=world[0],
+        world_size=world[1],
+    ),
+    st.none() | st.integers(),
+    st.none() | st.integers(),
+    st.lists(st.text(max_size=10), max_size=3),
+    st.dictionaries(
+        st.text(max_size=8),
+        st.integers(-(2**63), 2**64 - 1)
+        | st.floats(allow_nan=False)
+        | st.text(max_size=8)
+        | st.booleans(),
+        max_size=3,
+    ),
+    st.integers(1, 1024).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))),
+)
+snapshots = st.builds(
+    lambda states, metadata, environment, probes, created: rngvault.Snapshot(
+        states=states, metadata=metadata, environment=environment, probes=probes, created=created
+    ),
+    st.dictionaries(names, states, max_size=4),
+    metadata,
+    st.dictionaries(st.text(max_size=10), values, max_size=4),
+    st.dictionaries(names, values, max_size=2),
+    st.floats(0, 2**40),
+)
+properties = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@properties
+@given(snapshots)
+def test_decode_of_encode_gives_back_the_snapshot(snapshot):
+    """Round trip: every family's states, big ints, arrays of each dtype and the metadata come
+    back equal, and re-encoding gives the same bytes (one encoding per snapshot)."""
+    data = rngvault.encode(snapshot)
+    decoded = rngvault.decode(data)
+    assert decoded == snapshot
+    assert decoded.digest == snapshot.digest
+    assert dict(decoded.states) == dict(snapshot.states)
+    assert values_equal(decoded.probes, snapshot.probes)
+    assert decoded.format_version == rngvault.FORMAT_VERSION
+    assert rngvault.encode(decoded) == data
+
+
+@properties
+@given(states)
+def test_every_generated_state_is_valid_and_describable(state):
+    """The strategies make states each family's validate() accepts and describe() can show."""
+    family = get_family(state.family)
+    family.validate(state.fields)
+    assert isinstance(state.describe(), str)
+
+
+@properties
+@given(st.sampled_from(DTYPES), shapes, seeds)
+def test_arrays_of_every_dtype_and_shape_round_trip_bit_for_bit(dtype, shape, seed):
+    """An array comes back with the same dtype, shape and bytes (NaN payloads included)."""
+    raw = np.random.default_rng(seed).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    decoded = msgpack.unpackb(_format._pack({"a": array}), ext_hook=_format._ext_hook)["a"]
+    assert (decoded.dtype, decoded.shape, decoded.tobytes()) == (array.dtype, shape, raw)
+    assert decoded.flags.writeable
+
+
+@properties
+@given(st.integers())
+def test_integers_of_any_size_round_trip(value):
+    """Every Python int survives, as a msgpack int or as BIGINT."""
+    decoded = msgpack.unpackb(_format._pack({"v": value}), ext_hook=_format._ext_hook)
+    assert decoded == {"v": value}
+
+
+@properties
+@given(st.binary(max_size=2000))
+def test_arbitrary_bytes_never_raise_anything_but_decode_error(data):
+    """Whatever the bytes, decode returns a snapshot or raises DecodeError with a message."""
+    try:
+        snapshot = rngvault.decode(data)
+    except rngvault.DecodeError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(snapshot, rngvault.Snapshot)
+
+
+@properties
+@given(st.data())
+def test_corrupted_snapshot_never_raises_anything_but_decode_error(data):
+    """A snapshot with bytes overwritten decodes or raises DecodeError, never anything else,
+    and a change inside the states never decodes to different states."""
+    original = rngvault.capture(
+        {"a": random.Random(1), "b": np.random.default_rng(2), "c": np.random.RandomState(3)},
+        include_globals=False,
+    )
+    encoded = bytearray(rngvault.encode(original))
+    position = data.draw(st.integers(0, len(encoded) - 1))
+    replacement = data.draw(st.integers(0, 255))
+    assume(encoded[position] != replacement)
+    encoded[position] = replacement
+    try:
+        decoded = rngvault.decode(bytes(encoded))
+    except rngvault.DecodeError:
+        return
+    assert dict(decoded.states) == dict(original.states)
+
+
+def _bitgen_target(fields):
+    return np.random.Generator(getattr(np.random, fields["bit_generator"])(0))
+
+
+restorable = st.one_of(
+    python_fields.map(lambda f: (rngvault.State("python", f), random.Random(0))),
+    legacy_fields.map(lambda f: (rngvault.State("numpy.legacy", f), np.random.RandomState(0))),
+    bitgen_fields.map(lambda f: (rngvault.State("numpy.bitgen", f), _bitgen_target(f))),
+)
+
+
+@properties
+@given(restorable)
+def test_generated_states_restore_into_real_generators(state_and_target):
+    """Every state validate() accepts is taken by the library, and capturing after the restore
+    gives it back (verified), for random.Random, RandomState and each bit generator."""
+    state, target = state_and_target
+    report = rngvault.restore(rngvault.Snapshot({"g": state}), {"g": target}, include_globals=False)
+    assert report["g"].verified is True
+
+
+@properties
+@given(torch_cpu_states())
+def test_generated_torch_states_restore_into_a_torch_generator(state):
+    """Every CPU state validate() accepts is taken by torch and captured back unchanged."""
+    torch = pytest.importorskip("torch")
+    snapshot = rngvault.Snapshot({"g": rngvault.State("torch.cpu", {"state": state})})
+    report = rngvault.restore(snapshot, {"g": torch.Generator()}, include_globals=False)
+    assert report["g"].verified is True
