@@ -4,7 +4,7 @@ Routes declare what they need with ``Depends(Require("read"))`` (or ``"write"``,
 ``"admin"``). ``Require`` checks the token, its scope, and that its namespace pattern covers
 the namespace the request names (path parameter, else ``namespace`` query parameter).
 Without a tokens file the server is open: every request acts as an admin for every
-namespace, which ``check_startup`` allows only on a loopback host unless told otherwise.
+namespace, which ``authenticator_for`` allows only on a loopback host unless told otherwise.
 """
 
 from __future__ import annotations
@@ -52,36 +52,40 @@ OPEN = Principal(None, "admin", "*")
 
 
 class Authenticator:
-    """Checks ``Authorization: Bearer`` headers against a tokens file, re-read when it changes."""
+    """Checks ``Authorization: Bearer`` headers against a tokens file, re-read when it changes.
 
-    def __init__(self, tokens: TokenFile | None) -> None:
+    With ``allow_open`` and no tokens file yet, every request is allowed, until the file
+    appears (the first ``rngvault token create``): from then on tokens are required, even
+    if the file is removed again.
+    """
+
+    def __init__(self, tokens: TokenFile, *, allow_open: bool = False) -> None:
         self._file = tokens
+        self._open = allow_open
         self._by_id: dict[str, TokenRecord] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
         self._lock = threading.Lock()
-        if tokens is not None:
-            self._reload()
+        self._reload()
 
     @property
     def open(self) -> bool:
-        """No tokens file: every request is allowed (loopback only, see ``check_startup``)."""
-        return self._file is None
+        """No tokens yet: every request is allowed (see ``authenticator_for``)."""
+        return self._open
 
     def _reload(self) -> None:
-        assert self._file is not None
         try:
             stat = os.stat(self._file.path)
             stamp = (stat.st_mtime_ns, stat.st_size)
         except OSError:
             stamp = (0, 0)
+        if stamp != (0, 0):
+            self._open = False
         if stamp != self._stamp:
             self._by_id = {r.id: r for r in self._file.load()}
             self._stamp = stamp
 
     def authenticate(self, header: str | None) -> Principal:
-        if self._file is None:
-            return OPEN
         now = time.monotonic()
         if now - self._checked > _RECHECK:
             with self._lock:
@@ -90,6 +94,8 @@ class Authenticator:
                     self._reload()
                 except RngVaultError as exc:  # keep the tokens we had; say why
                     log.error("tokens file not reloaded: %s", exc)
+        if self._open:
+            return OPEN
         scheme, _, token = (header or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>", _CHALLENGE)
@@ -163,4 +169,4 @@ def authenticator_for(settings: Settings) -> Authenticator:
                 "'rngvault token create', or pass --insecure-open to serve it open anyway"
             )
         log.warning("serving %s with no tokens (--insecure-open): anyone may write", settings.host)
-    return Authenticator(None)
+    return Authenticator(TokenFile(settings.tokens), allow_open=True)

@@ -219,3 +219,20 @@ def test_without_tokens_only_a_loopback_host_may_serve(tmp_path: Path) -> None:
     create_app(base.replace(host="0.0.0.0", insecure_open=True))
     with pytest.raises(RngVaultError, match="does not exist"):
         create_app(base.replace(tokens_required=True))
+
+
+async def test_an_open_server_requires_tokens_once_the_first_is_created(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    assert (await client.get("/v1/runs")).status_code == 200
+    _record, token = TokenFile(settings.tokens).create("read", "*")
+    deadline = time.monotonic() + 5
+    status = 200
+    while status == 200 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status = (await client.get("/v1/runs")).status_code
+    assert status == 401
+    assert (await client.get("/v1/runs", headers=bearer(token))).status_code == 200
+    settings.tokens.unlink()  # removing the file does not open the server again
+    time.sleep(1.1)
+    assert (await client.get("/v1/runs")).status_code == 401
