@@ -555,3 +555,24 @@ def test_diff_refuses_non_snapshots() -> None:
     """diff compares Snapshots; anything else is refused, naming the side."""
     with pytest.raises(StateError, match="B is a dict"):
         diff(Snapshot({}), {})  # type: ignore[arg-type]
+
+
+@pytest.mark.cuda
+def test_cuda_generator_draws_advance_by_the_offset_delta(capture_state: Capture) -> None:
+    """On a real CUDA generator, draws show as advanced by the Philox offset they consumed,
+    and a manual_seed with another seed as reseeded."""
+    generator = torch.Generator(device="cuda").manual_seed(3)
+    a = capture_state(generator)
+    torch.rand(10_000, device="cuda", generator=generator)
+    b = capture_state(generator)
+    offset_a = struct.unpack("<QQ", a.fields["state"])[1]
+    offset_b = struct.unpack("<QQ", b.fields["state"])[1]
+    found = state_distance(a, b)
+    assert offset_b > offset_a
+    assert (found.status, found.distance, found.unit) == (
+        "advanced",
+        offset_b - offset_a,
+        CUDA_OFFSET,
+    )
+    generator.manual_seed(4)
+    assert state_distance(b, capture_state(generator)).status == "reseeded"

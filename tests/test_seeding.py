@@ -266,3 +266,25 @@ def test_per_worker_refuses_what_it_cannot_reseed() -> None:
     legacy_bit_generator = np.random.RandomState(1)._bit_generator  # seeded without SeedSequence
     with pytest.raises(StateError, match="no SeedSequence"):
         per_worker(legacy_bit_generator)
+
+
+@pytest.mark.cuda
+def test_seed_everything_seeds_every_cuda_device() -> None:
+    """seed_everything lists torch.cuda and makes CUDA draws reproducible on each device."""
+    saved = torch.cuda.get_rng_state_all()
+    devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    try:
+        assert "torch.cuda" in seed_everything(11)
+        first = [torch.rand(4, device=device).tolist() for device in devices]
+        seed_everything(11)
+        assert [torch.rand(4, device=device).tolist() for device in devices] == first
+    finally:
+        torch.cuda.set_rng_state_all(saved)
+
+
+@pytest.mark.cuda
+def test_cublas_set_after_real_cuda_init_warns() -> None:
+    """Once CUDA is initialized, setting CUBLAS_WORKSPACE_CONFIG warns that it may not apply."""
+    torch.cuda.init()
+    with pytest.warns(ReproducibilityWarning, match="after CUDA was initialized"):
+        seed_everything(1, deterministic=True)
