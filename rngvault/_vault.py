@@ -17,7 +17,7 @@ from rngvault._format import decode, encode
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State
-from rngvault._writer import OnError, Writer
+from rngvault._writer import OnError, StoreWarning, Writer
 from rngvault.families import Family, _torch, family_of
 from rngvault.stores import SnapshotInfo, Store, open_store
 
@@ -74,7 +74,7 @@ class Vault:
         self._metadata = Metadata(rank=self.rank, world_size=self.world_size)
         self._divergence: DivergenceReport | None = None
         self._divergence_raised = False
-        self._writer = Writer(self._write, on_error, self.run)
+        self._writer = Writer(self._write, on_error, self.run, at_exit=self._at_exit)
 
     def __repr__(self) -> str:
         return f"<Vault run={self.run!r} store={self.store.location!r} rank={self.rank}>"
@@ -207,10 +207,26 @@ class Vault:
         return self._divergence
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every snapshot taken so far is stored; False if ``timeout`` passed."""
+        """Wait until every snapshot taken so far is stored, and send what a server that
+        was away left in the spool. False if ``timeout`` passed or snapshots still wait in
+        the spool (they are safe on disk and will be sent later)."""
         done = self._writer.flush(timeout)
         self._raise_pending()
-        return done
+        return done and self.store.flush() == 0
+
+    def _at_exit(self) -> None:
+        """After the exit flush: say what is left in a spool, and where."""
+        left = self.store.flush()
+        if left:
+            spool = getattr(self.store, "spool", None)
+            where = getattr(spool, "directory", "the spool")
+            warnings.warn(
+                f"rngvault: {left} snapshot(s) of {self.run} are left in the spool at {where}; "
+                f"the next process using {self.store.location}, or `rngvault spool flush`, "
+                "sends them",
+                StoreWarning,
+                stacklevel=1,
+            )
 
     def close(self, timeout: float | None = None) -> None:
         """Flush and release the store."""

@@ -41,12 +41,19 @@ class Job:
 class Writer:
     """Runs ``handle(payload)`` for each submitted job on one background thread."""
 
-    def __init__(self, handle: Callable[[Any], Any], on_error: OnError, label: str) -> None:
+    def __init__(
+        self,
+        handle: Callable[[Any], Any],
+        on_error: OnError,
+        label: str,
+        at_exit: Callable[[], None] | None = None,
+    ) -> None:
         if on_error not in ("warn", "raise"):
             raise ValueError(f"on_error must be 'warn' or 'raise', not {on_error!r}")
         self._handle = handle
         self._on_error = on_error
         self._label = label
+        self._at_exit = at_exit
         self._reset()
         _WRITERS.add(self)
 
@@ -156,17 +163,18 @@ def exit_timeout() -> float:
 @atexit.register
 def _flush_at_exit() -> None:
     for writer in list(_WRITERS):
-        if writer._pid != os.getpid() or writer.pending == 0:
+        if writer._pid != os.getpid() or writer._thread is None:
             continue
         try:
             done = writer.flush(exit_timeout())
+            if not done:
+                warnings.warn(
+                    f"rngvault: {writer.pending} snapshot(s) of {writer._label} were not "
+                    f"stored within {exit_timeout():g} s at exit",
+                    StoreWarning,
+                    stacklevel=1,
+                )
+            elif writer._at_exit is not None:
+                writer._at_exit()
         except Exception as exc:
             warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=1)
-            continue
-        if not done:
-            warnings.warn(
-                f"rngvault: {writer.pending} snapshot(s) of {writer._label} were not stored "
-                f"within {exit_timeout():g} s at exit",
-                StoreWarning,
-                stacklevel=1,
-            )

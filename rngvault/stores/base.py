@@ -121,6 +121,11 @@ class Store(Protocol):
         """Every run, sorted."""
         ...
 
+    def flush(self) -> int:
+        """Send whatever the store holds back (the HTTP store's spool); returns how many
+        snapshots are still held back (0 for a local store)."""
+        ...
+
     def close(self) -> None:
         """Release connections and files."""
         ...

@@ -1,0 +1,300 @@
+"""The HTTP store: an rngvault server, through httpx, with a spool for when it is away.
+
+``put`` never loses a snapshot it was handed: it reaches the server, or it is written to
+the spool (``rngvault.stores.spool``) and retried with exponential backoff and jitter.
+While the server is known to be away, new snapshots go straight to the spool without
+waiting for another timeout. Fetched snapshots are cached on disk by digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from rngvault._errors import ConflictError, NotFoundError, StoreError, TransportError
+from rngvault._names import split_run
+from rngvault._paths import data_dir
+from rngvault._snapshot import Snapshot
+from rngvault.stores._transport import CAUGHT, from_httpx, from_response, require_httpx
+from rngvault.stores.base import SnapshotInfo
+from rngvault.stores.local import _write_temp
+from rngvault.stores.spool import Spool, SpoolEntry
+
+MSGPACK = "application/msgpack"
+DEFAULT_TIMEOUT = 10.0
+MAX_BACKOFF = 60.0
+
+
+class SpoolWarning(UserWarning):
+    """A snapshot went to the spool, or the spool holds snapshots the server refused."""
+
+
+def _timeout() -> float:
+    value = os.environ.get("RNGVAULT_TIMEOUT")
+    try:
+        return float(value) if value else DEFAULT_TIMEOUT
+    except ValueError:
+        raise StoreError(f"RNGVAULT_TIMEOUT={value!r} is not a number of seconds") from None
+
+
+class HttpStore:
+    """Snapshots on an rngvault server (``http://host:8000``).
+
+    ``token`` defaults to ``$RNGVAULT_TOKEN``; ``timeout`` (seconds, default
+    ``$RNGVAULT_TIMEOUT`` or 10) bounds every request; ``transport`` replaces httpx's
+    network transport (tests).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        spool: Spool | None = None,
+        transport: Any = None,
+        cache: Path | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.location = self.url
+        self._token = token if token is not None else os.environ.get("RNGVAULT_TOKEN")
+        self._timeout = timeout if timeout is not None else _timeout()
+        self._transport = transport
+        self.spool = spool if spool is not None else Spool(self.url)
+        self.cache = cache or data_dir() / "cache"
+        self._lock = threading.RLock()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._client_pid = -1
+        self._client: Any = None
+        self._retrier: threading.Thread | None = None
+        if len(self.spool):
+            self._schedule_retry()  # a previous process left snapshots for this server
+
+    def __repr__(self) -> str:
+        return f"HttpStore({self.url!r})"
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _http(self) -> Any:
+        if self._client_pid != os.getpid():  # never share a connection pool across fork
+            httpx = require_httpx()
+            headers = {"User-Agent": "rngvault"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            self._client = httpx.Client(
+                base_url=self.url,
+                headers=headers,
+                timeout=httpx.Timeout(self._timeout, connect=min(self._timeout, 5.0)),
+                transport=self._transport,
+            )
+            self._client_pid = os.getpid()
+        return self._client
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; rngvault errors for failures, the server's words included."""
+        try:
+            response = self._http().request(method, path, **kwargs)
+        except CAUGHT as exc:
+            raise from_httpx(exc, self.url) from exc
+        if response.status_code >= 400:
+            raise from_response(response)
+        return response
+
+    @staticmethod
+    def _path(run: str, name: str | None = None) -> str:
+        namespace, run_name = split_run(run)
+        path = f"/v1/runs/{quote(namespace)}/{quote(run_name)}/snapshots"
+        return path if name is None else f"{path}/{quote(name)}"
+
+    # -- writing, with the spool ----------------------------------------------------------
+
+    def put(self, run: str, name: str, data: bytes, snapshot: Snapshot) -> bool:
+        rank = snapshot.metadata.rank
+        with self._lock:
+            if time.monotonic() < self._retry_at:
+                self._spool(run, name, rank, data, "is away (retrying later)")
+                return True
+            if len(self.spool) and self._drain() > 0:
+                self._spool(run, name, rank, data, "is still away")
+                return True
+            try:
+                created = self._send(run, name, rank, data)
+            except TransportError as exc:
+                self._backoff()
+                self._spool(run, name, rank, data, f"did not take it ({exc})")
+                return True
+            except ConflictError:
+                self.spool.add(run, name, rank, data, conflict=True)
+                raise
+            self._failures = 0
+            return created
+
+    def _send(self, run: str, name: str, rank: int, data: bytes) -> bool:
+        response = self.request(
+            "PUT",
+            self._path(run, name),
+            params={"rank": rank},
+            content=data,
+            headers={"Content-Type": MSGPACK},
+        )
+        return bool(response.status_code == 201)
+
+    def _spool(self, run: str, name: str, rank: int, data: bytes, why: str) -> None:
+        first = len(self.spool) == 0
+        self.spool.add(run, name, rank, data)
+        if first:
+            warnings.warn(
+                f"rngvault: {self.url} {why}: snapshots are kept in {self.spool.directory} "
+                "and sent when it answers",
+                SpoolWarning,
+                stacklevel=3,
+            )
+        self._schedule_retry()
+
+    def _backoff(self) -> None:
+        self._failures += 1
+        delay = min(MAX_BACKOFF, 0.25 * 2 ** min(self._failures, 10))
+        self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.5)
+
+    def _drain(self) -> int:
+        """Send spooled snapshots, oldest first; stop at the first transport failure.
+        Returns how many are left."""
+        entries = self.spool.entries()
+        for n, entry in enumerate(entries):
+            try:
+                self._send(entry.run, entry.name, entry.rank, entry.data)
+            except TransportError:
+                self._backoff()
+                return len(entries) - n
+            except ConflictError as exc:
+                where = self.spool.set_aside(entry)
+                warnings.warn(
+                    f"rngvault: the server refused spooled snapshot {entry.run}/{entry.name} "
+                    f"(rank {entry.rank}): {exc}; it is kept in {where} for you to resolve",
+                    SpoolWarning,
+                    stacklevel=2,
+                )
+                continue
+            self.spool.remove(entry)
+        self._failures = 0
+        self._retry_at = 0.0
+        return 0
+
+    def _schedule_retry(self) -> None:
+        if self._retrier is not None and self._retrier.is_alive():
+            return
+        self._retrier = threading.Thread(
+            target=self._retry_loop, name=f"rngvault-spool[{self.url}]", daemon=True
+        )
+        self._retrier.start()
+
+    def _retry_loop(self) -> None:
+        pid = os.getpid()
+        while os.getpid() == pid and len(self.spool):
+            time.sleep(max(0.05, self._retry_at - time.monotonic()))
+            with self._lock:
+                if time.monotonic() >= self._retry_at and len(self.spool):
+                    self._drain()
+
+    def flush(self) -> int:
+        """Try to send everything in the spool now; returns how many are still there."""
+        with self._lock:
+            if not len(self.spool):
+                return 0
+            self._retry_at = 0.0
+            return self._drain()
+
+    def pending(self) -> list[SpoolEntry]:
+        """What waits in the spool."""
+        return self.spool.entries()
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _cache_key(self, run: str, name: str, rank: int) -> Path:
+        key = hashlib.sha256(f"{self.url}\n{run}\n{name}\n{rank}".encode()).hexdigest()
+        return self.cache / "index" / key[:2] / key
+
+    def get(self, run: str, name: str, rank: int = 0) -> bytes:
+        index = self._cache_key(run, name, rank)
+        try:
+            digest = index.read_text().strip()
+            data = (self.cache / "snapshots" / digest[:2] / digest).read_bytes()
+            if hashlib.sha256(data).hexdigest() == digest:
+                return data
+        except (OSError, ValueError):
+            pass
+        response = self.request(
+            "GET", self._path(run, name), params={"rank": rank}, headers={"Accept": MSGPACK}
+        )
+        data = response.content
+        self._cache(index, data)
+        return bytes(data)
+
+    def _cache(self, index: Path, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            blob = self.cache / "snapshots" / digest[:2] / digest
+            if not blob.exists():
+                os.replace(_write_temp(blob.parent, data), blob)
+            os.replace(_write_temp(index.parent, digest.encode()), index)
+        except OSError:
+            pass  # a cache that cannot be written is only slower
+
+    def _pages(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            query = dict(params, limit=1000, **({"cursor": cursor} if cursor else {}))
+            body = self.request("GET", path, params=query).json()
+            items += body[key]
+            cursor = body.get("next_cursor")
+            if not cursor:
+                return items
+
+    def snapshots(self, run: str) -> list[SnapshotInfo]:
+        infos = []
+        for item in self._pages(self._path(run), "snapshots"):
+            ranks = tuple(item["ranks"])
+            infos.append(
+                SnapshotInfo(
+                    run=run,
+                    name=item["name"],
+                    ranks=ranks,
+                    created=float(item["created"]),
+                    digest=item["digest"],
+                    size=item["size"],
+                    step=item.get("step"),
+                    epoch=item.get("epoch"),
+                    tags=tuple(item.get("tags", ())),
+                    metrics=item.get("metrics", {}),
+                    generators={g["name"]: g["family"] for g in item["generators"]},
+                    world_size=item.get("world_size", max(ranks) + 1 if ranks else 1),
+                )
+            )
+        if not infos:
+            self._require_run(run)
+        return infos
+
+    def _require_run(self, run: str) -> None:
+        namespace, name = split_run(run)
+        if f"{namespace}/{name}" not in self.runs(namespace):
+            raise NotFoundError(f"no run {run!r} at {self.url}")
+
+    def runs(self, namespace: str | None = None) -> list[str]:
+        params = {"namespace": namespace} if namespace else {}
+        return sorted(
+            f"{r['namespace']}/{r['run']}" for r in self._pages("/v1/runs", "runs", **params)
+        )
+
+    def close(self) -> None:
+        if self._client is not None and self._client_pid == os.getpid():
+            self._client.close()
+        self._client = None
