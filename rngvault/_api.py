@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -212,5 +213,10 @@ def _apply(plan: list[tuple[str, Family, Any, State]]) -> None:
             done += 1
     finally:
         if done < len(plan):
+            # The failing generator first: its restore may have set part of its state. Best
+            # effort, since it may fail again for the same reason.
+            family, obj, fields = saved[done]
+            with contextlib.suppress(Exception):
+                family.restore(obj, fields)
             for family, obj, fields in reversed(saved[:done]):
                 family.restore(obj, fields)

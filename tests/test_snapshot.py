@@ -1,0 +1,137 @@
+"""rngvault/_snapshot.py: State, Metadata, Snapshot and value equality."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+
+import rngvault
+from rngvault import _format
+from rngvault._snapshot import values_equal
+
+
+def snapshot_of(**generators) -> rngvault.Snapshot:
+    return rngvault.capture(generators, include_globals=False)
+
+
+def test_states_compare_by_family_and_value():
+    """Two captures of the same position are equal States; another position or family is not."""
+    rng = np.random.default_rng(1)
+    a = snapshot_of(g=rng).states["g"]
+    b = snapshot_of(g=rng).states["g"]
+    assert a == b and a is not b
+    rng.random()
+    assert snapshot_of(g=rng).states["g"] != a
+    assert rngvault.State("other", a.fields) != a
+
+
+def test_state_and_snapshot_are_frozen():
+    """States and snapshots cannot be changed after they are made."""
+    snapshot = snapshot_of(g=random.Random(1))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snapshot.states["g"].family = "numpy.legacy"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        snapshot.created = 0.0  # type: ignore[misc]
+
+
+def test_digest_covers_the_states_only():
+    """The digest is the SHA-256 of the states' encoding: the same states with other metadata,
+    environment or time have the same digest, yet the snapshots are not equal."""
+    states = snapshot_of(g=random.Random(1)).states
+    a = rngvault.Snapshot(states, created=1.0)
+    b = rngvault.Snapshot(
+        states, metadata=rngvault.Metadata(step=3), environment={"x": 1}, created=2.0
+    )
+    assert a.digest == b.digest == _format.states_digest(states)
+    assert len(a.digest) == 64 and int(a.digest, 16) >= 0
+    assert a != b
+    assert a == rngvault.Snapshot(dict(states), created=1.0)
+
+
+def test_snapshot_equality_looks_at_metadata_environment_and_time():
+    """Snapshots are equal when states, metadata, environment and created are equal."""
+    states = snapshot_of(g=random.Random(1)).states
+    base = rngvault.Snapshot(states, metadata=rngvault.Metadata(epoch=1), created=5.0)
+    assert base == rngvault.Snapshot(states, metadata=rngvault.Metadata(epoch=1), created=5.0)
+    assert base != rngvault.Snapshot(states, metadata=rngvault.Metadata(epoch=2), created=5.0)
+    assert base != rngvault.Snapshot(states, metadata=base.metadata, created=6.0)
+    assert base != rngvault.Snapshot(
+        states, metadata=base.metadata, environment={"numpy": "2"}, created=5.0
+    )
+
+
+def test_describe_and_repr_name_every_generator():
+    """describe() maps each name to its position; repr shows the digest and the names."""
+    snapshot = snapshot_of(a=random.Random(1), b=np.random.RandomState(2))
+    assert snapshot.describe() == {"a": "MT index 624/624", "b": "MT pos 624/624"}
+    assert repr(snapshot) == f"<Snapshot {snapshot.digest[:12]} [a, b]>"
+
+
+def test_describe_of_an_unknown_family_says_so():
+    """A state of a family this version does not know describes itself as unknown."""
+    assert rngvault.State("numpy.quantum", {}).describe() == "unknown family 'numpy.quantum'"
+
+
+def test_metadata_defaults_and_dict():
+    """Metadata defaults to no step/epoch, no tags or metrics, rank 0 of 1."""
+    assert rngvault.Metadata().to_dict() == {
+        "step": None,
+        "epoch": None,
+        "tags": [],
+        "metrics": {},
+        "rank": 0,
+        "world_size": 1,
+    }
+    metadata = rngvault.Metadata(step=10, tags=("a",), metrics={"loss": 0.5}, rank=1, world_size=2)
+    assert metadata.to_dict()["tags"] == ["a"]
+    assert metadata.to_dict()["metrics"] == {"loss": 0.5}
+
+
+def test_snapshot_defaults():
+    """A new snapshot takes the current format version and time, and empty extras."""
+    snapshot = rngvault.Snapshot({})
+    assert snapshot.format_version == rngvault.FORMAT_VERSION
+    assert snapshot.created > 1.7e9
+    assert (snapshot.environment, snapshot.probes) == ({}, {})
+    assert snapshot.metadata == rngvault.Metadata()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        (np.array([np.nan, 1.0]), np.array([np.nan, 1.0]), True),
+        (np.array([1, 2], np.uint32), np.array([1, 2], np.uint64), False),
+        (np.array([1, 2]), np.array([[1, 2]]), False),
+        (np.array([1, 2]), [1, 2], False),
+        ((1, [2, 3]), [1, (2, 3)], True),
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+        (b"ab", bytearray(b"ab"), True),
+        (b"ab", "ab", False),
+        (float("nan"), float("nan"), True),
+        (1, True, False),
+        (1, 1.0, False),
+        (None, None, True),
+    ],
+    ids=[
+        "nan-arrays",
+        "dtype",
+        "shape",
+        "array-vs-list",
+        "tuple-vs-list",
+        "extra-key",
+        "bytes-bytearray",
+        "bytes-vs-str",
+        "nan",
+        "int-vs-bool",
+        "int-vs-float",
+        "none",
+    ],
+)
+def test_values_equal(a, b, equal):
+    """values_equal compares arrays by dtype, shape and value (NaN equal to NaN), sequences
+    of any kind by items, and scalars by type and value."""
+    assert values_equal(a, b) is equal
+    assert values_equal(b, a) is equal
