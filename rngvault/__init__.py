@@ -5,7 +5,7 @@ The public API is re-exported here; everything in underscore modules is private.
 
 from rngvault import convert
 from rngvault._api import capture, restore
-from rngvault._diff import DiffReport, GeneratorDiff, diff
+from rngvault._diff import DiffReport, GeneratorDiff, diff, state_distance
 from rngvault._divergence import DivergenceReport
 from rngvault._errors import (
     AuthError,
@@ -26,7 +26,7 @@ from rngvault._format import decode, encode
 from rngvault._report import EnvironmentDifference, GeneratorOutcome, RestoreReport
 from rngvault._seeding import ReproducibilityWarning, per_worker, seed_everything, seed_worker
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
-from rngvault._vault import DivergenceWarning, Vault
+from rngvault._vault import DivergenceWarning, Vault, fetch
 from rngvault._writer import StoreWarning
 from rngvault.stores import LocalStore, SnapshotInfo, Store, open_store
 
@@ -70,9 +70,11 @@ __all__ = [
     "decode",
     "diff",
     "encode",
+    "fetch",
     "open_store",
     "per_worker",
     "restore",
     "seed_everything",
     "seed_worker",
+    "state_distance",
 ]

@@ -18,7 +18,7 @@ class DivergenceReport:
         generator: the first generator that differs (one with a known distance if any).
         status: "advanced", "behind", "reseeded", "missing" or "unknown".
         distance: how far ``run`` is ahead of ``reference`` (negative: behind), when known.
-        unit: the unit of ``distance`` ("raw 32-bit MT outputs"...).
+        unit: the unit of ``distance`` ("32-bit MT outputs"...).
         others: the other generators that differ at this snapshot.
     """
 

@@ -12,7 +12,7 @@ from rngvault import _environment, _probes, _ranks
 from rngvault._api import global_targets, resolve
 from rngvault._api import restore as restore_states
 from rngvault._divergence import DivergenceReport, compare_snapshots
-from rngvault._errors import DivergenceError, NotFoundError, RestoreError
+from rngvault._errors import DivergenceError, NotFoundError, RestoreError, StoreError
 from rngvault._format import decode, encode
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import RestoreReport
@@ -369,3 +369,26 @@ class Vault:
         Generator -> "ok", "differs: ...", or why it cannot be checked here."""
         snapshot = self.get(name, run)
         return _probes.check(snapshot.states, snapshot.probes)
+
+
+def fetch(
+    run: str,
+    name: str,
+    *,
+    url: str | None = None,
+    rank: int | None = None,
+    token: str | None = None,
+) -> Snapshot:
+    """Snapshot ``name`` of ``run`` from a server (``url`` or ``$RNGVAULT_URL``), or from any
+    store location; fetched snapshots are cached locally by digest."""
+    location = url or os.environ.get("RNGVAULT_URL")
+    if not location:
+        raise StoreError("fetch needs a server: pass url= or set RNGVAULT_URL")
+    run = _check_run(run)
+    check_name(name)
+    store = open_store(location, token=token)
+    try:
+        snapshot = decode(store.get(run, name, rank or 0))
+    finally:
+        store.close()
+    return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank or 0))

@@ -75,6 +75,7 @@ class HttpStore:
         self._client_pid = -1
         self._client: Any = None
         self._retrier: threading.Thread | None = None
+        self._closed = False
         if len(self.spool):
             self._schedule_retry()  # a previous process left snapshots for this server
 
@@ -198,10 +199,10 @@ class HttpStore:
 
     def _retry_loop(self) -> None:
         pid = os.getpid()
-        while os.getpid() == pid and len(self.spool):
-            time.sleep(max(0.05, self._retry_at - time.monotonic()))
+        while os.getpid() == pid and not self._closed and len(self.spool):
+            time.sleep(min(1.0, max(0.05, self._retry_at - time.monotonic())))
             with self._lock:
-                if time.monotonic() >= self._retry_at and len(self.spool):
+                if not self._closed and time.monotonic() >= self._retry_at and len(self.spool):
                     self._drain()
 
     def flush(self) -> int:
@@ -295,6 +296,8 @@ class HttpStore:
         )
 
     def close(self) -> None:
+        """Stop retrying (the spool stays on disk) and close connections."""
+        self._closed = True
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
