@@ -141,11 +141,9 @@ class Require:
         return principal
 
 
-def metrics_allowed(
-    request: Request,
-    _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    """/metrics: open to clients on this machine, a valid token otherwise."""
+def metrics_allowed(request: Request) -> None:
+    """/metrics: open to clients on this machine, a valid token otherwise (not declared in
+    OpenAPI as a security requirement, since local scrapers need none)."""
     client = request.client.host if request.client else ""
     if not is_loopback(client):
         request.app.state.auth.authenticate(request.headers.get("authorization"))

@@ -22,6 +22,7 @@ import rngvault
 from rngvault import Metadata, Snapshot
 from rngvault.server.app import create_app
 from rngvault.server.settings import Settings
+from rngvault.server.tokens import TokenFile
 
 
 def make_snapshot(
@@ -199,3 +200,15 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 def live_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
     """A real uvicorn server, open on loopback, on a fresh database."""
     return server_factory()
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A real server with a tokens file, shared by a module, and an admin token for it."""
+    home = tmp_path_factory.mktemp("token-server")
+    _record, token = TokenFile(home / "tokens.json").create("admin", "*")
+    server = ServerProcess(home, home / "server.db", "--tokens", str(home / "tokens.json"))
+    try:
+        yield server.start(), token
+    finally:
+        server.stop()
