@@ -371,6 +371,9 @@ class Vault:
         return _probes.check(snapshot.states, snapshot.probes)
 
 
+_FETCH_STORES: dict[tuple[str, str | None], Store] = {}
+
+
 def fetch(
     run: str,
     name: str,
@@ -386,9 +389,9 @@ def fetch(
         raise StoreError("fetch needs a server: pass url= or set RNGVAULT_URL")
     run = _check_run(run)
     check_name(name)
-    store = open_store(location, token=token)
-    try:
-        snapshot = decode(store.get(run, name, rank or 0))
-    finally:
-        store.close()
+    key = (str(location), token)
+    store = _FETCH_STORES.get(key)
+    if store is None:  # one client per server: connection reuse across fetches
+        store = _FETCH_STORES[key] = open_store(location, token=token)
+    snapshot = decode(store.get(run, name, rank or 0))
     return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank or 0))
