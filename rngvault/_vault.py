@@ -243,21 +243,30 @@ class Vault:
 
     # -- reading --------------------------------------------------------------------------
 
+    def _read_own_writes(self) -> None:
+        """Reads see this vault's own snapshots: wait for the writer if it is busy (but not
+        on the writer thread itself, which reads the reference run)."""
+        if self._writer.pending and not self._writer.on_writer_thread():
+            self._writer.flush()
+
     def get(self, name: str, run: str | None = None, *, rank: int | None = None) -> Snapshot:
         """The stored snapshot ``name`` of ``run`` (this run by default) for ``rank``
         (this process's rank by default)."""
         run = _check_run(run) if run is not None else self.run
         check_name(name)
         rank = self.rank if rank is None else rank
+        self._read_own_writes()
         snapshot = decode(self.store.get(run, name, rank))
         return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank))
 
     def snapshots(self, run: str | None = None) -> list[SnapshotInfo]:
         """Every snapshot of ``run`` (this run by default) with its metadata, oldest first."""
+        self._read_own_writes()
         return self.store.snapshots(_check_run(run) if run is not None else self.run)
 
     def runs(self) -> list[str]:
         """Every run in the store."""
+        self._read_own_writes()
         return self.store.runs()
 
     def diff(self, a: str, b: str, run: str | None = None) -> Any:

@@ -121,6 +121,9 @@ class Writer:
             first, self._errors = self._errors[0], []
             raise first
 
+    def on_writer_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     def wait_for(self, job: Job) -> None:
         """Wait until ``job`` (and every job before it) is handled; errors stay on the job."""
         target = self._last_submitted
