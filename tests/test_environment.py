@@ -1,0 +1,63 @@
+"""Environment records and the grading of differences by what they can break."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from rngvault import _environment
+
+
+def test_collect_records_versions_platform_and_flags() -> None:
+    """collect() holds the library versions, the platform and the determinism flags."""
+    env = _environment.collect(rank=1, world_size=2, local_rank=0)
+    assert env["numpy"] == np.__version__
+    assert env["torch"] == torch.__version__.split("+")[0]
+    assert env["rank"] == 1 and env["world_size"] == 2 and env["local_rank"] == 0
+    assert env["flags"]["cudnn.deterministic"] == torch.backends.cudnn.deterministic
+    assert env["flags"]["PYTHONHASHSEED"] == os.environ.get("PYTHONHASHSEED")
+    assert env["devices"] == []  # CUDA is not initialized here: no device names, no init
+
+
+def test_differences_only_count_for_the_families_present() -> None:
+    """A NumPy version change matters for Generators, not for Python's random alone."""
+    here = _environment.collect()
+    old = dict(here, numpy="1.0.0", python="3.0.0")
+    keys = {d.key for d in _environment.compare(old, here, ["numpy.bitgen"])}
+    assert keys == {"numpy"}
+    keys = {d.key for d in _environment.compare(old, here, ["python"])}
+    assert keys == {"python"}
+    [numpy_diff] = _environment.compare(old, here, ["numpy.bitgen"])
+    assert (numpy_diff.recorded, numpy_diff.current) == ("1.0.0", np.__version__)
+    assert numpy_diff.severity == "may-break"
+
+
+def test_flag_and_world_size_differences_are_graded() -> None:
+    """Determinism flags may break bit-exactness; a world size change breaks it."""
+    here = _environment.collect()
+    flags = dict(here["flags"], **{"cudnn.benchmark": not here["flags"]["cudnn.benchmark"]})
+    old = dict(here, flags=flags, world_size=4)
+    graded = {d.key: d.severity for d in _environment.compare(old, here, ["python"])}
+    assert graded == {"flags.cudnn.benchmark": "may-break", "world_size": "breaks"}
+
+
+def test_identical_environments_have_no_differences() -> None:
+    """Comparing an environment with itself reports nothing."""
+    here = _environment.collect()
+    assert _environment.compare(here, here, ["python", "numpy.bitgen", "torch.cpu"]) == []
+
+
+def test_apply_flags_explains_what_cannot_be_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PYTHONHASHSEED cannot change in a running process: apply_flags says how to set it."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    recorded = _environment.collect()
+    recorded["flags"] = dict(
+        recorded["flags"], PYTHONHASHSEED="7", CUBLAS_WORKSPACE_CONFIG=":4096:8"
+    )
+    notes = _environment.apply_flags(recorded)
+    assert any("start Python with PYTHONHASHSEED=7" in n for n in notes)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
