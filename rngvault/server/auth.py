@@ -116,7 +116,7 @@ class Require:
         assert scope in SCOPES
         self.scope = scope
 
-    def __call__(
+    async def __call__(
         self,
         request: Request,
         _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -141,7 +141,7 @@ class Require:
         return principal
 
 
-def metrics_allowed(request: Request) -> None:
+async def metrics_allowed(request: Request) -> None:
     """/metrics: open to clients on this machine, a valid token otherwise (not declared in
     OpenAPI as a security requirement, since local scrapers need none)."""
     client = request.client.host if request.client else ""

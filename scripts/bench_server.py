@@ -1,0 +1,262 @@
+"""Benchmark the snapshot server on loopback, in one run.
+
+- ingest: snapshots stored per second at concurrency 1, 8 and 32, for ``rngvault serve``
+  with its default settings (SQLite, WAL, synchronous=FULL), next to the same
+  uvicorn/FastAPI stack serving a route that only reads the body and answers 201 with
+  uvicorn's access log off (the stack's ceiling);
+- GET latency p50 and p99 (exact bytes, one client);
+- bytes on disk per snapshot against the encoded size, for a run of 1,000 snapshots where
+  only some generators move.
+
+The load comes from a minimal asyncio HTTP/1.1 client (keep-alive, one connection per
+concurrent writer), so the client costs little next to the servers it measures.
+
+    python scripts/bench_server.py [--seconds 4] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import rngvault
+
+BARE_APP = """
+import uvicorn
+from fastapi import FastAPI, Request, Response
+app = FastAPI()
+@app.put("/v1/runs/{namespace}/{run}/snapshots/{name}")
+async def put(request: Request) -> Response:
+    await request.body()
+    return Response(b'{"created":true}', status_code=201, media_type="application/json")
+uvicorn.run(app, host="127.0.0.1", port=int(__import__("sys").argv[-1]), access_log=False,
+            log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def training_snapshots(count: int) -> list[bytes]:
+    """``count`` snapshots of a training process: seven generators, of which the python,
+    numpy-global and torch-CPU ones stay put (seeded once) while the loader and augmentation
+    generators move every step."""
+    fixed: dict[str, object] = {"python.global": random.Random(3407)}
+    fixed["numpy.global"] = np.random.RandomState(3407)
+    try:
+        import torch
+
+        fixed["torch.cpu"] = torch.Generator().manual_seed(3407)
+        loader = torch.Generator().manual_seed(1)
+    except ImportError:
+        loader = None
+    augment = np.random.default_rng(0)
+    dropout = np.random.Generator(np.random.Philox(5))
+    sampler = random.Random(7)
+    bodies = []
+    for step in range(count):
+        moving: dict[str, object] = {"augment": augment, "dropout": dropout, "sampler": sampler}
+        if loader is not None:
+            moving["loader"] = loader
+            loader.seed() if step == 0 else torch.randint(0, 10, (4,), generator=loader)
+        snapshot = rngvault.capture(
+            {**fixed, **moving},
+            include_globals=False,
+            metadata=rngvault.Metadata(step=step, epoch=step // 100),
+        )
+        bodies.append(rngvault.encode(snapshot))
+        augment.random(16)
+        dropout.random(16)
+        sampler.random()
+    return bodies
+
+
+class Server:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [*argv, str(self.port)] if argv[-1] == "--port" else argv,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server {argv} did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+
+
+async def _request(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
+) -> tuple[int, bytes]:
+    writer.write(head + body)
+    status_line = await reader.readline()
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.lower() == b"content-length":
+            length = int(value)
+    return int(status_line.split()[1]), await reader.readexactly(length)
+
+
+def _put_head(port: int, path: str, size: int) -> bytes:
+    return (
+        f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/msgpack\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+
+
+async def ingest(
+    port: int, bodies: list[bytes], concurrency: int, seconds: float, tag: str
+) -> float:
+    """Snapshots per second over ``seconds`` with ``concurrency`` writers."""
+    stop = time.perf_counter() + seconds
+    done = 0
+
+    async def writer_task(index: int) -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while time.perf_counter() < stop:
+            body = bodies[(index * 7919 + n) % len(bodies)]
+            path = f"/v1/runs/bench/{tag}-c{concurrency}/snapshots/w{index}-{n}"
+            status, _ = await _request(reader, writer, _put_head(port, path, len(body)), body)
+            if status != 201:
+                raise RuntimeError(f"PUT answered {status}")
+            n += 1
+            done += 1
+        writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(writer_task(i) for i in range(concurrency)))
+    return done / (time.perf_counter() - start)
+
+
+async def get_latency(port: int, run: str, names: list[str]) -> tuple[float, float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    times = []
+    for name in names:
+        head = (
+            f"GET /v1/runs/bench/{run}/snapshots/{name} HTTP/1.1\r\n"
+            f"Host: 127.0.0.1:{port}\r\nAccept: application/msgpack\r\n\r\n"
+        ).encode()
+        start = time.perf_counter()
+        status, _ = await _request(reader, writer, head, b"")
+        times.append(time.perf_counter() - start)
+        assert status == 200
+    writer.close()
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.99)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="per ingest measurement")
+    parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    args = parser.parse_args()
+    bodies = training_snapshots(1000)
+    results: dict[str, object] = {
+        "snapshot_bytes": statistics.mean(map(len, bodies)),
+        "generators": len(rngvault.decode(bodies[0]).states),
+        "cpus": os.cpu_count(),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        bare = Server([sys.executable, "-c", BARE_APP, "--port"])
+        vault = Server(
+            [sys.executable, "-m", "rngvault", "serve", "--db", f"sqlite:///{db}", "--port"],
+            env={"RNGVAULT_HOME": tmp},
+        )
+        try:
+            for concurrency in (1, 8, 32):
+                # Alternate the two servers so that drift on the machine hits both alike.
+                ceiling = asyncio.run(ingest(bare.port, bodies, concurrency, args.seconds, "bare"))
+                ours = asyncio.run(ingest(vault.port, bodies, concurrency, args.seconds, "vault"))
+                results[f"ingest_c{concurrency}"] = {
+                    "rngvault": round(ours),
+                    "bare_fastapi": round(ceiling),
+                    "ratio": round(ours / ceiling, 3),
+                }
+
+            # A run of exactly the 1,000 training snapshots, for GETs and bytes on disk.
+            async def store_run() -> None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", vault.port)
+                for i, body in enumerate(bodies):
+                    path = f"/v1/runs/bench/training/snapshots/step{i}"
+                    await _request(reader, writer, _put_head(vault.port, path, len(body)), body)
+                writer.close()
+
+            before = db.stat().st_size + Path(f"{db}-wal").stat().st_size
+            asyncio.run(store_run())
+            p50, p99 = asyncio.run(
+                get_latency(vault.port, "training", [f"step{i}" for i in range(1000)])
+            )
+            results["get_ms"] = {"p50": round(p50 * 1000, 3), "p99": round(p99 * 1000, 3)}
+        finally:
+            vault.stop()
+            bare.stop()
+        with sqlite3.connect(db) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            run_bytes = conn.execute(
+                "SELECT sum(length(e.envelope)) FROM entries e JOIN snapshots s"
+                " ON s.id = e.snapshot_id JOIN runs r ON r.id = s.run_id"
+                " WHERE r.name = 'training'"
+            ).fetchone()[0]
+        # States are shared with the ingest runs, so count the distinct training states.
+        distinct = {}
+        for body in bodies:
+            for name, state in rngvault.decode(body).states.items():
+                key = rngvault._format.encode_states({name: state})
+                distinct[key] = len(key)
+        results["disk"] = {
+            "encoded_bytes_per_snapshot": round(statistics.mean(map(len, bodies))),
+            "stored_bytes_per_snapshot": round((run_bytes + sum(distinct.values())) / len(bodies)),
+            "file_growth_per_snapshot": round((db.stat().st_size - before) / len(bodies)),
+        }
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    print(
+        f"{results['generators']} generators, {results['snapshot_bytes']:.0f} bytes a snapshot, "
+        f"{results['cpus']} CPUs"
+    )
+    print("| concurrency | rngvault serve (snapshots/s) | bare FastAPI route (req/s) | ratio |")
+    print("|---|---|---|---|")
+    for concurrency in (1, 8, 32):
+        row = results[f"ingest_c{concurrency}"]
+        assert isinstance(row, dict)
+        print(f"| {concurrency} | {row['rngvault']} | {row['bare_fastapi']} | {row['ratio']} |")
+    print(f"GET p50 {results['get_ms']['p50']} ms, p99 {results['get_ms']['p99']} ms")  # type: ignore[index]
+    print(f"disk: {results['disk']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
