@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import rngvault
+from rngvault import cli_client
 from rngvault._errors import MissingExtraError, RngVaultError
 
 Subparsers = Any  # argparse's _SubParsersAction, private
@@ -196,7 +197,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 # -- main -----------------------------------------------------------------------------------
 
-COMMANDS: list[Callable[[Subparsers], None]] = [add_serve, add_token, add_backup]
+COMMANDS: list[Callable[[Subparsers], None]] = [
+    add_serve,
+    add_token,
+    add_backup,
+    *cli_client.COMMANDS,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
