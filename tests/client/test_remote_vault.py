@@ -118,3 +118,34 @@ def test_next_process_sends_what_was_left_in_the_spool(
             time.sleep(0.1)
     else:
         pytest.fail("the spool was not sent")
+
+
+def test_exit_says_how_many_wait_in_the_spool_and_where(
+    server_factory: object, tmp_path: Path
+) -> None:
+    """A script whose server is down exits normally, naming the spool and what waits."""
+    import os
+    import subprocess
+    import sys
+
+    server: ServerProcess = server_factory()  # type: ignore[operator]
+    server.kill9()
+    home = tmp_path / "script-home"
+    code = (
+        "import rngvault\n"
+        f"v = rngvault.Vault({server.url!r}, run='alice/exit')\n"
+        "v.snapshot('a'); v.snapshot('b')\n"
+    )
+    env = dict(
+        os.environ,
+        RNGVAULT_HOME=str(home),
+        RNGVAULT_TIMEOUT="1",
+        PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 snapshot(s) of alice/exit are left in the spool at" in done.stderr
+    assert str(home / "spool") in done.stderr
+    assert len(list((home / "spool").rglob("*.snap"))) == 2
