@@ -70,7 +70,7 @@ def _default(value: Any) -> Any:
 
 def _canon(value: Any, deep: bool) -> Any:
     """Sort map keys and wrap big ints; sequences are walked only in the ``deep`` pass."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         return {k: _canon(value[k], deep) for k in sorted(value)}
     if type(value) is int:
         return value if _INT_MIN <= value <= _INT_MAX else _bigint(value)

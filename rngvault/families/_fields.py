@@ -23,7 +23,7 @@ def _show(value: Any) -> str:
 
 def get(fields: Mapping[str, Any], key: str, path: str = "") -> Any:
     """The field ``key`` of ``fields``; a missing field is a StateError."""
-    if not isinstance(fields, Mapping):
+    if type(fields) is not dict and not isinstance(fields, Mapping):
         raise StateError(f"expected a map, got {type(fields).__name__}", field=path or None)
     value = fields.get(key, _MISSING)
     if value is _MISSING:
@@ -114,13 +114,15 @@ def mt_key(key: Any, field: str) -> None:
         return
     if len(key) != 624:
         raise StateError(f"expected 624 words, got {len(key)}", field=field, value=len(key))
-    for i, word in enumerate(key):
-        if type(word) is not int or not 0 <= word < 2**32:
-            raise StateError(
-                f"word {i} is {_show(word)}, not a 32-bit unsigned integer",
-                field=field,
-                value=word,
-            )
+    # The common case checked at C speed; the slow loop only runs to name a bad word.
+    if set(map(type, key)) != {int} or min(key) < 0 or max(key) >= 2**32:
+        for i, word in enumerate(key):
+            if type(word) is not int or not 0 <= word < 2**32:
+                raise StateError(
+                    f"word {i} is {_show(word)}, not a 32-bit unsigned integer",
+                    field=field,
+                    value=word,
+                )
     if not any(key):
         raise StateError("the MT19937 key is all zeros, which never recovers", field=field)
 
