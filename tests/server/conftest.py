@@ -23,6 +23,7 @@ from rngvault import Metadata, Snapshot
 from rngvault.server.app import create_app
 from rngvault.server.settings import Settings
 from rngvault.server.tokens import TokenFile
+from tests import _postgres
 
 
 def make_snapshot(
@@ -85,6 +86,33 @@ def _make_body_fixture() -> Callable[..., bytes]:
 @pytest.fixture(name="noncanonical")
 def _noncanonical_fixture() -> Callable[[bytes], bytes]:
     return noncanonical
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[_postgres.PostgresServer]:
+    """A PostgreSQL server of the session's own (loopback, temp dir), stopped and removed after.
+
+    Skipped, saying how to get PostgreSQL, where it cannot run; with
+    RNGVAULT_REQUIRE_POSTGRES=1 (scripts/test sets it once the binaries are there) that fails.
+    """
+    reason = _postgres.unavailable()
+    if reason is not None:
+        if os.environ.get("RNGVAULT_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"RNGVAULT_REQUIRE_POSTGRES=1 but {reason}")
+        pytest.skip(reason)
+    server = _postgres.PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: _postgres.PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty database on the session's PostgreSQL server."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
 
 
 @pytest.fixture

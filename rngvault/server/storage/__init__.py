@@ -1,8 +1,9 @@
 """Storage backends behind the ``Store`` protocol, chosen by the database URL's scheme.
 
-``sqlite:///path`` (or a plain path) opens the SQLite backend. A backend registers here by
-scheme; its module is imported only when a URL asks for it, so a driver that is not
-installed costs nothing until it is used.
+``sqlite:///path`` (or a plain path) opens the SQLite backend, ``postgresql://`` (or
+``postgres://``) the PostgreSQL one, which needs the ``postgres`` extra. A backend registers
+here by scheme; its module is imported only when a URL asks for it, so a driver that is not
+installed costs nothing until it is used (and then raises ``MissingExtraError``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from rngvault.server.storage.base import Store
 # scheme -> "module:coroutine function (url) -> Store"
 BACKENDS = {
     "sqlite": "rngvault.server.storage.sqlite:SQLiteStore.open",
+    "postgresql": "rngvault.server.storage.postgres:PostgresStore.open",
+    "postgres": "rngvault.server.storage.postgres:PostgresStore.open",
 }
 
 

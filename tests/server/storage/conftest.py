@@ -11,9 +11,12 @@ from rngvault.server.storage import open_store
 from rngvault.server.storage.base import Store
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A URL for an empty database of each backend (PostgreSQL joins here)."""
+    """A URL for an empty database of each backend: a SQLite file, a new PostgreSQL database."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 

@@ -1,0 +1,334 @@
+"""The SQL of the PostgreSQL backend: one coroutine per operation, each given a connection.
+
+Connections are in autocommit mode; write functions run inside the transaction the store
+opens around them (READ COMMITTED), read functions are single statements (one consistent
+view each). Concurrency rests on the database's constraints, not on checks made first:
+
+- immutable names: the unique keys (run_id, name) and (snapshot_id, rank) with
+  ``ON CONFLICT DO NOTHING``. Of two puts racing on one name, the second waits for the
+  first to commit, then finds its entry: identical (not created) or a ``ConflictError``.
+- listing order: a put locks its run's row only for its last statement, which takes the
+  run's next position and counts the snapshot, and holds it through the commit; so a run's
+  positions follow commit order and a cursor never skips a snapshot stored while paging.
+- shared state blobs: a delete locks the blobs it may remove (in hash order) before
+  checking that nothing refers to them; a put that used a blob removed meanwhile fails its
+  foreign key and the store retries it (``RETRY``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from rngvault._errors import ConflictError, NotFoundError
+from rngvault.server.storage import migrations
+from rngvault.server.storage.base import RunInfo, SnapshotInfo, SnapshotKey, Stored
+from rngvault.server.storage.content import Prepared, join, snapshot_info
+
+Conn = AsyncConnection[Any]
+
+# pg_advisory_xact_lock key for migrations: the bytes of "rngvault" as an int64.
+MIGRATION_LOCK = int.from_bytes(b"rngvault", "big")
+
+
+class Unchanged(Exception):
+    """The same bytes were stored by a concurrent put: roll back, answer not created."""
+
+    def __init__(self, stored: Stored) -> None:
+        super().__init__("unchanged")
+        self.stored = stored
+
+
+class Retry(Exception):
+    """A concurrent delete removed a row this transaction relied on: run it again."""
+
+
+async def _one(conn: Conn, query: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(query, args)
+    return await cursor.fetchone()
+
+
+async def migrate(conn: Conn) -> None:
+    """Apply the pending migrations in one transaction, one server at a time."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        await conn.execute(migrations.SCHEMA_TABLE)
+        row = await _one(conn, "SELECT coalesce(max(version), 0) FROM schema_version")
+        current = int(row[0]) if row else 0
+        for step in migrations.pending(current, migrations.load("postgresql")):
+            for statement in step.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_version (version, name, applied) VALUES (%s, %s, %s)",
+                (step.version, step.name, time.time()),
+            )
+
+
+def _outcome(key: SnapshotKey, prepared: Prepared, stored_sha256: bytes) -> Stored:
+    if bytes(stored_sha256) == prepared.body_sha256:
+        return Stored(created=False, digest=prepared.digest, size=prepared.size)
+    raise ConflictError(
+        f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run} is "
+        "already stored with other content; snapshots are immutable: use a new name"
+    )
+
+
+async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
+    found = await _one(
+        conn,
+        "SELECT r.id, s.id, e.body_sha256 FROM runs r"
+        " LEFT JOIN snapshots s ON s.run_id = r.id AND s.name = %s"
+        " LEFT JOIN entries e ON e.snapshot_id = s.id AND e.rank = %s"
+        " WHERE r.namespace = %s AND r.name = %s",
+        (key.name, key.rank, key.namespace, key.run),
+    )
+    if found is not None and found[2] is not None:
+        return _outcome(key, prepared, found[2])  # a retry: nothing to write
+    now = time.time()
+    hashes = sorted(prepared.blobs)  # one order for every writer: no lock cycles
+    if hashes:
+        await conn.execute(
+            "INSERT INTO states (hash, data) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
+            " ON CONFLICT (hash) DO NOTHING",
+            (hashes, [prepared.blobs[h] for h in hashes]),
+        )
+    run_id = found[0] if found else await _create_run(conn, key, now)
+    snapshot_id = found[1] if found else None
+    created_snapshot = False
+    if snapshot_id is None:
+        row = await _one(
+            conn,
+            "INSERT INTO snapshots (run_id, name, stored) VALUES (%s, %s, %s)"
+            " ON CONFLICT (run_id, name) DO NOTHING RETURNING id",
+            (run_id, key.name, now),
+        )
+        created_snapshot = row is not None
+        if row is None:  # a concurrent put stored this name first (it has committed)
+            row = await _one(
+                conn,
+                "SELECT id FROM snapshots WHERE run_id = %s AND name = %s",
+                (run_id, key.name),
+            )
+            if row is None:
+                raise Retry
+        snapshot_id = row[0]
+    entry = await _one(
+        conn,
+        "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id, rank) DO NOTHING"
+        " RETURNING id",
+        (
+            snapshot_id,
+            key.rank,
+            prepared.body_sha256,
+            prepared.digest,
+            prepared.size,
+            prepared.envelope,
+            prepared.info,
+        ),
+    )
+    if entry is None:  # a concurrent put stored this rank first
+        row = await _one(
+            conn,
+            "SELECT body_sha256 FROM entries WHERE snapshot_id = %s AND rank = %s",
+            (snapshot_id, key.rank),
+        )
+        if row is None:
+            raise Retry
+        raise Unchanged(_outcome(key, prepared, row[0]))
+    if prepared.holes:
+        await conn.execute(
+            "INSERT INTO entry_states (entry_id, position, at, state_hash)"
+            " SELECT %s, u.* FROM unnest(%s::int[], %s::int[], %s::bytea[]) AS u(p, a, h)"
+            " ORDER BY u.h",
+            (
+                entry[0],
+                list(range(len(prepared.holes))),
+                [at for at, _h in prepared.holes],
+                [h for _at, h in prepared.holes],
+            ),
+        )
+    if created_snapshot:
+        await conn.execute(
+            "WITH r AS (UPDATE runs SET snapshots = snapshots + 1, positions = positions + 1,"
+            " updated = %s WHERE id = %s RETURNING positions)"
+            " UPDATE snapshots SET position = (SELECT positions FROM r) WHERE id = %s",
+            (now, run_id, snapshot_id),
+        )
+    else:
+        await conn.execute("UPDATE runs SET updated = %s WHERE id = %s", (now, run_id))
+    return Stored(created=True, digest=prepared.digest, size=prepared.size)
+
+
+async def _create_run(conn: Conn, key: SnapshotKey, now: float) -> int:
+    row = await _one(
+        conn,
+        "INSERT INTO runs (namespace, name, created, updated) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (namespace, name) DO NOTHING RETURNING id",
+        (key.namespace, key.run, now, now),
+    )
+    if row is None:  # created concurrently; a new statement sees it once committed
+        row = await _one(
+            conn,
+            "SELECT id FROM runs WHERE namespace = %s AND name = %s",
+            (key.namespace, key.run),
+        )
+        if row is None:
+            raise Retry
+    return int(row[0])
+
+
+async def _run_id(conn: Conn, namespace: str, run: str, *, lock: bool = False) -> int:
+    row = await _one(
+        conn,
+        "SELECT id FROM runs WHERE namespace = %s AND name = %s" + (" FOR UPDATE" if lock else ""),
+        (namespace, run),
+    )
+    if row is None:
+        raise NotFoundError(f"no run {namespace}/{run}")
+    return int(row[0])
+
+
+async def _snapshot_id(conn: Conn, run_id: int, key: SnapshotKey) -> int:
+    row = await _one(
+        conn, "SELECT id FROM snapshots WHERE run_id = %s AND name = %s", (run_id, key.name)
+    )
+    if row is None:
+        raise NotFoundError(f"no snapshot {key.name!r} in run {key.namespace}/{key.run}")
+    return int(row[0])
+
+
+async def get(conn: Conn, key: SnapshotKey) -> bytes:
+    row = await _one(
+        conn,
+        "SELECT e.envelope, h.ats, h.datas FROM runs r"
+        " JOIN snapshots s ON s.run_id = r.id"
+        " JOIN entries e ON e.snapshot_id = s.id"
+        " CROSS JOIN LATERAL (SELECT array_agg(es.at ORDER BY es.position) AS ats,"
+        "   array_agg(st.data ORDER BY es.position) AS datas"
+        "   FROM entry_states es JOIN states st ON st.hash = es.state_hash"
+        "   WHERE es.entry_id = e.id) h"
+        " WHERE r.namespace = %s AND r.name = %s AND s.name = %s AND e.rank = %s",
+        (key.namespace, key.run, key.name, key.rank),
+    )
+    if row is None:
+        snapshot_id = await _snapshot_id(conn, await _run_id(conn, key.namespace, key.run), key)
+        cursor = await conn.execute(
+            "SELECT rank FROM entries WHERE snapshot_id = %s ORDER BY rank", (snapshot_id,)
+        )
+        ranks = [r[0] for r in await cursor.fetchall()]
+        raise NotFoundError(
+            f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
+            f"(ranks stored: {', '.join(map(str, ranks))})"
+        )
+    envelope, ats, datas = row
+    return join(bytes(envelope), list(zip(ats or (), map(bytes, datas or ()), strict=True)))
+
+
+def like_pattern(glob: str) -> str:
+    """A LIKE pattern for a namespace glob of ``*`` and ``?`` (everything else literal)."""
+    escaped = glob.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%").replace("?", "_")
+
+
+async def list_runs(
+    conn: Conn, namespace: str | None, pattern: str, after: tuple[Any, ...] | None, limit: int
+) -> list[RunInfo]:
+    where, args = ["namespace LIKE %s"], [like_pattern(pattern)]
+    if namespace is not None:
+        where.append("namespace = %s")
+        args.append(namespace)
+    if after is not None:
+        where.append("(namespace, name) > (%s, %s)")
+        args.extend(after)
+    cursor = await conn.execute(
+        "SELECT namespace, name, created, updated, snapshots FROM runs"
+        f" WHERE {' AND '.join(where)} ORDER BY namespace, name LIMIT %s",
+        (*args, limit + 1),
+    )
+    return [RunInfo(*row) for row in await cursor.fetchall()]
+
+
+async def list_snapshots(
+    conn: Conn, namespace: str, run: str, after: int, limit: int
+) -> list[tuple[int, SnapshotInfo]]:
+    cursor = await conn.execute(
+        "SELECT s.position, s.name, s.stored, k.ranks, f.digest, f.size, f.info"
+        " FROM runs r JOIN snapshots s ON s.run_id = r.id"
+        " CROSS JOIN LATERAL (SELECT array_agg(rank ORDER BY rank) AS ranks"
+        "   FROM entries WHERE snapshot_id = s.id) k"
+        " CROSS JOIN LATERAL (SELECT digest, size, info FROM entries"
+        "   WHERE snapshot_id = s.id ORDER BY rank LIMIT 1) f"
+        " WHERE r.namespace = %s AND r.name = %s AND s.position > %s"
+        " ORDER BY s.position LIMIT %s",
+        (namespace, run, after, limit + 1),
+    )
+    rows = await cursor.fetchall()
+    if not rows:
+        await _run_id(conn, namespace, run)  # NotFoundError for a missing run
+    return [
+        (position, snapshot_info(name, stored, ranks, digest, size, info))
+        for position, name, stored, ranks, digest, size, info in rows
+    ]
+
+
+async def _collect(conn: Conn, hashes: list[bytes]) -> None:
+    """Delete the blobs among ``hashes`` that no entry refers to any more."""
+    if not hashes:
+        return
+    hashes = sorted(hashes)
+    # Lock first, in hash order: puts that already refer to a blob commit before we look;
+    # puts that would refer to it later wait for us, then retry.
+    await conn.execute(
+        "SELECT 1 FROM states WHERE hash = ANY(%s) ORDER BY hash FOR UPDATE", (hashes,)
+    )
+    await conn.execute(
+        "DELETE FROM states s WHERE s.hash = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM entry_states es WHERE es.state_hash = s.hash)",
+        (hashes,),
+    )
+
+
+async def _delete_snapshots(conn: Conn, snapshot_ids: list[int]) -> tuple[int, list[bytes]]:
+    """Delete the snapshots and their entries: (entries removed, blob hashes they used)."""
+    cursor = await conn.execute(
+        "WITH gone AS (DELETE FROM entry_states WHERE entry_id IN"
+        " (SELECT id FROM entries WHERE snapshot_id = ANY(%s)) RETURNING state_hash)"
+        " SELECT DISTINCT state_hash FROM gone",
+        (snapshot_ids,),
+    )
+    hashes = [bytes(r[0]) for r in await cursor.fetchall()]
+    cursor = await conn.execute("DELETE FROM entries WHERE snapshot_id = ANY(%s)", (snapshot_ids,))
+    removed = cursor.rowcount
+    await conn.execute("DELETE FROM snapshots WHERE id = ANY(%s)", (snapshot_ids,))
+    return removed, hashes
+
+
+async def delete_snapshot(conn: Conn, namespace: str, run: str, name: str) -> int:
+    run_id = await _run_id(conn, namespace, run, lock=True)  # waits for puts in flight
+    snapshot_id = await _snapshot_id(conn, run_id, SnapshotKey(namespace, run, name))
+    removed, hashes = await _delete_snapshots(conn, [snapshot_id])
+    await conn.execute(
+        "UPDATE runs SET snapshots = snapshots - 1, updated = %s WHERE id = %s",
+        (time.time(), run_id),
+    )
+    await conn.execute("DELETE FROM runs WHERE id = %s AND snapshots = 0", (run_id,))
+    await _collect(conn, hashes)
+    return removed
+
+
+async def delete_run(conn: Conn, namespace: str, run: str) -> int:
+    run_id = await _run_id(conn, namespace, run, lock=True)
+    cursor = await conn.execute("SELECT id FROM snapshots WHERE run_id = %s", (run_id,))
+    snapshot_ids = [r[0] for r in await cursor.fetchall()]
+    _removed, hashes = await _delete_snapshots(conn, snapshot_ids)
+    await conn.execute("DELETE FROM runs WHERE id = %s", (run_id,))
+    await _collect(conn, hashes)
+    return len(snapshot_ids)
+
+
+async def count_snapshots(conn: Conn) -> int:
+    row = await _one(conn, "SELECT coalesce(sum(snapshots), 0) FROM runs")
+    return int(row[0]) if row else 0
