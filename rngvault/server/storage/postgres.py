@@ -39,7 +39,7 @@ except ImportError as exc:
 T = TypeVar("T")
 POOL_MIN = 2
 POOL_MAX = 16
-POOL_TIMEOUT = 10.0  # seconds a request waits for a connection before answering 503
+POOL_TIMEOUT = 5.0  # seconds a request waits for a connection before answering 503
 CONNECT_TIMEOUT = 10  # seconds, for libpq's connect_timeout
 ATTEMPTS = 5
 # Outcomes of a race with another transaction; running the transaction again resolves them.

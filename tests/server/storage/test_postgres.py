@@ -1,0 +1,204 @@
+"""PostgreSQL-specific guarantees: concurrent migration, deduplication and blob cleanup under
+racing deletes, commit-ordered listing, error mapping, lost connections, URLs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests._postgres import HOW_TO, PostgresServer
+
+psycopg = pytest.importorskip("psycopg", reason=f"psycopg is not installed: {HOW_TO}")
+
+import rngvault  # noqa: E402
+from rngvault._errors import StoreError  # noqa: E402
+from rngvault.server.storage import migrations, open_store  # noqa: E402
+from rngvault.server.storage.base import SnapshotKey, StoreFullError  # noqa: E402
+from rngvault.server.storage.content import prepare  # noqa: E402
+from rngvault.server.storage.postgres import (  # noqa: E402
+    PostgresStore,
+    conninfo,
+    map_error,
+    redact,
+)
+from rngvault.server.storage.postgres_sql import like_pattern  # noqa: E402
+from rngvault.server.storage.postgres_sql import put as sql_put  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+Body = Callable[..., bytes]
+TABLES = ("states", "entry_states", "entries", "snapshots", "runs")
+
+
+def k(name: str, run: str = "r", namespace: str = "ns", rank: int = 0) -> SnapshotKey:
+    return SnapshotKey(namespace, run, name, rank)
+
+
+async def put(store: PostgresStore, key: SnapshotKey, body: bytes) -> bool:
+    return (await store.put(key, body, rngvault.decode(body))).created
+
+
+async def counts(url: str) -> dict[str, int]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        found = {}
+        for table in TABLES:
+            row = await (await conn.execute(f"SELECT count(*) FROM {table}")).fetchone()
+            assert row is not None
+            found[table] = row[0]
+        return found
+
+
+@pytest.fixture
+async def pg_store(postgres_url: str) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(postgres_url)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_replicas_opening_a_fresh_database_at_once_migrate_it_exactly_once(
+    postgres: PostgresServer, make_body: Body
+) -> None:
+    expected = [(m.version, m.name) for m in migrations.load("postgresql")]
+    for _round in range(3):
+        url = postgres.create_database()
+        stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(6)))
+        try:
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                cursor = await conn.execute("SELECT version, name FROM schema_version ORDER BY 1")
+                assert await cursor.fetchall() == expected
+            body = make_body(1)
+            assert [await put(s, k("a"), body) for s in stores] == [True] + [False] * 5
+        finally:
+            for store in stores:
+                await store.close()
+            postgres.drop_database(url)
+
+
+async def test_identical_states_are_stored_once_and_deletes_remove_unreferenced_ones(
+    pg_store: PostgresStore, postgres_url: str, make_body: Body
+) -> None:
+    for i in range(10):
+        await put(pg_store, k(f"s{i}", run=f"run{i % 2}"), make_body(i, shared=3))
+    # 10 distinct "moving" states + one "fixed" + one "legacy" shared by all ten.
+    assert (await counts(postgres_url))["states"] == 12
+    await pg_store.delete_snapshot("ns", "run0", "s0")
+    assert (await counts(postgres_url))["states"] == 11
+    await pg_store.delete_run("ns", "run0")
+    await pg_store.delete_run("ns", "run1")
+    assert await counts(postgres_url) == dict.fromkeys(TABLES, 0)
+
+
+async def test_deletes_racing_puts_that_share_state_blobs_lose_nothing_and_leave_no_orphans(
+    pg_store: PostgresStore, postgres_url: str, make_body: Body
+) -> None:
+    """Run "keep" gets new snapshots while run "drop" (same shared states) is deleted one
+    snapshot at a time: every kept snapshot stays exact, and no blob is left unreferenced."""
+    for i in range(40):
+        await put(pg_store, k(f"d{i}", run="drop"), make_body(1000 + i, shared=9))
+    kept = {k(f"k{i}", run="keep"): make_body(i, shared=9) for i in range(40)}
+
+    async def writer(half: int) -> None:
+        for key, body in list(kept.items())[half::2]:
+            assert await put(pg_store, key, body)
+
+    async def deleter() -> None:
+        for i in range(40):
+            assert await pg_store.delete_snapshot("ns", "drop", f"d{i}") == 1
+
+    await asyncio.gather(writer(0), writer(1), deleter())
+    for key, body in kept.items():
+        assert await pg_store.get(key) == body
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM states s WHERE NOT EXISTS"
+            " (SELECT 1 FROM entry_states es WHERE es.state_hash = s.hash)"
+        )
+        assert await cursor.fetchone() == (0,)
+    assert [r.run for r in (await pg_store.list_runs()).items] == ["keep"]
+
+
+async def test_a_put_waits_for_the_runs_earlier_put_so_listing_follows_commit_order(
+    pg_store: PostgresStore, postgres_url: str, make_body: Body
+) -> None:
+    """A transaction that stored "first" but has not committed holds the run: a later put
+    commits after it, so a cursor taken meanwhile can never skip "first"."""
+    await put(pg_store, k("s0"), make_body(0))
+    first = make_body(1)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        async with conn.transaction():
+            await sql_put(conn, k("first"), prepare(first, rngvault.decode(first)))
+            second = asyncio.create_task(put(pg_store, k("second"), make_body(2)))
+            await asyncio.sleep(0.2)  # let the second put reach the run's lock
+            assert not second.done()
+            page = await pg_store.list_snapshots("ns", "r", limit=1)
+            assert [s.name for s in page.items] == ["s0"] and page.next_cursor is None
+        assert await second
+    listed = await pg_store.list_snapshots("ns", "r")
+    assert [s.name for s in listed.items] == ["s0", "first", "second"]
+    assert (await pg_store.list_runs()).items[0].snapshots == 3
+
+
+async def test_namespace_patterns_match_only_star_and_question_mark(
+    pg_store: PostgresStore, make_body: Body
+) -> None:
+    for namespace in ("team_a", "teamXa", "team-b", "t%m"):
+        await put(pg_store, k("s", namespace=namespace), make_body(1))
+    found = await pg_store.list_runs(pattern="team_?")
+    assert [r.namespace for r in found.items] == ["team_a"]
+    found = await pg_store.list_runs(pattern="t%*")
+    assert [r.namespace for r in found.items] == ["t%m"]
+    assert like_pattern("a_b*c?%") == "a\\_b%c_\\%"
+
+
+async def test_a_lost_connection_is_retried_and_an_unreachable_database_is_a_store_error(
+    pg_store: PostgresStore, postgres: PostgresServer, postgres_url: str, make_body: Body
+) -> None:
+    await put(pg_store, k("a"), make_body(1))
+    database = postgres_url.rsplit("/", 1)[1]
+    async with await psycopg.AsyncConnection.connect(postgres.url(), autocommit=True) as admin:
+        terminate = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> pg_backend_pid()"
+        )
+        await admin.execute(terminate, (database,))
+        assert await pg_store.get(k("a")) == make_body(1)  # the pool reconnects
+        await admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+        await admin.execute(terminate, (database,))
+        try:
+            with pytest.raises(StoreError, match="PostgreSQL is unavailable") as caught:
+                await pg_store.get(k("a"))
+            assert type(caught.value) is StoreError
+        finally:
+            await admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+    await pg_store.check()
+    assert await pg_store.get(k("a")) == make_body(1)
+
+
+def test_psycopg_errors_map_to_the_rngvault_error_tree() -> None:
+    full = map_error(psycopg.errors.DiskFull("could not extend file: No space left on device"))
+    assert isinstance(full, StoreFullError) and "nothing was written" in str(full)
+    lost = map_error(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert type(lost) is StoreError and "unavailable" in str(lost)
+    other = map_error(psycopg.errors.UndefinedTable('relation "runs" does not exist'))
+    assert type(other) is StoreError and "UndefinedTable" in str(other)
+
+
+def test_urls_are_normalised_for_libpq_and_redacted_for_messages() -> None:
+    assert conninfo("postgres://u@h/db") == "postgresql://u@h/db"
+    assert conninfo("postgresql+psycopg://u@h:5/db?sslmode=require") == (
+        "postgresql://u@h:5/db?sslmode=require"
+    )
+    assert redact("postgresql://u:s3cret@h/db") == "postgresql://u:***@h/db"
+    with pytest.raises(StoreError, match="write postgresql://user@host:5432/database") as bad:
+        conninfo("postgresql://u:s3cret@h/")
+    assert "s3cret" not in str(bad.value)
+
+
+async def test_an_unreachable_server_fails_to_open_with_the_reason_and_no_password() -> None:
+    with pytest.raises(StoreError, match="cannot open the PostgreSQL database") as caught:
+        await open_store("postgresql://u:s3cret@127.0.0.1:9/db?connect_timeout=5")
+    assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
