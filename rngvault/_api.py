@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,16 @@ from rngvault._errors import CaptureError, RestoreError, StateError
 from rngvault._names import check_generator_name
 from rngvault._report import GeneratorOutcome, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, State, values_equal
-from rngvault.families import Family, _torch, family_of, get_family, torch_cuda
+from rngvault.families import (
+    Family,
+    _torch,
+    family_of,
+    get_family,
+    numpy_legacy,
+    python,
+    torch_cpu,
+    torch_cuda,
+)
 
 Targets = Mapping[str, Any]
 
@@ -24,16 +34,21 @@ def global_targets() -> dict[str, Any]:
     CUDA devices are included only when CUDA is already initialized: capturing never
     initializes CUDA itself.
     """
-    targets: dict[str, Any] = {
-        "python.global": random._inst,
-        "numpy.global": np.random.mtrand._rand,
-    }
+    return {name: obj for name, _family, obj in _global_resolved()}
+
+
+def _global_resolved() -> list[tuple[str, Family, Any]]:
+    """``global_targets()`` with their families, which are known without looking."""
+    resolved: list[tuple[str, Family, Any]] = [
+        ("python.global", python.FAMILY, random._inst),
+        ("numpy.global", numpy_legacy.FAMILY, np.random.mtrand._rand),
+    ]
     torch = _torch.loaded()
     if torch is not None:
-        targets["torch.cpu"] = torch.default_generator
+        resolved.append(("torch.cpu", torch_cpu.FAMILY, torch.default_generator))
         for device in torch_cuda.initialized_devices():
-            targets[f"torch.cuda:{device.index}"] = device
-    return targets
+            resolved.append((f"torch.cuda:{device.index}", torch_cuda.FAMILY, device))
+    return resolved
 
 
 def _global_restore_target(name: str) -> tuple[Any, str]:
@@ -56,14 +71,30 @@ def _global_restore_target(name: str) -> tuple[Any, str]:
     return None, "no generator of that name is tracked in this process"
 
 
+# The family of objects whose type alone decides it (all but torch.Generator, whose device
+# does), so that capture() looks each type up once.
+_FAMILY_OF_TYPE: dict[type, Family] = {}
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_name(name: str) -> str:
+    return check_generator_name(name)
+
+
 def resolve(generators: Targets | None) -> list[tuple[str, Family, Any]]:
     """Check names and find each object's family once (the capture loop reuses the result)."""
     resolved = []
     for name, obj in (generators or {}).items():
-        try:
-            resolved.append((check_generator_name(name), family_of(obj), obj))
-        except CaptureError as exc:
-            raise CaptureError(f"generator {name!r}: {exc}") from None
+        _checked_name(name)
+        family = _FAMILY_OF_TYPE.get(type(obj))
+        if family is None:
+            try:
+                family = family_of(obj)
+            except CaptureError as exc:
+                raise CaptureError(f"generator {name!r}: {exc}") from None
+            if family.name not in ("torch.cpu", "torch.cuda"):
+                _FAMILY_OF_TYPE[type(obj)] = family
+        resolved.append((name, family, obj))
     return resolved
 
 
@@ -93,8 +124,10 @@ def capture(
     ``numpy.global``, ``torch.cpu`` and ``torch.cuda:N`` (for each device, once CUDA is
     initialized) when those libraries are imported.
     """
-    targets = global_targets() if include_globals else {}
-    resolved = resolve({**targets, **(generators or {})})
+    resolved = resolve(generators)
+    if include_globals:
+        given = {name for name, _family, _obj in resolved}
+        resolved = [g for g in _global_resolved() if g[0] not in given] + resolved
     return Snapshot(
         states=capture_resolved(resolved),
         metadata=metadata or Metadata(),

@@ -9,6 +9,8 @@ spawned after a restore the same as in the original process.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -46,9 +48,39 @@ def _seed_seq(bit_generator: np.random.BitGenerator) -> Fields | None:
     }
 
 
+# numpy's mt19937_state struct: uint32 key[624], then int pos, in native byte order.
+_MT_STRUCT_BYTES = 624 * 4 + 4
+_mt_struct_matches: bool | None = None  # None until compared with .state once
+
+
+def _mt19937_state(bit_generator: np.random.MT19937) -> Fields:
+    """MT19937's ``.state`` copies the key one element at a time (~30 µs); the same fields
+    read from the state struct through numpy's ctypes interface take ~2 µs. The first read
+    in a process is compared with ``.state``; if numpy's layout ever differs, ``.state``
+    is used from then on."""
+    global _mt_struct_matches
+    if _mt_struct_matches is False:
+        return dict(bit_generator.state)
+    raw = ctypes.string_at(bit_generator.ctypes.state_address, _MT_STRUCT_BYTES)
+    key = np.frombuffer(raw, dtype=np.uint32, count=624).copy()
+    pos = int.from_bytes(raw[624 * 4 :], sys.byteorder, signed=True)
+    fields: Fields = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
+    if _mt_struct_matches is None:
+        slow = bit_generator.state
+        _mt_struct_matches = slow["state"]["pos"] == pos and bool(
+            np.array_equal(slow["state"]["key"], key)
+        )
+        if not _mt_struct_matches:
+            return dict(slow)
+    return fields
+
+
 def capture(obj: Any) -> Fields:
     bit_generator = _bit_generator(obj)
-    fields: Fields = dict(bit_generator.state)  # .state is fresh on every call: cheap copy
+    if type(bit_generator) is np.random.MT19937:
+        fields = _mt19937_state(bit_generator)
+    else:
+        fields = dict(bit_generator.state)  # .state is fresh on every call: cheap copy
     fields["seed_seq"] = _seed_seq(bit_generator)
     return fields
 
