@@ -68,12 +68,20 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot encode a {type(value).__name__} in a snapshot")
 
 
+# Values _canon passes through unchanged, recognised by exact type before the (slower)
+# Mapping check.
+_LEAVES = frozenset({str, bytes, float, bool, type(None), np.ndarray})
+
+
 def _canon(value: Any, deep: bool) -> Any:
     """Sort map keys and wrap big ints; sequences are walked only in the ``deep`` pass."""
-    if type(value) is dict or isinstance(value, Mapping):
-        return {k: _canon(value[k], deep) for k in sorted(value)}
-    if type(value) is int:
+    kind = type(value)
+    if kind in _LEAVES:
+        return value
+    if kind is int:
         return value if _INT_MIN <= value <= _INT_MAX else _bigint(value)
+    if kind is dict or isinstance(value, Mapping):
+        return {k: _canon(value[k], deep) for k in sorted(value)}
     if deep and isinstance(value, (tuple, list)):
         return [_canon(v, deep) for v in value]
     return value
