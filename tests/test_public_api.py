@@ -1,0 +1,72 @@
+"""rngvault/__init__.py: one sorted ``__all__``, every name importable and documented."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import types
+from pathlib import Path
+
+import rngvault
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def isort_key(name: str) -> tuple[int, str]:
+    """CONSTANTS, then Classes, then functions and the rest (ruff's RUF022 order)."""
+    if name.isupper():
+        return 0, name
+    return (1 if name[0].isupper() else 2), name
+
+
+def test_all_is_sorted_without_duplicates():
+    """__all__ is sorted (constants, classes, then the rest) and lists each name once."""
+    assert rngvault.__all__ == sorted(rngvault.__all__, key=isort_key)
+    assert len(set(rngvault.__all__)) == len(rngvault.__all__)
+
+
+def test_every_name_in_all_is_importable():
+    """``from rngvault import *`` gives exactly the names of __all__."""
+    namespace: dict[str, object] = {}
+    exec("from rngvault import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(rngvault.__all__)
+
+
+def test_every_public_attribute_is_in_all():
+    """Nothing public is left out of __all__ (subpackages aside)."""
+    public = {
+        name
+        for name, value in vars(rngvault).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    assert public <= set(rngvault.__all__)
+
+
+def test_every_class_and_function_has_its_own_docstring():
+    """Each public class, function and module has a docstring of its own."""
+    for name in rngvault.__all__:
+        obj = getattr(rngvault, name)
+        if inspect.isclass(obj):
+            assert (vars(obj).get("__doc__") or "").strip(), name
+            assert obj.__module__.startswith("rngvault"), name
+        elif inspect.isfunction(obj) or inspect.ismodule(obj):
+            assert (obj.__doc__ or "").strip(), name
+
+
+def test_every_constant_is_documented():
+    """Public constants are explained in the docs."""
+    docs = "\n".join(p.read_text() for p in [ROOT / "README.md", *ROOT.glob("docs/*.md")])
+    for name in rngvault.__all__:
+        obj = getattr(rngvault, name)
+        if not (inspect.isclass(obj) or callable(obj) or inspect.ismodule(obj)):
+            if name == "__version__":
+                continue
+            assert name in docs, f"{name} is not mentioned in README.md or docs/"
+
+
+def test_version_matches_the_project():
+    """rngvault.__version__ is the version in pyproject.toml."""
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
+    assert match is not None
+    assert rngvault.__version__ == match.group(1)
