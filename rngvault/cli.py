@@ -53,7 +53,11 @@ def add_serve(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the HTTP snapshot store", description=cmd_serve.__doc__)
     p.add_argument("--host", help="address to listen on (RNGVAULT_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port (RNGVAULT_PORT, default 8000)")
-    p.add_argument("--db", help="database URL, sqlite:///path (RNGVAULT_DB, default: data dir)")
+    p.add_argument(
+        "--db",
+        help="database URL, sqlite:///path or postgresql://user@host/db (RNGVAULT_DB, "
+        "default: data dir)",
+    )
     p.add_argument("--tokens", help="tokens file (RNGVAULT_TOKENS, default: data dir)")
     p.add_argument("--max-body", help="largest request body, e.g. 16MiB (RNGVAULT_MAX_BODY)")
     p.add_argument(
@@ -88,7 +92,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     mode = "tokens " + str(settings.tokens) if not app.state.auth.open else "open, no tokens"
-    logging.getLogger("rngvault.server").info("database %s; %s", settings.db, mode)
+    from rngvault.server.storage import redact
+
+    logging.getLogger("rngvault.server").info("database %s; %s", redact(settings.db), mode)
     uvicorn.run(
         app,
         host=settings.host,

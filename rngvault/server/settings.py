@@ -73,7 +73,7 @@ class Settings:
     Attributes:
         host: the address to listen on.
         port: the TCP port.
-        db: the database URL (``sqlite:///path``, later ``postgresql://...``).
+        db: the database URL (``sqlite:///path`` or ``postgresql://user@host/db``).
         tokens: the tokens file; when it does not exist the server runs without tokens,
             which it allows only on a loopback host (or with ``insecure_open``).
         tokens_required: the tokens file was named explicitly, so it must exist.

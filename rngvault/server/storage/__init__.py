@@ -9,6 +9,7 @@ installed costs nothing until it is used (and then raises ``MissingExtraError``)
 from __future__ import annotations
 
 import importlib
+from urllib.parse import urlsplit, urlunsplit
 
 from rngvault._errors import StoreError
 from rngvault.server.storage.base import Store
@@ -24,6 +25,15 @@ BACKENDS = {
 def scheme_of(url: str) -> str:
     """The URL's scheme; a plain file path is SQLite."""
     return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else "sqlite"
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url) if "://" in url else None
+    if parts is None or parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit((parts.scheme, netloc, *parts[2:]))
 
 
 async def open_store(url: str) -> Store:

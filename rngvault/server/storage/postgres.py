@@ -15,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from rngvault._errors import MissingExtraError, StoreError
 from rngvault._snapshot import Snapshot
+from rngvault.server.storage import redact
 from rngvault.server.storage.base import (
     Page,
     RunInfo,
@@ -68,15 +69,6 @@ def conninfo(url: str) -> str:
             f"invalid PostgreSQL URL {redact(url)!r}: write postgresql://user@host:5432/database"
         )
     return urlunsplit(("postgresql", *parts[1:]))
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, *parts[2:]))
 
 
 def _cannot_open(url: str, exc: psycopg.Error) -> StoreError:

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from rngvault._errors import StoreError
-from rngvault.server.storage import open_store, scheme_of
+from rngvault.server.storage import open_store, redact, scheme_of
 
 pytestmark = pytest.mark.anyio
 
@@ -20,6 +20,13 @@ def test_schemes_select_backends_and_a_plain_path_is_sqlite() -> None:
     assert scheme_of("postgresql+psycopg://u@h/db") == "postgresql"
     assert scheme_of("postgres://u@h/db") == "postgres"
     assert scheme_of("/var/lib/rngvault.db") == "sqlite"
+
+
+def test_urls_in_messages_and_logs_lose_their_password() -> None:
+    assert redact("postgresql://u:s3cret@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact("sqlite:///var/a.db") == "sqlite:///var/a.db"
+    assert redact("/var/a.db") == "/var/a.db"
 
 
 async def test_an_unknown_scheme_lists_the_supported_ones() -> None:

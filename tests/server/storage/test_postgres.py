@@ -17,12 +17,7 @@ from rngvault._errors import StoreError  # noqa: E402
 from rngvault.server.storage import migrations, open_store  # noqa: E402
 from rngvault.server.storage.base import SnapshotKey, StoreFullError  # noqa: E402
 from rngvault.server.storage.content import prepare  # noqa: E402
-from rngvault.server.storage.postgres import (  # noqa: E402
-    PostgresStore,
-    conninfo,
-    map_error,
-    redact,
-)
+from rngvault.server.storage.postgres import PostgresStore, conninfo, map_error  # noqa: E402
 from rngvault.server.storage.postgres_sql import like_pattern  # noqa: E402
 from rngvault.server.storage.postgres_sql import put as sql_put  # noqa: E402
 
@@ -187,12 +182,11 @@ def test_psycopg_errors_map_to_the_rngvault_error_tree() -> None:
     assert type(other) is StoreError and "UndefinedTable" in str(other)
 
 
-def test_urls_are_normalised_for_libpq_and_redacted_for_messages() -> None:
+def test_urls_are_normalised_for_libpq_and_bad_ones_are_refused_without_the_password() -> None:
     assert conninfo("postgres://u@h/db") == "postgresql://u@h/db"
     assert conninfo("postgresql+psycopg://u@h:5/db?sslmode=require") == (
         "postgresql://u@h:5/db?sslmode=require"
     )
-    assert redact("postgresql://u:s3cret@h/db") == "postgresql://u:***@h/db"
     with pytest.raises(StoreError, match="write postgresql://user@host:5432/database") as bad:
         conninfo("postgresql://u:s3cret@h/")
     assert "s3cret" not in str(bad.value)
