@@ -32,11 +32,12 @@ def values_equal(a: Any, b: Any) -> bool:
             and all(values_equal(a[k], b[k]) for k in a)
         )
     if isinstance(a, (tuple, list)):
-        return (
-            isinstance(b, (tuple, list))
-            and len(a) == len(b)
-            and all(values_equal(x, y) for x, y in zip(a, b, strict=True))
-        )
+        if not isinstance(b, (tuple, list)) or len(a) != len(b):
+            return False
+        # Sequences of plain ints (MT keys, 624 words) compare at C speed.
+        if set(map(type, a)) == {int} == set(map(type, b)):
+            return tuple(a) == tuple(b)
+        return all(values_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, (bytes, bytearray)) or isinstance(b, (bytes, bytearray)):
         return isinstance(b, (bytes, bytearray)) and isinstance(a, (bytes, bytearray)) and a == b
     if isinstance(a, float) and isinstance(b, float):
