@@ -110,9 +110,15 @@ class PostgresStore:
             raise _cannot_open(url, exc) from None
         return cls(url, pool)
 
-    async def _run(self, fn: Callable[[sql.Conn], Awaitable[T]], *, transaction: bool) -> T:
-        """``fn(connection)``, in a transaction when asked; races and a connection that
-        broke (the database restarted) are retried, up to ``ATTEMPTS`` runs."""
+    async def _run(
+        self,
+        fn: Callable[[sql.Conn], Awaitable[T]],
+        *,
+        transaction: bool,
+        pipeline: bool = False,
+    ) -> T:
+        """``fn(connection)``, in a transaction and in pipeline mode when asked; races and a
+        connection that broke (the database restarted) are retried, up to ``ATTEMPTS`` runs."""
         error: Exception | None = None
         for _attempt in range(ATTEMPTS):
             conn = None
@@ -120,7 +126,10 @@ class PostgresStore:
                 async with self._pool.connection() as conn:
                     if not transaction:
                         return await fn(conn)
-                    async with conn.transaction():
+                    if not pipeline:
+                        async with conn.transaction():
+                            return await fn(conn)
+                    async with conn.pipeline(), conn.transaction():
                         return await fn(conn)
             except RETRY as exc:
                 error = exc
@@ -138,7 +147,9 @@ class PostgresStore:
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
         try:
-            return await self._run(lambda conn: sql.put(conn, key, prepared), transaction=True)
+            return await self._run(
+                lambda conn: sql.put(conn, key, prepared), transaction=True, pipeline=True
+            )
         except sql.Unchanged as same:
             return same.stored
 

@@ -76,81 +76,79 @@ def _outcome(key: SnapshotKey, prepared: Prepared, stored_sha256: bytes) -> Stor
 
 
 async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
-    found = await _one(
-        conn,
+    """Store one rank's snapshot. The store runs this in pipeline mode: statements whose
+    results are not read yet travel together, so a put costs three round trips."""
+    found_query = await conn.execute(
         "SELECT r.id, s.id, e.body_sha256 FROM runs r"
         " LEFT JOIN snapshots s ON s.run_id = r.id AND s.name = %s"
         " LEFT JOIN entries e ON e.snapshot_id = s.id AND e.rank = %s"
         " WHERE r.namespace = %s AND r.name = %s",
         (key.name, key.rank, key.namespace, key.run),
     )
-    if found is not None and found[2] is not None:
-        return _outcome(key, prepared, found[2])  # a retry: nothing to write
-    now = time.time()
     hashes = sorted(prepared.blobs)  # one order for every writer: no lock cycles
-    if hashes:
+    if hashes:  # sent before the answer above: a retry finds them all there already
         await conn.execute(
-            "INSERT INTO states (hash, data) SELECT * FROM unnest(%s::bytea[], %s::bytea[])"
+            "INSERT INTO states (hash, data) SELECT * FROM unnest(%b::bytea[], %b::bytea[])"
             " ON CONFLICT (hash) DO NOTHING",
             (hashes, [prepared.blobs[h] for h in hashes]),
         )
+    found = await found_query.fetchone()
+    if found is not None and found[2] is not None:
+        return _outcome(key, prepared, found[2])  # a retry: nothing new was written
+    now = time.time()
     run_id = found[0] if found else await _create_run(conn, key, now)
-    snapshot_id = found[1] if found else None
-    created_snapshot = False
-    if snapshot_id is None:
-        row = await _one(
+    entry_values = (
+        key.rank,
+        prepared.body_sha256,
+        prepared.digest,
+        prepared.size,
+        prepared.envelope,
+        prepared.info,
+    )
+    existing = found[1] if found else None
+    if existing is None:
+        entry = await _one(
             conn,
-            "INSERT INTO snapshots (run_id, name, stored) VALUES (%s, %s, %s)"
-            " ON CONFLICT (run_id, name) DO NOTHING RETURNING id",
-            (run_id, key.name, now),
+            "WITH s AS (INSERT INTO snapshots (run_id, name, stored) VALUES (%s, %s, %s)"
+            "  ON CONFLICT (run_id, name) DO NOTHING RETURNING id)"
+            " INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
+            " SELECT id, %s, %b, %s, %s, %b, %s FROM s RETURNING id, snapshot_id",
+            (run_id, key.name, now, *entry_values),
         )
-        created_snapshot = row is not None
-        if row is None:  # a concurrent put stored this name first (it has committed)
+        if entry is None:  # a concurrent put stored this name first and has committed
+            raise Retry
+    else:
+        entry = await _one(
+            conn,
+            "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
+            " VALUES (%s, %s, %b, %s, %s, %b, %s) ON CONFLICT (snapshot_id, rank) DO NOTHING"
+            " RETURNING id, snapshot_id",
+            (existing, *entry_values),
+        )
+        if entry is None:  # a concurrent put stored this rank first
             row = await _one(
                 conn,
-                "SELECT id FROM snapshots WHERE run_id = %s AND name = %s",
-                (run_id, key.name),
+                "SELECT body_sha256 FROM entries WHERE snapshot_id = %s AND rank = %s",
+                (existing, key.rank),
             )
             if row is None:
                 raise Retry
-        snapshot_id = row[0]
-    entry = await _one(
-        conn,
-        "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (snapshot_id, rank) DO NOTHING"
-        " RETURNING id",
-        (
-            snapshot_id,
-            key.rank,
-            prepared.body_sha256,
-            prepared.digest,
-            prepared.size,
-            prepared.envelope,
-            prepared.info,
-        ),
-    )
-    if entry is None:  # a concurrent put stored this rank first
-        row = await _one(
-            conn,
-            "SELECT body_sha256 FROM entries WHERE snapshot_id = %s AND rank = %s",
-            (snapshot_id, key.rank),
-        )
-        if row is None:
-            raise Retry
-        raise Unchanged(_outcome(key, prepared, row[0]))
+            raise Unchanged(_outcome(key, prepared, row[0]))
+    entry_id, snapshot_id = entry
     if prepared.holes:
         await conn.execute(
             "INSERT INTO entry_states (entry_id, position, at, state_hash)"
-            " SELECT %s, u.* FROM unnest(%s::int[], %s::int[], %s::bytea[]) AS u(p, a, h)"
+            " SELECT %s, u.* FROM unnest(%s::int[], %s::int[], %b::bytea[]) AS u(p, a, h)"
             " ORDER BY u.h",
             (
-                entry[0],
+                entry_id,
                 list(range(len(prepared.holes))),
                 [at for at, _h in prepared.holes],
                 [h for _at, h in prepared.holes],
             ),
         )
-    if created_snapshot:
+    # Last, and sent with the commit: the run's row stays locked only until the commit.
+    if existing is None:
         await conn.execute(
             "WITH r AS (UPDATE runs SET snapshots = snapshots + 1, positions = positions + 1,"
             " updated = %s WHERE id = %s RETURNING positions)"
