@@ -45,8 +45,10 @@ class Retry(Exception):
     """A concurrent delete removed a row this transaction relied on: run it again."""
 
 
-async def _one(conn: Conn, query: str, args: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
-    cursor = await conn.execute(query, args)
+async def _one(
+    conn: Conn, query: str, args: tuple[Any, ...] = (), *, binary: bool = False
+) -> tuple[Any, ...] | None:
+    cursor = await conn.execute(query, args, binary=binary)
     return await cursor.fetchone()
 
 
@@ -210,6 +212,7 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
         "   WHERE es.entry_id = e.id) h"
         " WHERE r.namespace = %s AND r.name = %s AND s.name = %s AND e.rank = %s",
         (key.namespace, key.run, key.name, key.rank),
+        binary=True,  # bytes as they are stored, not as hex text
     )
     if row is None:
         snapshot_id = await _snapshot_id(conn, await _run_id(conn, key.namespace, key.run), key)
