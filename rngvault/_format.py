@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgpack
@@ -95,21 +95,25 @@ def _canon(value: Any, deep: bool) -> Any:
     return value
 
 
-def _pack(value: Any) -> bytes:
+def _canon_states(states: Mapping[str, State], deep: bool) -> dict[str, Any]:
+    """The states map in canonical form, built directly ("family" sorts before "fields")."""
+    return {
+        name: {"family": states[name].family, "fields": _canon(states[name].fields, deep)}
+        for name in sorted(states)
+    }
+
+
+def _pack(value: Any, canon: Callable[[Any, bool], Any] = _canon) -> bytes:
     try:
-        return msgpack.packb(_canon(value, False), default=_default, use_bin_type=True)
+        return msgpack.packb(canon(value, False), default=_default, use_bin_type=True)
     except OverflowError:  # a big int inside a sequence: walk the sequences too
-        return msgpack.packb(_canon(value, True), default=_default, use_bin_type=True)
-
-
-def _states_map(states: Mapping[str, State]) -> dict[str, Any]:
-    return {name: {"family": s.family, "fields": s.fields} for name, s in states.items()}
+        return msgpack.packb(canon(value, True), default=_default, use_bin_type=True)
 
 
 def encode_states(states: Mapping[str, State]) -> bytes:
     """The canonical encoding of a states map (what the digest covers)."""
     try:
-        return _pack(_states_map(states))
+        return _pack(states, _canon_states)
     except (TypeError, ValueError) as exc:
         raise StateError(f"cannot encode the states: {exc}") from exc
 

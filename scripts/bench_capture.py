@@ -21,6 +21,7 @@ in blocks of consecutive calls, the blocks of all steps interleaved in random or
 from __future__ import annotations
 
 import argparse
+import gc
 import platform
 import random
 import statistics
@@ -45,6 +46,7 @@ def interleaved_medians(
     The calls run in blocks of ``block`` consecutive calls of one step, the steps' blocks in
     a new random order each round: every step is timed warm (as timeit does), while all
     share the machine's load over the whole run and none always follows the same other.
+    The garbage collector runs between blocks, not inside them.
     """
     samples: dict[str, list[int]] = {name: [] for name in steps}
     order = list(steps.items())
@@ -54,14 +56,19 @@ def interleaved_medians(
         for _name, fn in order:
             for _ in range(block):
                 fn()
-    for _ in range(max(repeat // block, 1)):
-        shuffle(order)
-        for name, fn in order:
-            record = samples[name].append
-            for _ in range(block):
-                start = clock()
-                fn()
-                record(clock() - start)
+    gc.disable()  # as timeit does: a collection set off by one step must not land in another
+    try:
+        for _ in range(max(repeat // block, 1)):
+            shuffle(order)
+            for name, fn in order:
+                record = samples[name].append
+                for _ in range(block):
+                    start = clock()
+                    fn()
+                    record(clock() - start)
+                gc.collect(0)
+    finally:
+        gc.enable()
     return {name: statistics.median(values) / 1000 for name, values in samples.items()}
 
 
