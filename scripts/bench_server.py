@@ -6,12 +6,16 @@
   uvicorn's access log off (the stack's ceiling);
 - GET latency p50 and p99 (exact bytes, one client);
 - bytes on disk per snapshot against the encoded size, for a run of 1,000 snapshots where
-  only some generators move.
+  only some generators move;
+- with ``--postgres``: ingest at concurrency 8 and 32 on PostgreSQL with one server and
+  with two replicas on one database (writers spread over both), against SQLite with one
+  server, measured in turns, as ratios. It starts a throwaway PostgreSQL server of its own
+  (tests/_postgres.py), so it needs PostgreSQL's binaries and ``rngvault[postgres]``.
 
 The load comes from a minimal asyncio HTTP/1.1 client (keep-alive, one connection per
 concurrent writer), so the client costs little next to the servers it measures.
 
-    python scripts/bench_server.py [--seconds 4] [--json]
+    python scripts/bench_server.py [--seconds 4] [--json] [--postgres]
 """
 
 from __future__ import annotations
@@ -134,14 +138,17 @@ def _put_head(port: int, path: str, size: int) -> bytes:
 
 
 async def ingest(
-    port: int, bodies: list[bytes], concurrency: int, seconds: float, tag: str
+    port: int | list[int], bodies: list[bytes], concurrency: int, seconds: float, tag: str
 ) -> float:
-    """Snapshots per second over ``seconds`` with ``concurrency`` writers."""
+    """Snapshots per second over ``seconds`` with ``concurrency`` writers (taking turns over
+    the servers when ``port`` lists several)."""
+    ports = port if isinstance(port, list) else [port]
     stop = time.perf_counter() + seconds
     done = 0
 
     async def writer_task(index: int) -> None:
         nonlocal done
+        port = ports[index % len(ports)]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         n = 0
         while time.perf_counter() < stop:
@@ -176,10 +183,60 @@ async def get_latency(port: int, run: str, names: list[str]) -> tuple[float, flo
     return statistics.median(times), times[int(len(times) * 0.99)]
 
 
+POSTGRES_SETUPS = ("sqlite_1", "postgres_1", "postgres_2")
+
+
+def postgres_ingest(bodies: list[bytes], seconds: float) -> dict[str, dict[str, float]]:
+    """Ingest on SQLite with one server, PostgreSQL with one, PostgreSQL with two replicas
+    on one database, in turns at each concurrency; ratios against SQLite."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests._postgres import PostgresServer, unavailable
+
+    reason = unavailable()
+    if reason is not None:
+        raise SystemExit(f"--postgres: {reason}")
+    database = PostgresServer().start()
+    servers: list[Server] = []
+    results: dict[str, dict[str, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+
+            def serve(db: str) -> int:
+                argv = [sys.executable, "-m", "rngvault", "serve", "--db", db, "--port"]
+                servers.append(Server(argv, env={"RNGVAULT_HOME": tmp}))
+                return servers[-1].port
+
+            shared = database.create_database()
+            setups = {
+                "sqlite_1": [serve(f"sqlite:///{Path(tmp) / 'bench.db'}")],
+                "postgres_1": [serve(database.create_database())],
+                "postgres_2": [serve(shared), serve(shared)],
+            }
+            for concurrency in (8, 32):
+                rate = {
+                    name: asyncio.run(ingest(ports, bodies, concurrency, seconds, name))
+                    for name, ports in setups.items()
+                }
+                row: dict[str, float] = {name: round(rate[name]) for name in POSTGRES_SETUPS}
+                for name in POSTGRES_SETUPS[1:]:
+                    row[f"{name}_ratio"] = round(rate[name] / rate["sqlite_1"], 2)
+                results[f"ingest_c{concurrency}"] = row
+    finally:
+        for server in servers:
+            server.stop()
+        database.stop()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per ingest measurement")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="also PostgreSQL, one server and two replicas, against SQLite (see above)",
+    )
     args = parser.parse_args()
     bodies = training_snapshots(1000)
     results: dict[str, object] = {
@@ -238,6 +295,8 @@ def main() -> int:
             "encoded_bytes_per_snapshot": round(statistics.mean(map(len, bodies))),
             "stored_bytes_per_snapshot": round((run_bytes + sum(distinct.values())) / len(bodies)),
         }
+    if args.postgres:
+        results["postgres"] = postgres_ingest(bodies, args.seconds)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -258,6 +317,15 @@ def main() -> int:
         f"disk: {disk['stored_bytes_per_snapshot']} bytes stored per snapshot for "
         f"{disk['encoded_bytes_per_snapshot']} encoded"
     )
+    if args.postgres:
+        print("| concurrency | SQLite, 1 server | PostgreSQL, 1 server | PostgreSQL, 2 replicas |")
+        print("|---|---|---|---|")
+        for level, row in results["postgres"].items():  # type: ignore[attr-defined]
+            print(
+                f"| {level.removeprefix('ingest_c')} | {row['sqlite_1']} "
+                f"| {row['postgres_1']} ({row['postgres_1_ratio']}) "
+                f"| {row['postgres_2']} ({row['postgres_2_ratio']}) |"
+            )
     return 0
 
 
