@@ -129,13 +129,16 @@ def restore_elsewhere(tmp_path: Path) -> Callable[..., dict[str, Any]]:
     return run
 
 
+Replayed = tuple[rngvault.Snapshot, dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
 def _replay(
     generators: Mapping[str, Any],
     draws: Mapping[str, str],
     namespace: Mapping[str, Any],
     *,
     include_globals: bool = False,
-) -> tuple[rngvault.Snapshot, dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> Replayed:
     """Capture; then for each draw: draw, restore, draw again, draw once more, restore.
 
     Returns the snapshot and three dicts of JSON values: ``first`` (what followed the
@@ -156,9 +159,7 @@ def _replay(
 
 
 @pytest.fixture
-def replay() -> Callable[
-    ..., tuple[rngvault.Snapshot, dict[str, Any], dict[str, Any], dict[str, Any]]
-]:
+def replay() -> Callable[..., Replayed]:
     """Capture, draw, restore and draw again, for each of a table of draws (see ``_replay``)."""
     return _replay
 
