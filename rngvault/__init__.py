@@ -13,6 +13,7 @@ from rngvault._errors import (
     ConflictError,
     DecodeError,
     DivergenceError,
+    EncodeError,
     InvalidNameError,
     MissingExtraError,
     NotFoundError,
@@ -28,6 +29,7 @@ from rngvault._seeding import ReproducibilityWarning, per_worker, seed_everythin
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
 from rngvault._vault import DivergenceWarning, Vault, fetch
 from rngvault._writer import StoreWarning
+from rngvault.families.dataloader import LateRestoreWarning
 from rngvault.stores import LocalStore, SnapshotInfo, Store, open_store
 
 __version__ = "0.1.0"
@@ -42,10 +44,12 @@ __all__ = [
     "DivergenceError",
     "DivergenceReport",
     "DivergenceWarning",
+    "EncodeError",
     "EnvironmentDifference",
     "GeneratorDiff",
     "GeneratorOutcome",
     "InvalidNameError",
+    "LateRestoreWarning",
     "LocalStore",
     "Metadata",
     "MissingExtraError",

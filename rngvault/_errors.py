@@ -8,6 +8,7 @@ Every exception rngvault raises on purpose derives from ``RngVaultError``::
     ├── StateError            a generator state is invalid (names generator, field and value)
     ├── RestoreError          a restore was refused; no generator was touched
     │   └── DivergenceError   a reproduction drifted from its reference run
+    ├── EncodeError           a snapshot holds a value the format cannot encode
     ├── DecodeError           bytes are not a valid rngvault snapshot
     ├── StoreError            a store could not keep or return a snapshot
     │   ├── NotFoundError     no such run or snapshot
@@ -29,6 +30,7 @@ __all__ = [
     "ConflictError",
     "DecodeError",
     "DivergenceError",
+    "EncodeError",
     "InvalidNameError",
     "MissingExtraError",
     "NotFoundError",
@@ -103,6 +105,10 @@ class DivergenceError(RestoreError):
     def __init__(self, message: str, report: Any = None) -> None:
         super().__init__(message)
         self.report = report
+
+
+class EncodeError(RngVaultError, ValueError):
+    """A snapshot holds a value the format cannot encode (metadata, environment, probes)."""
 
 
 class DecodeError(RngVaultError, ValueError):

@@ -28,7 +28,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from rngvault._errors import DecodeError, StateError
+from rngvault._errors import DecodeError, EncodeError, StateError
 from rngvault._names import _GENERATOR_NAME, GENERATOR_NAME_RULE
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, State
 
@@ -132,16 +132,21 @@ def encode(snapshot: Snapshot) -> bytes:
     packer = msgpack.Packer(default=_default, use_bin_type=True)
     pack = packer.pack
     # Each top-level value encoded on its own; plain ones need no canonical walk.
-    values = {
-        "created": pack(float(snapshot.created)),
-        "digest": pack(digest),
-        "environment": _pack(snapshot.environment),
-        "format": pack(FORMAT_TAG),
-        "metadata": _pack(snapshot.metadata.to_dict()),
-        "probes": _pack(snapshot.probes),
-        "states": states,
-        "version": pack(FORMAT_VERSION),
-    }
+    try:
+        values = {
+            "created": pack(float(snapshot.created)),
+            "digest": pack(digest),
+            "environment": _pack(snapshot.environment),
+            "format": pack(FORMAT_TAG),
+            "metadata": _pack(snapshot.metadata.to_dict()),
+            "probes": _pack(snapshot.probes),
+            "states": states,
+            "version": pack(FORMAT_VERSION),
+        }
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise EncodeError(
+            f"cannot encode the snapshot's metadata, environment or probes: {exc}"
+        ) from exc
     parts = [packer.pack_map_header(len(values))]
     for key in sorted(values):
         parts += (pack(key), values[key])

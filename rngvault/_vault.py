@@ -8,11 +8,19 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
+import numpy as np
+
 from rngvault import _environment, _probes, _ranks
 from rngvault._api import global_targets, resolve
 from rngvault._api import restore as restore_states
 from rngvault._divergence import DivergenceReport, compare_snapshots
-from rngvault._errors import DivergenceError, NotFoundError, RestoreError, StoreError
+from rngvault._errors import (
+    DivergenceError,
+    EncodeError,
+    NotFoundError,
+    RestoreError,
+    StoreError,
+)
 from rngvault._format import decode, encode
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import RestoreReport
@@ -28,6 +36,42 @@ class DivergenceWarning(UserWarning):
 
 def _check_run(run: str) -> str:
     return "/".join(split_run(run))
+
+
+def _int_or_none(what: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, np.integer):
+        return int(value)
+    if type(value) is not int:
+        raise EncodeError(f"{what} must be an int or None, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _tags(tags: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(tags, str):
+        raise EncodeError(f"tags must be a list of strings, not the string {tags!r}")
+    out = tuple(tags)
+    for tag in out:
+        if not isinstance(tag, str):
+            raise EncodeError(f"tags must be strings; got {type(tag).__name__} {tag!r}")
+    return out
+
+
+def _metrics(metrics: Mapping[str, Any] | None) -> dict[str, int | float | str | bool]:
+    """Small scalar metrics; numpy and torch scalars become plain Python values."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in (metrics or {}).items():
+        if not isinstance(key, str):
+            raise EncodeError(f"metric names must be strings; got {key!r}")
+        if not isinstance(value, (int, float, str, bool)) and hasattr(value, "item"):
+            value = value.item()  # numpy scalars, one-element tensors
+        if not isinstance(value, (int, float, str, bool)):
+            raise EncodeError(
+                f"metric {key!r} must be an int, float, str or bool, not {type(value).__name__}"
+            )
+        out[key] = value
+    return out
 
 
 class Vault:
@@ -148,10 +192,10 @@ class Vault:
             metadata = self._metadata
         else:
             metadata = Metadata(
-                step=step,
-                epoch=epoch,
-                tags=tuple(tags),
-                metrics=dict(metrics) if metrics else {},
+                step=_int_or_none("step", step),
+                epoch=_int_or_none("epoch", epoch),
+                tags=_tags(tags),
+                metrics=_metrics(metrics),
                 rank=self.rank,
                 world_size=self.world_size,
             )

@@ -419,3 +419,22 @@ def test_vault_diff_reports_draw_distance(tmp_path: Path) -> None:
     vault.flush()
     report = vault.diff("a", "b")
     assert report["augment"].status == "advanced" and report["augment"].distance == 25
+
+
+def test_metadata_is_checked_at_the_call(tmp_path: Path) -> None:
+    """Metrics of other types than int/float/str/bool, or a non-int step, fail at
+    snapshot(); numpy and torch scalars are accepted as plain values."""
+    vault = Vault(tmp_path, run="alice/exp", on_error="raise", track_globals=False)
+    vault.track(np.random.default_rng(0), "g")
+    snap = vault.snapshot(
+        "ok", step=np.int64(3), metrics={"loss": np.float32(0.5), "acc": torch.tensor(0.25)}
+    )
+    assert snap.metadata.step == 3 and snap.metadata.metrics == {"loss": 0.5, "acc": 0.25}
+    with pytest.raises(rngvault.EncodeError, match="metric 'bad' must be"):
+        vault.snapshot("x", metrics={"bad": [1, 2]})
+    with pytest.raises(rngvault.EncodeError, match="step must be an int"):
+        vault.snapshot("x", step=1.5)  # type: ignore[arg-type]
+    with pytest.raises(rngvault.EncodeError, match="tags must be a list"):
+        vault.snapshot("x", tags="warmup")
+    vault.flush()
+    assert [i.name for i in vault.snapshots()] == ["ok"]
