@@ -7,10 +7,11 @@
 - GET latency p50 and p99 (exact bytes, one client);
 - bytes on disk per snapshot against the encoded size, for a run of 1,000 snapshots where
   only some generators move;
-- with ``--postgres``: ingest at concurrency 8 and 32 on PostgreSQL with one server and
-  with two replicas on one database (writers spread over both), against SQLite with one
-  server, measured in turns, as ratios. It starts a throwaway PostgreSQL server of its own
-  (tests/_postgres.py), so it needs PostgreSQL's binaries and ``rngvault[postgres]``.
+- with ``--postgres``: ingest at concurrency 8 and 32, all writers in one run or each in
+  its own, on PostgreSQL with one server and with two replicas on one database (writers
+  spread over both), against SQLite with one server, measured in turns, as ratios. It
+  starts a throwaway PostgreSQL server of its own (tests/_postgres.py), so it needs
+  PostgreSQL's binaries and ``rngvault[postgres]``.
 
 The load comes from a minimal asyncio HTTP/1.1 client (keep-alive, one connection per
 concurrent writer), so the client costs little next to the servers it measures.
@@ -138,10 +139,15 @@ def _put_head(port: int, path: str, size: int) -> bytes:
 
 
 async def ingest(
-    port: int | list[int], bodies: list[bytes], concurrency: int, seconds: float, tag: str
+    port: int | list[int],
+    bodies: list[bytes],
+    concurrency: int,
+    seconds: float,
+    tag: str,
+    runs: int = 1,
 ) -> float:
     """Snapshots per second over ``seconds`` with ``concurrency`` writers (taking turns over
-    the servers when ``port`` lists several)."""
+    the servers when ``port`` lists several), writing into ``runs`` runs."""
     ports = port if isinstance(port, list) else [port]
     stop = time.perf_counter() + seconds
     done = 0
@@ -153,7 +159,7 @@ async def ingest(
         n = 0
         while time.perf_counter() < stop:
             body = bodies[(index * 7919 + n) % len(bodies)]
-            path = f"/v1/runs/bench/{tag}-c{concurrency}/snapshots/w{index}-{n}"
+            path = f"/v1/runs/bench/{tag}-c{concurrency}-r{index % runs}/snapshots/w{index}-{n}"
             status, _ = await _request(reader, writer, _put_head(port, path, len(body)), body)
             if status != 201:
                 raise RuntimeError(f"PUT answered {status}")
@@ -212,15 +218,17 @@ def postgres_ingest(bodies: list[bytes], seconds: float) -> dict[str, dict[str, 
                 "postgres_1": [serve(database.create_database())],
                 "postgres_2": [serve(shared), serve(shared)],
             }
-            for concurrency in (8, 32):
+            for concurrency, runs in ((8, 1), (8, 8), (32, 1), (32, 32)):
                 rate = {
-                    name: asyncio.run(ingest(ports, bodies, concurrency, seconds, name))
+                    name: asyncio.run(
+                        ingest(ports, bodies, concurrency, seconds, f"{name}-of{runs}", runs)
+                    )
                     for name, ports in setups.items()
                 }
                 row: dict[str, float] = {name: round(rate[name]) for name in POSTGRES_SETUPS}
                 for name in POSTGRES_SETUPS[1:]:
                     row[f"{name}_ratio"] = round(rate[name] / rate["sqlite_1"], 2)
-                results[f"ingest_c{concurrency}"] = row
+                results[f"ingest_c{concurrency}_runs{runs}"] = row
     finally:
         for server in servers:
             server.stop()
@@ -318,11 +326,15 @@ def main() -> int:
         f"{disk['encoded_bytes_per_snapshot']} encoded"
     )
     if args.postgres:
-        print("| concurrency | SQLite, 1 server | PostgreSQL, 1 server | PostgreSQL, 2 replicas |")
+        print(
+            "| concurrency, runs | SQLite, 1 server | PostgreSQL, 1 server "
+            "| PostgreSQL, 2 replicas |"
+        )
         print("|---|---|---|---|")
         for level, row in results["postgres"].items():  # type: ignore[attr-defined]
+            concurrency, runs = level.removeprefix("ingest_c").split("_runs")
             print(
-                f"| {level.removeprefix('ingest_c')} | {row['sqlite_1']} "
+                f"| {concurrency}, {runs} | {row['sqlite_1']} "
                 f"| {row['postgres_1']} ({row['postgres_1_ratio']}) "
                 f"| {row['postgres_2']} ({row['postgres_2_ratio']}) |"
             )
