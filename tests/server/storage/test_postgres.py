@@ -60,8 +60,12 @@ async def test_replicas_opening_a_fresh_database_at_once_migrate_it_exactly_once
     expected = [(m.version, m.name) for m in migrations.load("postgresql")]
     for _round in range(3):
         url = postgres.create_database()
-        stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(6)))
+        opened = await asyncio.gather(
+            *(PostgresStore.open(url) for _ in range(6)), return_exceptions=True
+        )
+        stores = [s for s in opened if isinstance(s, PostgresStore)]
         try:
+            assert len(stores) == 6, [repr(e) for e in opened if isinstance(e, BaseException)]
             async with await psycopg.AsyncConnection.connect(url) as conn:
                 cursor = await conn.execute("SELECT version, name FROM schema_version ORDER BY 1")
                 assert await cursor.fetchall() == expected
@@ -123,11 +127,23 @@ async def test_a_put_waits_for_the_runs_earlier_put_so_listing_follows_commit_or
     commits after it, so a cursor taken meanwhile can never skip "first"."""
     await put(pg_store, k("s0"), make_body(0))
     first = make_body(1)
-    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+    async with (
+        await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as watch,
+    ):
         async with conn.transaction():
             await sql_put(conn, k("first"), prepare(first, rngvault.decode(first)))
             second = asyncio.create_task(put(pg_store, k("second"), make_body(2)))
-            await asyncio.sleep(0.2)  # let the second put reach the run's lock
+            for _ in range(400):  # until the second put waits for a lock (20 s at most)
+                cursor = await watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+                if await cursor.fetchone() == (1,):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the second put never waited for the first")
             assert not second.done()
             page = await pg_store.list_snapshots("ns", "r", limit=1)
             assert [s.name for s in page.items] == ["s0"] and page.next_cursor is None
