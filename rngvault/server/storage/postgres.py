@@ -120,6 +120,7 @@ class PostgresStore:
         """``fn(connection)``, in a transaction and in pipeline mode when asked; races and a
         connection that broke (the database restarted) are retried, up to ``ATTEMPTS`` runs."""
         error: Exception | None = None
+        reconnected = False
         for _attempt in range(ATTEMPTS):
             conn = None
             try:
@@ -134,9 +135,9 @@ class PostgresStore:
             except RETRY as exc:
                 error = exc
             except psycopg.OperationalError as exc:
-                if conn is None or not conn.broken or isinstance(error, psycopg.OperationalError):
+                if conn is None or not conn.broken or reconnected:
                     raise map_error(exc) from None
-                error = exc
+                error, reconnected = exc, True
                 await self._pool.check()  # drop the other connections that broke with it
             except psycopg.Error as exc:
                 raise map_error(exc) from None
