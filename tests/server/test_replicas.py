@@ -1,6 +1,7 @@
 """Two real server processes on one PostgreSQL database, as behind a load balancer: writers
 spread across both lose nothing, reads are exact from either, retries are idempotent across
-replicas, and a name raced on both replicas at once has exactly one winner."""
+replicas, a name raced on both replicas at once has exactly one winner, and a database
+outage is a 503 that both replicas recover from."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import httpx
 import pytest
 
 from tests._live import ServerProcess
+from tests._postgres import PostgresServer
 
 MSGPACK = {"Content-Type": "application/msgpack"}
 Body = Callable[..., bytes]
@@ -138,3 +140,35 @@ def test_one_name_with_different_content_on_both_replicas_at_once_has_one_winner
             winner = make_body(100 * n + (0 if on_a[n] == 201 else 1))
             for server in replicas:
                 assert client.get(snapshot_url(server, "race", f"s{n}")).content == winner
+
+
+def test_replicas_answer_503_while_the_database_is_unreachable_and_recover_after(
+    replicas: tuple[ServerProcess, ServerProcess],
+    postgres: PostgresServer,
+    postgres_url: str,
+    make_body: Body,
+) -> None:
+    import psycopg
+
+    a, b = replicas
+    database = postgres_url.rsplit("/", 1)[1]
+    with httpx.Client(timeout=30) as client:
+        url = snapshot_url(a, "outage", "s1")
+        assert client.put(url, content=make_body(1), headers=MSGPACK).status_code == 201
+        with psycopg.connect(postgres.url(), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS false')
+            try:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (database,),
+                )
+                down = client.get(snapshot_url(b, "outage", "s1"))
+                assert down.status_code == 503 and down.json()["error"] == "storage_unavailable"
+                assert client.get(f"{a.url}/healthz").status_code == 503
+            finally:
+                admin.execute(f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS true')
+        for server in replicas:
+            for _ in range(20):  # the pool reconnects with a backoff of a few seconds
+                if client.get(f"{server.url}/healthz").status_code == 200:
+                    break
+            assert client.get(snapshot_url(server, "outage", "s1")).content == make_body(1)
