@@ -6,7 +6,8 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 
 - immutable names: the unique keys (run_id, name) and (snapshot_id, rank) with
   ``ON CONFLICT DO NOTHING``. Of two puts racing on one name, the second waits for the
-  first to commit, then finds its entry: identical (not created) or a ``ConflictError``.
+  first to commit, then runs again and finds its entry: identical (not created) or a
+  ``ConflictError``.
 - listing order: a put locks its run's row only for its last statement, which takes the
   run's next position and counts the snapshot, and holds it through the commit; so a run's
   positions follow commit order and a cursor never skips a snapshot stored while paging.
@@ -42,7 +43,8 @@ class Unchanged(Exception):
 
 
 class Retry(Exception):
-    """A concurrent delete removed a row this transaction relied on: run it again."""
+    """A concurrent transaction changed what this one relied on (a delete removed a row, a
+    put stored the same name first): roll back and run it again."""
 
 
 async def _one(
