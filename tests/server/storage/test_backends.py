@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 from rngvault._errors import StoreError
-from rngvault.server.storage import open_store, redact, scheme_of
+from rngvault.server.storage import migrations, open_store, redact, scheme_of
 
 pytestmark = pytest.mark.anyio
 
@@ -54,3 +54,11 @@ def test_without_psycopg_the_server_imports_and_postgres_urls_name_the_extra() -
     )
     assert "pip install 'rngvault[postgres]'" in done.stdout
     assert "PostgreSQL backend" in done.stdout
+
+
+def test_every_dialect_has_the_same_numbered_migrations() -> None:
+    """A schema change is a new script for each backend, under one number and name."""
+    sqlite = [(m.version, m.name) for m in migrations.load("sqlite")]
+    postgresql = [(m.version, m.name) for m in migrations.load("postgresql")]
+    assert sqlite == postgresql and sqlite[0] == (1, "initial")
+    assert all(m.statements for m in migrations.load("postgresql"))
