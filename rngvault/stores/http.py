@@ -14,6 +14,7 @@ import random
 import threading
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -97,6 +98,8 @@ class HttpStore:
                 transport=self._transport,
             )
             self._client_pid = os.getpid()
+            # Close the connections when the store is collected or the interpreter exits.
+            weakref.finalize(self, self._client.close)
         return self._client
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
