@@ -10,6 +10,7 @@ core (numpy and msgpack).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -90,6 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
     )
     app = create_app(settings)
+    asyncio.run(_check_store(settings.db))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     mode = "tokens " + str(settings.tokens) if not app.state.auth.open else "open, no tokens"
     from rngvault.server.storage import redact
@@ -104,6 +106,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+async def _check_store(url: str) -> None:
+    """Open and close the store once, so that a bad URL, a missing extra or an unreachable
+    database is a one-line error before the server starts, not a startup traceback."""
+    from rngvault.server.storage import open_store, redact
+
+    try:
+        store = await open_store(url)
+    except RngVaultError:
+        raise
+    except Exception as exc:
+        raise RngVaultError(f"cannot open the database {redact(url)}: {exc}") from None
+    await store.close()
 
 
 # -- token ----------------------------------------------------------------------------------

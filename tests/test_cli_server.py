@@ -134,3 +134,21 @@ def test_backup_refuses_postgresql_and_existing_files(
         cli.main(["backup", "--db", f"sqlite:///{tmp_path / 'none.db'}", str(tmp_path / "c")]) == 1
     )
     assert "no SQLite database" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--db", "mysql://x/y"], "no storage backend for mysql://"),
+        (["--port", "99999"], "port 99999 is outside 0..65535"),
+        (["--db", "sqlite:///x.db?cache=1"], "invalid SQLite URL option"),
+    ],
+)
+def test_serve_refuses_bad_settings_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad database URL or port is a one-line error with exit status 1, never a startup
+    traceback from uvicorn."""
+    assert cli.main(["serve", *argv]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

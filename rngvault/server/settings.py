@@ -101,6 +101,8 @@ class Settings:
         try:
             values["host"] = given.get("host", env.get("host", DEFAULT_HOST))
             values["port"] = int(given.get("port", env.get("port", DEFAULT_PORT)))
+            if not 0 <= values["port"] <= 65535:
+                raise ValueError(f"port {values['port']} is outside 0..65535")
             values["db"] = given.get("db") or env.get("db") or f"sqlite:///{data / 'rngvault.db'}"
             tokens = given.get("tokens") or env.get("tokens")
             values["tokens"] = Path(tokens) if tokens else data / "tokens.json"
