@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +234,29 @@ def state_of(obj: Any) -> rngvault.State:
 def capture_state() -> Callable[[Any], rngvault.State]:
     """Capture one generator's state: ``capture_state(rng)``."""
     return state_of
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Makes started ``rngvault serve`` processes on loopback (tests/_live.py; the database
+    defaults to tmp_path/live.db); stops them all after the test."""
+    from tests._live import ServerProcess
+
+    started: list[ServerProcess] = []
+    home = tmp_path / "server-home"
+    home.mkdir()
+
+    def make(*extra: str, db: Path | None = None) -> ServerProcess:
+        server = ServerProcess(home, db or tmp_path / "live.db", *extra)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def live_server(server_factory: Callable[..., Any]) -> Any:
+    """A real uvicorn server, open on loopback, on a fresh database."""
+    return server_factory()

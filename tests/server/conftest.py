@@ -5,11 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +19,7 @@ from rngvault.server.app import create_app
 from rngvault.server.settings import Settings
 from rngvault.server.tokens import TokenFile
 from tests import _postgres
+from tests._live import ServerProcess
 
 
 def make_snapshot(
@@ -131,103 +127,6 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as test_client,
     ):
         yield test_client
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ServerProcess:
-    """``python -m rngvault serve`` in a subprocess on a free loopback port.
-
-    Attributes:
-        db: the SQLite file.
-        url: the base URL once started.
-    """
-
-    def __init__(self, home: Path, db: Path, *extra: str) -> None:
-        self.home = home
-        self.db = db
-        self.extra = extra
-        self.url = ""
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> ServerProcess:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "RNGVAULT_HOME": str(self.home)}
-        log = open(self.home / f"server-{port}.log", "wb")  # noqa: SIM115 (kept by the process)
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "rngvault",
-                "serve",
-                "--port",
-                str(port),
-                "--db",
-                f"sqlite:///{self.db}",
-                *self.extra,
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the server did not answer /healthz in {timeout}s: {self.log()}")
-
-    def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.home.glob("server-*.log"))
-
-    def kill9(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
-    """Makes started servers (``db`` defaults to tmp_path/live.db); stops them all after."""
-    started: list[ServerProcess] = []
-    home = tmp_path / "home"
-    home.mkdir()
-
-    def make(*extra: str, db: Path | None = None) -> ServerProcess:
-        server = ServerProcess(home, db or tmp_path / "live.db", *extra)
-        started.append(server)
-        return server.start()
-
-    yield make
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def live_server(server_factory: Callable[..., ServerProcess]) -> ServerProcess:
-    """A real uvicorn server, open on loopback, on a fresh database."""
-    return server_factory()
 
 
 @pytest.fixture(scope="module")
