@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -204,3 +204,16 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
     ):
         raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}: use the next_cursor of a page")
     return tuple(parts)
+
+
+def run_page(rows: Sequence[RunInfo], limit: int) -> Page[RunInfo]:
+    """A page of runs from up to ``limit + 1`` rows (one more means there is a next page)."""
+    items = tuple(rows[:limit])
+    last = items[-1] if len(rows) > limit else None
+    return Page(items, encode_cursor(last.namespace, last.run) if last else None)
+
+
+def snapshot_page(rows: Sequence[tuple[int, SnapshotInfo]], limit: int) -> Page[SnapshotInfo]:
+    """A page of snapshots from up to ``limit + 1`` (position, info) rows."""
+    items = tuple(info for _position, info in rows[:limit])
+    return Page(items, encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None)

@@ -24,7 +24,8 @@ from rngvault.server.storage.base import (
     Stored,
     StoreFullError,
     decode_cursor,
-    encode_cursor,
+    run_page,
+    snapshot_page,
 )
 from rngvault.server.storage.content import prepare
 
@@ -169,10 +170,7 @@ class PostgresStore:
         rows = await self._run(
             lambda conn: sql.list_runs(conn, namespace, pattern, after, limit), transaction=False
         )
-        more = len(rows) > limit
-        items = tuple(rows[:limit])
-        last = items[-1] if more else None
-        return Page(items, encode_cursor(last.namespace, last.run) if last else None)
+        return run_page(rows, limit)
 
     async def list_snapshots(
         self, namespace: str, run: str, *, cursor: str | None = None, limit: int = 100
@@ -182,9 +180,7 @@ class PostgresStore:
             lambda conn: sql.list_snapshots(conn, namespace, run, after, limit),
             transaction=False,
         )
-        more = len(rows) > limit
-        items = tuple(info for _position, info in rows[:limit])
-        return Page(items, encode_cursor(rows[limit - 1][0]) if more else None)
+        return snapshot_page(rows, limit)
 
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
         return await self._run(

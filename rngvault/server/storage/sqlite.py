@@ -26,7 +26,8 @@ from rngvault.server.storage.base import (
     SnapshotKey,
     Stored,
     decode_cursor,
-    encode_cursor,
+    run_page,
+    snapshot_page,
 )
 from rngvault.server.storage.content import prepare
 from rngvault.server.storage.writer import Writer, map_error
@@ -159,10 +160,7 @@ class SQLiteStore:
         rows = await self._read(
             lambda conn: sqlite_sql.list_runs(conn, namespace, pattern, after, limit)
         )
-        more = len(rows) > limit
-        items = tuple(rows[:limit])
-        last = items[-1] if more else None
-        return Page(items, encode_cursor(last.namespace, last.run) if last else None)
+        return run_page(rows, limit)
 
     async def list_snapshots(
         self, namespace: str, run: str, *, cursor: str | None = None, limit: int = 100
@@ -171,9 +169,7 @@ class SQLiteStore:
         rows = await self._read(
             lambda conn: sqlite_sql.list_snapshots(conn, namespace, run, after, limit)
         )
-        more = len(rows) > limit
-        items = tuple(info for _id, info in rows[:limit])
-        return Page(items, encode_cursor(rows[limit - 1][0]) if more else None)
+        return snapshot_page(rows, limit)
 
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
         return await self._writer.run(
