@@ -244,11 +244,11 @@ class HttpStore:
 
     def _cache(self, index: Path, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
-        try:
+        try:  # a cache: no fsync, a torn file fails its digest check and is fetched again
             blob = self.cache / "snapshots" / digest[:2] / digest
             if not blob.exists():
-                os.replace(_write_temp(blob.parent, data), blob)
-            os.replace(_write_temp(index.parent, digest.encode()), index)
+                os.replace(_write_temp(blob.parent, data, durable=False), blob)
+            os.replace(_write_temp(index.parent, digest.encode(), durable=False), index)
         except OSError:
             pass  # a cache that cannot be written is only slower
 
