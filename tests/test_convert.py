@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from rngvault import State, StateError
 from rngvault.convert import (
@@ -20,6 +19,8 @@ from rngvault.convert import (
     to_python,
     to_torch_cpu,
 )
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 WORDS = 2000  # more than three blocks of 624: every stream crosses twists
 

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +25,8 @@ from rngvault._diff import (
     mt_distance,
     state_distance,
 )
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 Capture = Callable[[Any], State]
 BIT_GENERATORS = ["PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937"]

@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+pytest.importorskip("torch", reason="torch is not installed")
+
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN = ROOT / "tests" / "e2e" / "train.py"
 

@@ -6,9 +6,10 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from rngvault import _environment
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 
 def test_collect_records_versions_platform_and_flags() -> None:

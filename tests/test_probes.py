@@ -5,10 +5,12 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import torch
+import pytest
 
 import rngvault
 from rngvault import _probes
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 
 def _states() -> dict[str, rngvault.State]:

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from rngvault import StateError
 from rngvault._seeding import (
@@ -21,6 +20,8 @@ from rngvault._seeding import (
     seed_worker,
     worker_seed_sequence,
 )
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 
 @pytest.fixture(autouse=True)

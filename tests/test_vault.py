@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import rngvault
 from rngvault import LocalStore, Vault
 from rngvault._writer import _flush_at_exit
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 ROOT = Path(__file__).resolve().parent.parent
 
