@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from rngvault._errors import ConflictError, NotFoundError, StoreError, TransportError
+from rngvault._errors import (
+    NotFoundError,
+    RngVaultError,
+    StoreError,
+    TransportError,
+)
 from rngvault._names import split_run
 from rngvault._paths import data_dir
 from rngvault._snapshot import Snapshot
@@ -29,6 +34,7 @@ from rngvault.stores.local import _write_temp
 from rngvault.stores.spool import Spool, SpoolEntry
 
 MSGPACK = "application/msgpack"
+_STORES: weakref.WeakSet[HttpStore] = weakref.WeakSet()
 DEFAULT_TIMEOUT = 10.0
 MAX_BACKOFF = 60.0
 
@@ -77,8 +83,19 @@ class HttpStore:
         self._client: Any = None
         self._retrier: threading.Thread | None = None
         self._closed = False
+        _STORES.add(self)
         if len(self.spool):
             self._schedule_retry()  # a previous process left snapshots for this server
+
+    def _after_fork(self) -> None:
+        """In a forked child: a lock, a retry state and connections of its own (the
+        parent's lock may have been held by one of its threads at the fork)."""
+        self._lock = threading.RLock()
+        self._retrier = None
+        self._failures = 0
+        self._retry_at = 0.0
+        self._client = None
+        self._client_pid = -1
 
     def __repr__(self) -> str:
         return f"HttpStore({self.url!r})"
@@ -86,7 +103,8 @@ class HttpStore:
     # -- requests -------------------------------------------------------------------------
 
     def _http(self) -> Any:
-        if self._client_pid != os.getpid():  # never share a connection pool across fork
+        stale = self._client is None or self._client.is_closed
+        if stale or self._client_pid != os.getpid():  # never share a pool across fork
             httpx = require_httpx()
             headers = {"User-Agent": "rngvault"}
             if self._token:
@@ -98,8 +116,9 @@ class HttpStore:
                 transport=self._transport,
             )
             self._client_pid = os.getpid()
-            # Close the connections when the store is collected or the interpreter exits.
-            weakref.finalize(self, self._client.close)
+            # Close the connections when the store is collected; not at interpreter exit,
+            # where the writer's exit flush may still need them.
+            weakref.finalize(self, self._client.close).atexit = False
         return self._client
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -135,7 +154,7 @@ class HttpStore:
                 self._backoff()
                 self._spool(run, name, rank, data, f"did not take it ({exc})")
                 return True
-            except ConflictError:
+            except RngVaultError:  # refused (409, 401/403, 413...): kept for the user, not retried
                 self.spool.add(run, name, rank, data, conflict=True)
                 raise
             self._failures = 0
@@ -170,7 +189,8 @@ class HttpStore:
 
     def _drain(self) -> int:
         """Send spooled snapshots, oldest first; stop at the first transport failure.
-        Returns how many are left."""
+        Returns how many are left. A snapshot the server refuses (409, 4xx) is set aside in
+        ``conflicts/`` with a warning and never blocks the ones after it."""
         entries = self.spool.entries()
         for n, entry in enumerate(entries):
             try:
@@ -178,7 +198,7 @@ class HttpStore:
             except TransportError:
                 self._backoff()
                 return len(entries) - n
-            except ConflictError as exc:
+            except RngVaultError as exc:
                 where = self.spool.set_aside(entry)
                 warnings.warn(
                     f"rngvault: the server refused spooled snapshot {entry.run}/{entry.name} "
@@ -206,7 +226,11 @@ class HttpStore:
             time.sleep(min(1.0, max(0.05, self._retry_at - time.monotonic())))
             with self._lock:
                 if not self._closed and time.monotonic() >= self._retry_at and len(self.spool):
-                    self._drain()
+                    try:
+                        self._drain()
+                    except (RngVaultError, OSError) as exc:  # keep retrying, say why once
+                        self._backoff()
+                        warnings.warn(f"rngvault: spool retry: {exc}", SpoolWarning, stacklevel=1)
 
     def flush(self) -> int:
         """Try to send everything in the spool now; returns how many are still there."""
@@ -304,3 +328,12 @@ class HttpStore:
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
+
+
+def _reset_after_fork() -> None:
+    for store in list(_STORES):
+        store._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

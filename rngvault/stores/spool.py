@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +119,17 @@ class Spool:
         except FileNotFoundError:
             return None  # sent by another process meanwhile
         except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
-            raise StoreError(f"unreadable spool file {path}: {exc}") from exc
+            # Never let one damaged file block the rest: move it aside and say so.
+            self.conflicts.mkdir(parents=True, exist_ok=True)
+            target = self.conflicts / (path.name + ".unreadable")
+            with contextlib.suppress(OSError):
+                os.replace(path, target)
+            warnings.warn(
+                f"rngvault: unreadable spool file {path} ({exc}) moved to {target}",
+                UserWarning,
+                stacklevel=3,
+            )
+            return None
 
     def _paths(self, directory: Path) -> list[Path]:
         return sorted(directory.glob("*.snap")) if directory.is_dir() else []
@@ -150,7 +161,8 @@ class Spool:
         """Move a refused snapshot to ``conflicts/``."""
         self.conflicts.mkdir(parents=True, exist_ok=True)
         target = self.conflicts / entry.path.name
-        os.replace(entry.path, target)
+        with contextlib.suppress(FileNotFoundError):  # another process set it aside first
+            os.replace(entry.path, target)
         return target
 
 

@@ -151,3 +151,26 @@ def test_exit_says_how_many_wait_in_the_spool_and_where(
     assert "2 snapshot(s) of alice/exit are left in the spool at" in done.stderr
     assert str(home / "spool") in done.stderr
     assert len(list((home / "spool").rglob("*.snap"))) == 2
+
+
+def test_snapshots_queued_at_exit_reach_the_server(live_server: ServerProcess) -> None:
+    """A script that takes snapshots and ends without flush(): every one is on the server
+    (the exit flush still has its connections)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import rngvault\n"
+        f"v = rngvault.Vault({live_server.url!r}, run='alice/atexit')\n"
+        "v.snapshot('warm'); v.flush()\n"
+        "for i in range(20):\n"
+        "    v.snapshot(f's{i}')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+    names = {info.name for info in HttpStore(live_server.url).snapshots("alice/atexit")}
+    assert names == {"warm"} | {f"s{i}" for i in range(20)}

@@ -51,6 +51,10 @@ class FakeServer:
             if request.method == "PUT":
                 self.puts += 1
                 body = request.read()
+                if body == b"junk":
+                    return httpx.Response(
+                        422, json={"error": "invalid_snapshot", "detail": "not a snapshot"}
+                    )
                 if self.mode == "409" or (key in self.stored and self.stored[key] != body):
                     return httpx.Response(
                         409, json={"error": "conflict", "detail": "name taken by other content"}
@@ -249,3 +253,33 @@ def test_server_error_bodies_are_shown_as_they_are() -> None:
     ]:
         got = _transport.from_response(httpx.Response(status, text="x", request=request))
         assert isinstance(got, kind)
+
+
+def test_a_refused_spool_entry_never_blocks_the_others(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """A spooled entry the server refuses (422) is set aside with a warning; the snapshots
+    after it, and new ones, still reach the server."""
+    store = make_store()
+    store.spool.add("alice/exp", "bad", 0, b"junk")
+    snap = _snapshot(7)
+    store.spool.add("alice/exp", "later", 0, rngvault.encode(snap))
+    with pytest.warns(SpoolWarning, match="refused spooled snapshot alice/exp/bad"):
+        assert _put(store, "new", 8) is True
+    assert server.stored[_path("later")] == rngvault.encode(snap)
+    assert server.stored[_path("new")] == rngvault.encode(_snapshot(8))
+    assert [e.name for e in store.spool.conflicting()] == ["bad"] and len(store.spool) == 0
+
+
+def test_an_unreadable_spool_file_is_moved_aside(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """A damaged spool file is moved to conflicts/ with a warning, not an endless error."""
+    store = make_store()
+    store.spool.add("alice/exp", "ok", 0, rngvault.encode(_snapshot(9)))
+    damaged = store.spool.directory / "00000000000000000000-1-1.snap"
+    damaged.write_bytes(b"\xc1 not msgpack")
+    with pytest.warns(UserWarning, match="unreadable spool file"):
+        assert store.flush() == 0
+    assert server.stored[_path("ok")] == rngvault.encode(_snapshot(9))
+    assert (store.spool.conflicts / (damaged.name + ".unreadable")).exists()
