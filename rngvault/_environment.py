@@ -19,6 +19,17 @@ from rngvault._report import EnvironmentDifference, Severity
 from rngvault.families import _torch
 
 ENV_FLAGS = ("CUBLAS_WORKSPACE_CONFIG", "PYTHONHASHSEED")
+# The differences apply_flags() removes (PYTHONHASHSEED cannot change in a running process).
+APPLIED_FLAGS = frozenset(
+    {
+        "flags.cudnn.benchmark",
+        "flags.cudnn.deterministic",
+        "flags.deterministic_algorithms",
+        "flags.deterministic_warn_only",
+        "flags.CUBLAS_WORKSPACE_CONFIG",
+    }
+)
+_MISSING = object()
 
 
 @cache
@@ -118,7 +129,7 @@ _GRADES: tuple[tuple[str, Severity, frozenset[str] | None, str], ...] = (
 
 def _lookup(env: Mapping[str, Any], key: str) -> Any:
     if key.startswith("flags."):
-        return (env.get("flags") or {}).get(key[6:])
+        return (env.get("flags") or {}).get(key[6:], _MISSING)
     return env.get(key)
 
 
@@ -134,6 +145,8 @@ def compare(
         if key not in recorded and not key.startswith("flags."):
             continue  # an older snapshot, or a library it did not have
         a, b = _lookup(recorded, key), _lookup(current, key)
+        if a is _MISSING or b is _MISSING:
+            continue  # torch's flags, where one side did not have torch imported
         if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
             a, b = list(a), list(b)
         if a != b:

@@ -19,6 +19,7 @@ from rngvault._errors import (
     EncodeError,
     NotFoundError,
     RestoreError,
+    RngVaultError,
     StoreError,
 )
 from rngvault._format import decode, encode
@@ -118,6 +119,7 @@ class Vault:
         self._metadata = Metadata(rank=self.rank, world_size=self.world_size)
         self._divergence: DivergenceReport | None = None
         self._divergence_raised = False
+        self._reference_warned = False
         self._writer = Writer(self._write, on_error, self.run, at_exit=self._at_exit)
 
     def __repr__(self) -> str:
@@ -231,6 +233,16 @@ class Vault:
             reference = self.get(name, run=self.reference, rank=self.rank)
         except NotFoundError:
             return  # the reference run has no snapshot of that name: nothing to compare
+        except RngVaultError as exc:  # the snapshot itself is safe: only the check is lost
+            if not self._reference_warned:
+                self._reference_warned = True
+                warnings.warn(
+                    f"rngvault: cannot compare {self.run} with the reference run "
+                    f"{self.reference}: {exc}",
+                    DivergenceWarning,
+                    stacklevel=2,
+                )
+            return
         report = compare_snapshots(name, self.run, snapshot, self.reference, reference)
         if report is None:
             return
@@ -388,11 +400,13 @@ class Vault:
         differences = _environment.compare(snapshot.environment, here, families)
         if remap == "spawn":
             differences = [d for d in differences if d.key != "world_size"]
-        if strict and any(d.severity != "info" for d in differences):
+        # With apply_flags, the flags it is about to set are not differences that stay.
+        fixable = _environment.APPLIED_FLAGS if apply_flags else frozenset()
+        blocking = [d for d in differences if d.severity != "info" and d.key not in fixable]
+        if strict and blocking:
             lines = [
                 f"{d.key}: recorded {d.recorded!r}, here {d.current!r} ({d.affects})"
-                for d in differences
-                if d.severity != "info"
+                for d in blocking
             ]
             raise RestoreError(
                 "strict restore refused, nothing was changed; the environment differs in ways "

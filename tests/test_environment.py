@@ -62,3 +62,11 @@ def test_apply_flags_explains_what_cannot_be_applied(monkeypatch: pytest.MonkeyP
     notes = _environment.apply_flags(recorded)
     assert any("start Python with PYTHONHASHSEED=7" in n for n in notes)
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+def test_flags_one_side_did_not_record_are_not_differences() -> None:
+    """A snapshot taken without torch imported has no torch flags: not a difference."""
+    here = _environment.collect()
+    recorded = dict(here, flags={k: here["flags"][k] for k in _environment.ENV_FLAGS})
+    keys = {d.key for d in _environment.compare(recorded, here, ["numpy.bitgen"])}
+    assert not any(key.startswith("flags.") for key in keys)

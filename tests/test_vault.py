@@ -439,3 +439,42 @@ def test_metadata_is_checked_at_the_call(tmp_path: Path) -> None:
         vault.snapshot("x", tags="warmup")
     vault.flush()
     assert [i.name for i in vault.snapshots()] == ["ok"]
+
+
+def test_strict_with_apply_flags_applies_instead_of_refusing(tmp_path: Path) -> None:
+    """strict=True refuses a determinism flag that differs; with apply_flags=True the flag
+    is set instead, and the restore goes through."""
+    vault = Vault(tmp_path, run="alice/exp")
+    old = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(True)
+        vault.snapshot("det", durable=True)
+        torch.use_deterministic_algorithms(False)
+        with pytest.raises(rngvault.RestoreError, match="deterministic_algorithms"):
+            vault.restore("det", strict=True)
+        vault.restore("det", strict=True, apply_flags=True)
+        assert torch.are_deterministic_algorithms_enabled() is True
+    finally:
+        torch.use_deterministic_algorithms(old)
+
+
+class UnreachableReference(LocalStore):
+    """A store whose reference run cannot be read (a server that is away)."""
+
+    def get(self, run: str, name: str, rank: int = 0) -> bytes:
+        if run == "alice/ref":
+            raise rngvault.TransportError("http://vault: connection refused")
+        return super().get(run, name, rank)
+
+
+def test_an_unreachable_reference_never_fails_the_snapshot(tmp_path: Path) -> None:
+    """When the reference run cannot be read, snapshots are still stored and the check is
+    skipped with one warning."""
+    vault = Vault(
+        UnreachableReference(tmp_path), run="bob/repro", reference="alice/ref", on_error="raise"
+    )
+    with pytest.warns(rngvault.DivergenceWarning, match="cannot compare") as caught:
+        vault.snapshot("e0", durable=True)
+        vault.snapshot("e1", durable=True)
+    assert len([w for w in caught if "cannot compare" in str(w.message)]) == 1
+    assert [i.name for i in vault.snapshots()] == ["e0", "e1"]
