@@ -27,6 +27,9 @@ def _env_int(name: str) -> int | None:
 def detect(rank: int | None = None, world_size: int | None = None) -> tuple[int, int, int | None]:
     """(rank, world size, local rank): from torch.distributed when initialized, else RANK /
     WORLD_SIZE / LOCAL_RANK, else 0 / 1 / None; explicit arguments win."""
+    for what, value in (("rank", rank), ("world_size", world_size)):
+        if value is not None and (type(value) is not int):
+            raise RngVaultError(f"{what} must be an int, not {type(value).__name__} {value!r}")
     found_rank, found_size = None, None
     torch = _torch.loaded()
     if torch is not None:

@@ -255,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         status: int = args.func(args)
-    except RngVaultError as exc:
+    except (RngVaultError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line, whatever the message holds
         print(f"rngvault: error: {message}", file=sys.stderr)
         return 1

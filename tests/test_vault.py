@@ -478,3 +478,9 @@ def test_an_unreachable_reference_never_fails_the_snapshot(tmp_path: Path) -> No
         vault.snapshot("e1", durable=True)
     assert len([w for w in caught if "cannot compare" in str(w.message)]) == 1
     assert [i.name for i in vault.snapshots()] == ["e0", "e1"]
+
+
+def test_rank_must_be_an_int(tmp_path: Path) -> None:
+    """rank="1" is a clear error, not a TypeError from deep inside."""
+    with pytest.raises(rngvault.RngVaultError, match="rank must be an int, not str '1'"):
+        Vault(tmp_path, run="a/b", rank="1")  # type: ignore[arg-type]

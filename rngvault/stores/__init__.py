@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
+from rngvault._errors import StoreError
 from rngvault._paths import default_store
 from rngvault.stores.base import SnapshotInfo, Store
 from rngvault.stores.local import LocalStore
 
 __all__ = ["LocalStore", "SnapshotInfo", "Store", "open_store"]
+
+# host:port or host:port/path: a server address, not a directory name
+_HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:\d{1,5}(/.*)?")
 
 
 def open_store(
@@ -25,11 +30,20 @@ def open_store(
     if isinstance(store, Store) and not isinstance(store, (str, Path)):
         return store
     text = os.fspath(store)
-    if text.startswith(("http://", "https://")):
+    if text.lower().startswith(("http://", "https://")):
         import importlib
 
         http = importlib.import_module("rngvault.stores.http")
         return http.HttpStore(text, token=token)
     if text.startswith("file://"):
         text = text[len("file://") :]
+    elif "://" in text:
+        raise StoreError(
+            f"unsupported store URL {text!r}: use http://, https://, file:// or a directory"
+        )
+    elif _HOST_PORT.fullmatch(text) and not os.path.exists(text):
+        raise StoreError(
+            f"{text!r} looks like a server address without its scheme: write "
+            f"http://{text} (or ./{text} for a local directory of that name)"
+        )
     return LocalStore(text)

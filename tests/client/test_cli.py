@@ -227,3 +227,21 @@ def test_python_dash_m_rngvault_runs_the_command(filled: str) -> None:
         timeout=60,
     )
     assert done.returncode == 0 and done.stdout.split() == ["alice/exp"]
+
+
+def test_file_system_errors_are_one_line(rv: Run, filled: str, tmp_path: Path) -> None:
+    """pull into a missing directory, export onto a file: one line, exit 1, no traceback."""
+    status, _, err = rv(
+        "--url",
+        filled,
+        "pull",
+        "alice/exp",
+        "epoch0",
+        "-o",
+        str(tmp_path / "missing" / "x.msgpack"),
+    )
+    assert status == 1 and err.count("\n") == 1 and "No such file or directory" in err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    status, _, err = rv("--url", filled, "export", "alice/exp", str(blocker))
+    assert status == 1 and err.count("\n") == 1 and "Traceback" not in err

@@ -146,3 +146,13 @@ def test_two_processes_write_one_run_without_corruption(tmp_path: Path) -> None:
         for w in range(2):
             got = rngvault.decode(store.get("team/shared", f"w{w}-{i}"))
             assert got.digest == _snapshot(1000 * (w + 1) + i).digest
+
+
+def test_open_store_refuses_addresses_it_would_mistake_for_directories(tmp_path: Path) -> None:
+    """host:port without http:// and unknown schemes are errors, not new directories."""
+    with pytest.raises(rngvault.StoreError, match="write http://vault.lab:8000"):
+        rngvault.open_store("vault.lab:8000")
+    with pytest.raises(rngvault.StoreError, match="unsupported store URL 's3://b'"):
+        rngvault.open_store("s3://b")
+    assert isinstance(rngvault.open_store(f"file://{tmp_path}"), LocalStore)
+    assert not (Path.cwd() / "vault.lab:8000").exists()
