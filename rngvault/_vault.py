@@ -305,14 +305,21 @@ class Vault:
         if self._writer.pending and not self._writer.on_writer_thread():
             self._writer.flush()
 
-    def get(self, name: str, run: str | None = None, *, rank: int | None = None) -> Snapshot:
+    def get(
+        self,
+        name: str,
+        run: str | None = None,
+        *,
+        rank: int | None = None,
+        digest: str | None = None,
+    ) -> Snapshot:
         """The stored snapshot ``name`` of ``run`` (this run by default) for ``rank``
         (this process's rank by default)."""
         run = _check_run(run) if run is not None else self.run
         check_name(name)
         rank = self.rank if rank is None else rank
         self._read_own_writes()
-        snapshot = decode(self.store.get(run, name, rank))
+        snapshot = decode(self.store.get(run, name, rank, digest=digest))
         return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank))
 
     def snapshots(self, run: str | None = None) -> list[SnapshotInfo]:
@@ -333,13 +340,15 @@ class Vault:
 
     # -- restoring ------------------------------------------------------------------------
 
-    def _resolve_ref(self, name: str | SnapshotRef, run: str | None) -> tuple[str, str, str | None]:
+    def _resolve_ref(
+        self, name: str | SnapshotRef, run: str | None
+    ) -> tuple[str, str, str | None, int]:
+        """(run, name, digest or None, the rank the digest belongs to)."""
+        if isinstance(name, str) and "@" in name:
+            name = SnapshotRef.parse(name)
         if isinstance(name, SnapshotRef):
-            return name.run, name.name, name.digest
-        if "@" in name:
-            ref = SnapshotRef.parse(name)
-            return ref.run, ref.name, ref.digest
-        return (_check_run(run) if run is not None else self.run), check_name(name), None
+            return name.run, name.name, name.digest, name.rank
+        return (_check_run(run) if run is not None else self.run), check_name(name), None, 0
 
     def restore(
         self,
@@ -361,8 +370,8 @@ class Vault:
         """
         if remap not in (None, "spawn"):
             raise RestoreError(f"remap must be None or 'spawn', not {remap!r}")
-        run, name, digest = self._resolve_ref(name, run)
-        rank0 = self.get(name, run, rank=0)
+        run, name, digest, ref_rank = self._resolve_ref(name, run)
+        rank0 = self.get(name, run, rank=0, digest=digest if ref_rank == 0 else None)
         recorded = rank0.metadata.world_size
         notes: list[str] = []
         if recorded != self.world_size:
@@ -379,7 +388,13 @@ class Vault:
                     f"{recorded} -> {self.world_size})"
                 )
         if self.rank < recorded:
-            snapshot = rank0 if self.rank == 0 else self.get(name, run, rank=self.rank)
+            snapshot = (
+                rank0
+                if self.rank == 0
+                else self.get(
+                    name, run, rank=self.rank, digest=digest if ref_rank == self.rank else None
+                )
+            )
         else:
             states = _ranks.derive_states(rank0, self.rank)
             snapshot = dataclasses.replace(rank0, states=states, probes={})

@@ -461,10 +461,10 @@ def test_strict_with_apply_flags_applies_instead_of_refusing(tmp_path: Path) -> 
 class UnreachableReference(LocalStore):
     """A store whose reference run cannot be read (a server that is away)."""
 
-    def get(self, run: str, name: str, rank: int = 0) -> bytes:
+    def get(self, run: str, name: str, rank: int = 0, *, digest: str | None = None) -> bytes:
         if run == "alice/ref":
             raise rngvault.TransportError("http://vault: connection refused")
-        return super().get(run, name, rank)
+        return super().get(run, name, rank, digest=digest)
 
 
 def test_an_unreachable_reference_never_fails_the_snapshot(tmp_path: Path) -> None:

@@ -109,8 +109,11 @@ class Store(Protocol):
         """
         ...
 
-    def get(self, run: str, name: str, rank: int = 0) -> bytes:
-        """The stored bytes; NotFoundError when the run, name or rank is missing."""
+    def get(self, run: str, name: str, rank: int = 0, *, digest: str | None = None) -> bytes:
+        """The stored bytes; NotFoundError when the run, name or rank is missing.
+
+        ``digest``, when the caller knows the states digest it expects (a SnapshotRef),
+        lets a store answer from a local cache."""
         ...
 
     def snapshots(self, run: str) -> list[SnapshotInfo]:

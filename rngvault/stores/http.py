@@ -246,25 +246,30 @@ class HttpStore:
 
     # -- reading --------------------------------------------------------------------------
 
-    def _cache_key(self, run: str, name: str, rank: int) -> Path:
-        key = hashlib.sha256(f"{self.url}\n{run}\n{name}\n{rank}".encode()).hexdigest()
+    def _cache_key(self, run: str, name: str, rank: int, digest: str) -> Path:
+        key = hashlib.sha256(f"{self.url}\n{run}\n{name}\n{rank}\n{digest}".encode()).hexdigest()
         return self.cache / "index" / key[:2] / key
 
-    def get(self, run: str, name: str, rank: int = 0) -> bytes:
-        index = self._cache_key(run, name, rank)
-        try:
-            digest = index.read_text().strip()
-            data = (self.cache / "snapshots" / digest[:2] / digest).read_bytes()
-            if hashlib.sha256(data).hexdigest() == digest:
-                return data
-        except (OSError, ValueError):
-            pass
+    def get(self, run: str, name: str, rank: int = 0, *, digest: str | None = None) -> bytes:
+        """The stored bytes. With ``digest`` (the states digest a SnapshotRef names), a copy
+        fetched before is served from the local cache; by name alone the server is always
+        asked, so a name that was deleted and stored again is never served stale."""
+        index = self._cache_key(run, name, rank, digest) if digest else None
+        if index is not None:
+            try:
+                sha = index.read_text().strip()
+                data = (self.cache / "snapshots" / sha[:2] / sha).read_bytes()
+                if hashlib.sha256(data).hexdigest() == sha:
+                    return data
+            except (OSError, ValueError):
+                pass
         response = self.request(
             "GET", self._path(run, name), params={"rank": rank}, headers={"Accept": MSGPACK}
         )
-        data = response.content
-        self._cache(index, data)
-        return bytes(data)
+        data = bytes(response.content)
+        if index is not None:
+            self._cache(index, data)
+        return data
 
     def _cache(self, index: Path, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()

@@ -136,7 +136,7 @@ class LocalStore:
             raise StoreError(f"unreadable snapshot file {path}: {exc}") from exc
         return record
 
-    def get(self, run: str, name: str, rank: int = 0) -> bytes:
+    def get(self, run: str, name: str, rank: int = 0, *, digest: str | None = None) -> bytes:
         path = self._file(run, name, rank)
         if not path.exists():
             if path.parent.exists():

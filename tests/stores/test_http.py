@@ -188,12 +188,17 @@ def test_a_full_spool_says_so(
 def test_fetched_snapshots_are_cached_by_digest(
     server: FakeServer, make_store: Callable[[], HttpStore]
 ) -> None:
-    """A second get of the same snapshot is served from the local cache."""
+    """A get that names the states digest is served from the local cache the second time;
+    a get by name alone always asks the server, so a re-created name is never stale."""
     store = make_store()
     _put(store, "s", 4)
-    assert store.get("alice/exp", "s") == rngvault.encode(_snapshot(4))
-    assert make_store().get("alice/exp", "s") == rngvault.encode(_snapshot(4))
+    digest = _snapshot(4).digest
+    assert store.get("alice/exp", "s", digest=digest) == rngvault.encode(_snapshot(4))
+    assert make_store().get("alice/exp", "s", digest=digest) == rngvault.encode(_snapshot(4))
     assert server.gets == 1
+    server.stored[_path("s")] = rngvault.encode(_snapshot(5))  # deleted and stored again
+    assert make_store().get("alice/exp", "s") == rngvault.encode(_snapshot(5))
+    assert server.gets == 2
 
 
 def test_spools_are_listed_by_server(
