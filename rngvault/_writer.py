@@ -61,6 +61,7 @@ class Writer:
         self._pid = os.getpid()
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._submitted = itertools.count(1)
+        self._submit_lock = threading.Lock()
         self._last_submitted = 0
         self._completed = 0
         self._cond = threading.Condition()
@@ -77,8 +78,9 @@ class Writer:
         if self._pid != os.getpid():
             self._reset()  # a forked child: the parent's queue and thread are not ours
         job = Job(payload)
-        self._last_submitted = next(self._submitted)
-        self._queue.put(job)
+        with self._submit_lock:  # several training threads: the count only grows
+            self._last_submitted = next(self._submitted)
+            self._queue.put(job)
         if self._thread is None:
             self._start()
         return job
@@ -145,10 +147,11 @@ class Writer:
     def close(self, timeout: float | None = None) -> bool:
         """Flush, then stop the thread."""
         done = self.flush(timeout)
-        if self._thread is not None and self._pid == os.getpid():
+        # Stop the thread only once the queue is empty: a thread still busy keeps going, so
+        # that a later submit never starts a second consumer of the same queue.
+        if done and self._thread is not None and self._pid == os.getpid():
             self._queue.put(None)
-            if done:
-                self._thread.join(timeout)
+            self._thread.join(timeout)
             self._thread = None
         return done
 
