@@ -56,7 +56,7 @@ def _torch_part() -> dict[str, Any]:
     if torch.cuda.is_initialized():
         part["devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     else:
-        part["devices"] = []
+        part["devices"] = None  # unknown: naming them would initialize CUDA
     return part
 
 
@@ -147,6 +147,8 @@ def compare(
         a, b = _lookup(recorded, key), _lookup(current, key)
         if a is _MISSING or b is _MISSING:
             continue  # torch's flags, where one side did not have torch imported
+        if key == "devices" and (a is None or b is None):
+            continue  # CUDA not initialized on one side: the GPUs are unknown, not different
         if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
             a, b = list(a), list(b)
         if a != b:

@@ -20,7 +20,7 @@ def test_collect_records_versions_platform_and_flags() -> None:
     assert env["rank"] == 1 and env["world_size"] == 2 and env["local_rank"] == 0
     assert env["flags"]["cudnn.deterministic"] == torch.backends.cudnn.deterministic
     assert env["flags"]["PYTHONHASHSEED"] == os.environ.get("PYTHONHASHSEED")
-    assert env["devices"] == []  # CUDA is not initialized here: no device names, no init
+    assert env["devices"] is None  # CUDA is not initialized here: unknown, and no init
 
 
 def test_differences_only_count_for_the_families_present() -> None:
@@ -70,3 +70,13 @@ def test_flags_one_side_did_not_record_are_not_differences() -> None:
     recorded = dict(here, flags={k: here["flags"][k] for k in _environment.ENV_FLAGS})
     keys = {d.key for d in _environment.compare(recorded, here, ["numpy.bitgen"])}
     assert not any(key.startswith("flags.") for key in keys)
+
+
+def test_unknown_devices_are_not_a_difference() -> None:
+    """A process that has not initialized CUDA does not know its GPUs: no difference."""
+    here = _environment.collect()
+    recorded = dict(here, devices=["NVIDIA H100 80GB HBM3"])
+    assert [d.key for d in _environment.compare(recorded, here, ["torch.cuda"])] == []
+    elsewhere = dict(here, devices=["NVIDIA A100-SXM4-80GB"])
+    [diff] = _environment.compare(recorded, elsewhere, ["torch.cuda"])
+    assert diff.key == "devices" and diff.severity == "may-break"
