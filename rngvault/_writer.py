@@ -14,6 +14,7 @@ import atexit
 import itertools
 import os
 import queue
+import sys
 import threading
 import warnings
 import weakref
@@ -184,3 +185,7 @@ def _flush_at_exit() -> None:
                 writer._at_exit()
         except Exception as exc:
             warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=1)
+    # Only now, after the last uploads, close the HTTP stores' connections.
+    http = sys.modules.get("rngvault.stores.http")
+    if http is not None:
+        http.close_all()

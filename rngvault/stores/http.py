@@ -335,6 +335,13 @@ class HttpStore:
         self._client = None
 
 
+def close_all() -> None:
+    """Close every HTTP store's connections (at exit, after the writers' last flush)."""
+    for store in list(_STORES):
+        if store._client is not None and store._client_pid == os.getpid():
+            store._client.close()
+
+
 def _reset_after_fork() -> None:
     for store in list(_STORES):
         store._after_fork()
