@@ -36,32 +36,45 @@ class Split:
         return msgpack.packb([self.prefix, [list(e) for e in self.entries], self.suffix])
 
 
-def split(data: bytes) -> Split:
-    """Take an encoded snapshot (already validated by ``decode``) apart."""
+def state_spans(data: bytes) -> tuple[int, int, list[tuple[int, int, int]]] | None:
+    """Where the states are in an encoded snapshot: (start of the states map, its end,
+    and (name start, value start, value end) for each entry); None without a states map.
+    The local store and the server's backends both cut snapshots apart with it."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(data) + 1)
     unpacker.feed(data)
-    try:
+    for _ in range(unpacker.read_map_header()):
+        if unpacker.unpack() != "states":
+            unpacker.skip()
+            continue
+        start = unpacker.tell()
+        spans = []
         for _ in range(unpacker.read_map_header()):
-            key = unpacker.unpack()
-            if key != "states":
-                unpacker.skip()
-                continue
-            count = unpacker.read_map_header()
-            start = unpacker.tell()
-            entries, blobs = [], {}
-            for _ in range(count):
-                name_start = unpacker.tell()
-                unpacker.skip()
-                value_start = unpacker.tell()
-                unpacker.skip()
-                blob = data[value_start : unpacker.tell()]
-                digest = hashlib.sha256(blob).hexdigest()
-                entries.append((data[name_start:value_start], digest))
-                blobs[digest] = blob
-            return Split(data[:start], tuple(entries), data[unpacker.tell() :], blobs)
+            name_start = unpacker.tell()
+            unpacker.skip()
+            value_start = unpacker.tell()
+            unpacker.skip()
+            spans.append((name_start, value_start, unpacker.tell()))
+        return start, unpacker.tell(), spans
+    return None
+
+
+def split(data: bytes) -> Split:
+    """Take an encoded snapshot (already validated by ``decode``) apart."""
+    try:
+        found = state_spans(data)
     except (ValueError, msgpack.UnpackException) as exc:
         raise DecodeError(f"cannot split the snapshot: {exc}") from None
-    raise DecodeError("the snapshot has no 'states' map")
+    if found is None:
+        raise DecodeError("the snapshot has no 'states' map")
+    _start, end, spans = found
+    entries, blobs = [], {}
+    for name_start, value_start, value_end in spans:
+        blob = data[value_start:value_end]
+        digest = hashlib.sha256(blob).hexdigest()
+        entries.append((data[name_start:value_start], digest))
+        blobs[digest] = blob
+    first = spans[0][0] if spans else end
+    return Split(data[:first], tuple(entries), data[end:], blobs)
 
 
 def join(skeleton: bytes, blob: Callable[[str], bytes]) -> bytes:

@@ -15,9 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from rngvault._snapshot import Snapshot
+from rngvault._split import state_spans
 from rngvault.server.storage.base import SnapshotInfo
 
 
@@ -42,25 +41,6 @@ class Prepared:
     holes: tuple[tuple[int, bytes], ...]
     blobs: Mapping[bytes, bytes]
     info: str
-
-
-def _state_spans(body: bytes) -> tuple[int, int, list[tuple[int, int]]] | None:
-    """(start, end) of the states map in ``body`` and of each entry value inside it."""
-    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(body), 1))
-    unpacker.feed(body)
-    for _ in range(unpacker.read_map_header()):
-        if unpacker.unpack() != "states":
-            unpacker.skip()
-            continue
-        start = unpacker.tell()
-        spans = []
-        for _ in range(unpacker.read_map_header()):
-            unpacker.skip()  # the generator's name stays in the envelope
-            begin = unpacker.tell()
-            unpacker.skip()
-            spans.append((begin, unpacker.tell()))
-        return start, unpacker.tell(), spans
-    return None
 
 
 def info_json(snapshot: Snapshot) -> str:
@@ -114,10 +94,11 @@ def prepare(body: bytes, snapshot: Snapshot) -> Prepared:
 def _split(
     body: bytes, digest: str
 ) -> tuple[bytes, tuple[tuple[int, bytes], ...], dict[bytes, bytes]]:
-    found = _state_spans(body)
+    found = state_spans(body)
     if found is None:
         return body, (), {}
-    start, end, spans = found
+    start, end, entries = found
+    spans = [(begin, finish) for _name, begin, finish in entries]
     if hashlib.sha256(body[start:end]).hexdigest() != digest:
         # Not the canonical encoding (decode checked the canonical one): keep it whole.
         return body, (), {}
