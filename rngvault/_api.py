@@ -34,10 +34,10 @@ def global_targets() -> dict[str, Any]:
     CUDA devices are included only when CUDA is already initialized: capturing never
     initializes CUDA itself.
     """
-    return {name: obj for name, _family, obj in _global_resolved()}
+    return {name: obj for name, _family, obj in global_resolved()}
 
 
-def _global_resolved() -> list[tuple[str, Family, Any]]:
+def global_resolved() -> list[tuple[str, Family, Any]]:
     """``global_targets()`` with their families, which are known without looking."""
     resolved: list[tuple[str, Family, Any]] = [
         ("python.global", python.FAMILY, random._inst),
@@ -127,7 +127,7 @@ def capture(
     resolved = resolve(generators)
     if include_globals:
         given = {name for name, _family, _obj in resolved}
-        resolved = [g for g in _global_resolved() if g[0] not in given] + resolved
+        resolved = [g for g in global_resolved() if g[0] not in given] + resolved
     return Snapshot(
         states=capture_resolved(resolved),
         metadata=metadata or Metadata(),

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rngvault import _environment, _probes, _ranks
-from rngvault._api import global_targets, resolve
+from rngvault._api import global_resolved
 from rngvault._api import restore as restore_states
 from rngvault._divergence import DivergenceReport, compare_snapshots
 from rngvault._errors import (
@@ -112,7 +112,6 @@ class Vault:
         self.strict = strict
         self.track_globals = track_globals
         self._tracked: dict[str, tuple[Family, Any]] = {}
-        self._globals: dict[tuple[str, int], tuple[str, Family, Any]] = {}
         self._version = 0
         self._plan_key: tuple[bool, bool, int] | None = None
         self._plan_cache: list[tuple[str, str, Callable[[Any], Any], Any]] = []
@@ -146,14 +145,7 @@ class Vault:
         return {name: obj for name, _family, obj in self._targets()}
 
     def _targets(self) -> list[tuple[str, Family, Any]]:
-        targets = []
-        if self.track_globals:
-            for name, obj in global_targets().items():
-                key = (name, id(obj))
-                entry = self._globals.get(key)
-                if entry is None:
-                    entry = self._globals[key] = resolve({name: obj})[0]
-                targets.append(entry)
+        targets = global_resolved() if self.track_globals else []
         targets += [(name, family, obj) for name, (family, obj) in self._tracked.items()]
         return targets
 
