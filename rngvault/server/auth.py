@@ -121,6 +121,10 @@ class Require:
         request: Request,
         _declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Principal:
+        return self.check(request)
+
+    def check(self, request: Request) -> Principal:
+        """The principal, or ApiError 401/403 (for routes that call it directly)."""
         auth: Authenticator = request.app.state.auth
         principal = auth.authenticate(request.headers.get("authorization"))
         if SCOPES.index(principal.scope) < SCOPES.index(self.scope):
