@@ -34,6 +34,8 @@ from rngvault.server.storage.writer import Writer, map_error
 
 T = TypeVar("T")
 READERS = 8
+BUSY_TIMEOUT = 30.0  # seconds to wait for a lock another process holds
+INLINE_PUT = 256 * 1024  # larger bodies are written from the writer's thread
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, int]]:
@@ -56,7 +58,9 @@ def parse_url(url: str) -> tuple[Path, dict[str, int]]:
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with rngvault's pragmas (autocommit mode: transactions are explicit)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+    )
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     if readonly:
@@ -89,7 +93,7 @@ class SQLiteStore:
         self.path = path
         self._max_page_count = max_page_count
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._writer = Writer(self._open_writer)
+        self._writer = Writer(self._open_writer, BUSY_TIMEOUT)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -109,7 +113,7 @@ class SQLiteStore:
     async def open(cls, url: str) -> SQLiteStore:
         path, options = parse_url(url)
         store = cls(path, **options)
-        await asyncio.to_thread(store._writer.start)
+        await store._writer.start()
         return store
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -143,7 +147,9 @@ class SQLiteStore:
 
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
-        return await self._writer.run(lambda conn: sqlite_sql.put(conn, key, prepared))
+        return await self._writer.run(
+            lambda conn: sqlite_sql.put(conn, key, prepared), heavy=len(body) > INLINE_PUT
+        )
 
     async def get(self, key: SnapshotKey) -> bytes:
         return await self._read(lambda conn: sqlite_sql.get(conn, key))
@@ -173,11 +179,13 @@ class SQLiteStore:
 
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
         return await self._writer.run(
-            lambda conn: sqlite_sql.delete_snapshot(conn, namespace, run, name)
+            lambda conn: sqlite_sql.delete_snapshot(conn, namespace, run, name), heavy=True
         )
 
     async def delete_run(self, namespace: str, run: str) -> int:
-        return await self._writer.run(lambda conn: sqlite_sql.delete_run(conn, namespace, run))
+        return await self._writer.run(
+            lambda conn: sqlite_sql.delete_run(conn, namespace, run), heavy=True
+        )
 
     async def count_snapshots(self) -> int:
         return await self._read(sqlite_sql.count_snapshots)
@@ -186,7 +194,7 @@ class SQLiteStore:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
 
     async def close(self) -> None:
-        await asyncio.to_thread(self._writer.close)
+        await self._writer.close()
         while not self._readers.empty():
             self._readers.get_nowait().close()
 
