@@ -93,7 +93,8 @@ class SQLiteStore:
         self.path = path
         self._max_page_count = max_page_count
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._writer = Writer(self._open_writer, BUSY_TIMEOUT)
+        self._ids = sqlite_sql.Ids()
+        self._writer = Writer(self._open_writer, BUSY_TIMEOUT, on_rollback=self._ids.clear)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:
@@ -148,7 +149,8 @@ class SQLiteStore:
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
         return await self._writer.run(
-            lambda conn: sqlite_sql.put(conn, key, prepared), heavy=len(body) > INLINE_PUT
+            lambda conn: sqlite_sql.put(conn, key, prepared, self._ids),
+            heavy=len(body) > INLINE_PUT,
         )
 
     async def get(self, key: SnapshotKey) -> bytes:
@@ -179,12 +181,13 @@ class SQLiteStore:
 
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
         return await self._writer.run(
-            lambda conn: sqlite_sql.delete_snapshot(conn, namespace, run, name), heavy=True
+            lambda conn: sqlite_sql.delete_snapshot(conn, namespace, run, name, self._ids),
+            heavy=True,
         )
 
     async def delete_run(self, namespace: str, run: str) -> int:
         return await self._writer.run(
-            lambda conn: sqlite_sql.delete_run(conn, namespace, run), heavy=True
+            lambda conn: sqlite_sql.delete_run(conn, namespace, run, self._ids), heavy=True
         )
 
     async def count_snapshots(self) -> int:

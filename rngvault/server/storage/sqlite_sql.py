@@ -33,32 +33,66 @@ def _snapshot_id(conn: sqlite3.Connection, run_id: int, key: SnapshotKey) -> int
     return int(row[0])
 
 
-def _state_id(conn: sqlite3.Connection, digest: bytes, data: bytes) -> int:
-    found = conn.execute("SELECT id FROM states WHERE hash = ?", (digest,)).fetchone()
-    if found:
-        return int(found[0])
-    cursor = conn.execute("INSERT INTO states (hash, data) VALUES (?, ?)", (digest, data))
-    return int(cursor.lastrowid or 0)
+class Ids:
+    """Row ids the writer already knows: runs by (namespace, name), states by hash.
+
+    It saves a lookup per run and per state on every put. Only the write connection's jobs
+    use it; anything that can remove rows or undo inserts (a delete, a rollback) clears it.
+    """
+
+    MAX = 100_000
+
+    def __init__(self) -> None:
+        self.runs: dict[tuple[str, str], int] = {}
+        self.states: dict[bytes, int] = {}
+
+    def clear(self) -> None:
+        self.runs.clear()
+        self.states.clear()
+
+    def remember(self, table: dict[Any, int], key: Any, row_id: int) -> None:
+        if len(table) >= self.MAX:
+            table.clear()
+        table[key] = row_id
 
 
-def put(conn: sqlite3.Connection, key: SnapshotKey, prepared: Prepared) -> Stored:
+def _insert_or_get(
+    conn: sqlite3.Connection,
+    insert: str,
+    values: tuple[Any, ...],
+    select: str,
+    key: tuple[Any, ...],
+) -> tuple[int, bool]:
+    """The id of the row ``insert`` adds (``... ON CONFLICT DO NOTHING RETURNING id``), or of
+    the row already there; and whether it was added."""
+    added = conn.execute(insert, values).fetchall()
+    if added:
+        return int(added[0][0]), True
+    return int(conn.execute(select, key).fetchone()[0]), False
+
+
+def put(conn: sqlite3.Connection, key: SnapshotKey, prepared: Prepared, ids: Ids) -> Stored:
     now = time.time()
-    row = conn.execute(
-        "SELECT id FROM runs WHERE namespace = ? AND name = ?", (key.namespace, key.run)
-    ).fetchone()
-    run_id = (
-        row[0]
-        if row
-        else conn.execute(
-            "INSERT INTO runs (namespace, name, created, updated) VALUES (?, ?, ?, ?)",
+    run_id = ids.runs.get((key.namespace, key.run))
+    if run_id is None:
+        run_id, _ = _insert_or_get(
+            conn,
+            "INSERT INTO runs (namespace, name, created, updated) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING id",
             (key.namespace, key.run, now, now),
-        ).lastrowid
+            "SELECT id FROM runs WHERE namespace = ? AND name = ?",
+            (key.namespace, key.run),
+        )
+        ids.remember(ids.runs, (key.namespace, key.run), run_id)
+    snapshot_id, new_name = _insert_or_get(
+        conn,
+        "INSERT INTO snapshots (run_id, name, stored) VALUES (?, ?, ?)"
+        " ON CONFLICT DO NOTHING RETURNING id",
+        (run_id, key.name, now),
+        "SELECT id FROM snapshots WHERE run_id = ? AND name = ?",
+        (run_id, key.name),
     )
-    row = conn.execute(
-        "SELECT id FROM snapshots WHERE run_id = ? AND name = ?", (run_id, key.name)
-    ).fetchone()
-    if row:
-        snapshot_id = row[0]
+    if not new_name:
         same = conn.execute(
             "SELECT body_sha256 FROM entries WHERE snapshot_id = ? AND rank = ?",
             (snapshot_id, key.rank),
@@ -70,12 +104,6 @@ def put(conn: sqlite3.Connection, key: SnapshotKey, prepared: Prepared) -> Store
                 f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run} is "
                 "already stored with other content; snapshots are immutable: use a new name"
             )
-    else:
-        snapshot_id = conn.execute(
-            "INSERT INTO snapshots (run_id, name, stored) VALUES (?, ?, ?)",
-            (run_id, key.name, now),
-        ).lastrowid
-        conn.execute("UPDATE runs SET snapshots = snapshots + 1 WHERE id = ?", (run_id,))
     entry_id = conn.execute(
         "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -89,12 +117,27 @@ def put(conn: sqlite3.Connection, key: SnapshotKey, prepared: Prepared) -> Store
             prepared.info,
         ),
     ).lastrowid
-    state_ids = {digest: _state_id(conn, digest, data) for digest, data in prepared.blobs.items()}
+    state_ids = {}
+    for digest, data in prepared.blobs.items():
+        state_id = ids.states.get(digest)
+        if state_id is None:
+            state_id, _ = _insert_or_get(
+                conn,
+                "INSERT INTO states (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (digest, data),
+                "SELECT id FROM states WHERE hash = ?",
+                (digest,),
+            )
+            ids.remember(ids.states, digest, state_id)
+        state_ids[digest] = state_id
     conn.executemany(
         "INSERT INTO entry_states (entry_id, position, at, state_id) VALUES (?, ?, ?, ?)",
         [(entry_id, i, at, state_ids[h]) for i, (at, h) in enumerate(prepared.holes)],
     )
-    conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (now, run_id))
+    conn.execute(
+        "UPDATE runs SET snapshots = snapshots + ?, updated = ? WHERE id = ?",
+        (int(new_name), now, run_id),
+    )
     return Stored(created=True, digest=prepared.digest, size=prepared.size)
 
 
@@ -204,7 +247,8 @@ def _delete_entries(conn: sqlite3.Connection, snapshot_ids: list[int]) -> int:
     return removed
 
 
-def delete_snapshot(conn: sqlite3.Connection, namespace: str, run: str, name: str) -> int:
+def delete_snapshot(conn: sqlite3.Connection, namespace: str, run: str, name: str, ids: Ids) -> int:
+    ids.clear()
     run_id = _run_id(conn, namespace, run)
     snapshot_id = _snapshot_id(conn, run_id, SnapshotKey(namespace, run, name))
     removed = _delete_entries(conn, [snapshot_id])
@@ -216,7 +260,8 @@ def delete_snapshot(conn: sqlite3.Connection, namespace: str, run: str, name: st
     return removed
 
 
-def delete_run(conn: sqlite3.Connection, namespace: str, run: str) -> int:
+def delete_run(conn: sqlite3.Connection, namespace: str, run: str, ids: Ids) -> int:
+    ids.clear()
     run_id = _run_id(conn, namespace, run)
     snapshot_ids = [
         r[0] for r in conn.execute("SELECT id FROM snapshots WHERE run_id = ?", (run_id,))

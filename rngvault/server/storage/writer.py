@@ -6,6 +6,7 @@ that arrive while a batch commits go into the next one together. A job's ``run``
 only after its transaction committed. A job that raises an rngvault error (a conflict, say)
 is rolled back to its savepoint and the batch goes on; an SQLite error (disk full) rolls the
 whole batch back, which is then retried one job at a time so that only the failing job fails.
+``on_rollback`` is called whenever anything is rolled back (the store's cache of row ids).
 
 Where the work runs: small jobs (a snapshot put) run their statements on the event loop's
 thread, and only the ``COMMIT``, which waits for the disk, runs in the writer's own thread.
@@ -56,8 +57,14 @@ class Writer:
     """Owns the write connection. ``connect`` runs in the writer's thread; ``start`` and
     ``run`` are called from the event loop."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], busy_timeout: float) -> None:
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        busy_timeout: float,
+        on_rollback: Callable[[], None] = lambda: None,
+    ) -> None:
         self._connect = connect
+        self._on_rollback = on_rollback
         self._busy_timeout_ms = int(busy_timeout * 1000)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="rngvault-sqlite-writer")
         self._conn: sqlite3.Connection | None = None
@@ -119,8 +126,7 @@ class Writer:
                 await self._in_thread(conn.execute, "COMMIT")
             self.commits += 1
         except sqlite3.Error as exc:
-            if conn.in_transaction:
-                await self._in_thread(conn.execute, "ROLLBACK")
+            await self._rollback(conn)
             if len(batch) > 1:
                 for job in batch:
                     await self._run_batch([job])
@@ -128,8 +134,7 @@ class Writer:
                 batch[0][1].set_exception(map_error(exc))
             return
         except BaseException as exc:  # a bug in a job: fail the batch, keep the writer alive
-            if conn.in_transaction:
-                await self._in_thread(conn.execute, "ROLLBACK")
+            await self._rollback(conn)
             for _fn, future, _heavy in batch:
                 if not future.done():
                     future.set_exception(StoreError(f"write failed: {type(exc).__name__}: {exc}"))
@@ -143,6 +148,11 @@ class Writer:
                 future.set_result(value)
             else:
                 future.set_exception(value)
+
+    async def _rollback(self, conn: sqlite3.Connection) -> None:
+        self._on_rollback()
+        if conn.in_transaction:
+            await self._in_thread(conn.execute, "ROLLBACK")
 
     @staticmethod
     def _try_begin(conn: sqlite3.Connection) -> bool:
@@ -167,14 +177,14 @@ class Writer:
         conn.execute("COMMIT")
         return outcomes
 
-    @staticmethod
     def _run_job(
-        conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
+        self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]
     ) -> tuple[bool, Any]:
         conn.execute("SAVEPOINT job")
         try:
             value = fn(conn)
         except RngVaultError as exc:
+            self._on_rollback()
             conn.execute("ROLLBACK TO job")
             conn.execute("RELEASE job")
             return False, exc
