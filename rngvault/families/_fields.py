@@ -6,6 +6,7 @@ value when it is wrong, and returns the value in its canonical type otherwise.
 
 from __future__ import annotations
 
+from array import array as _c_array
 from collections.abc import Mapping
 from typing import Any
 
@@ -114,8 +115,14 @@ def mt_key(key: Any, field: str) -> None:
         return
     if len(key) != 624:
         raise StateError(f"expected 624 words, got {len(key)}", field=field, value=len(key))
-    # The common case checked at C speed; the slow loop only runs to name a bad word.
-    if set(map(type, key)) != {int} or min(key) < 0 or max(key) >= 2**32:
+    # The common case checked at C speed (array("I") refuses words outside 0..2**32-1 and
+    # non-integers; the type set refuses bools); the slow loop only runs to name a bad word.
+    try:
+        _c_array("I", key)
+        good = set(map(type, key)) == {int}
+    except (OverflowError, TypeError):
+        good = False
+    if not good:
         for i, word in enumerate(key):
             if type(word) is not int or not 0 <= word < 2**32:
                 raise StateError(
