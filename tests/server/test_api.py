@@ -107,6 +107,19 @@ async def test_ranks_are_stored_and_fetched_separately(
     assert listed[0]["ranks"] == [0, 1]
 
 
+async def test_a_bad_rank_query_is_a_422_naming_the_parameter(
+    client: httpx.AsyncClient, make_body: Body
+) -> None:
+    for rank in ("abc", "-1", "2147483648", "1.5", "²", ""):
+        answer = await client.put(
+            f"{URL}/epoch1", content=make_body(1), headers=MSGPACK, params={"rank": rank}
+        )
+        assert answer.status_code == 422, rank
+        assert answer.json()["error"] == "invalid_request"
+        assert "rank" in answer.json()["detail"] and repr(rank) in answer.json()["detail"]
+    assert (await put(client, "epoch1", make_body(1), rank=0)).status_code == 201
+
+
 async def test_listing_runs_and_snapshots_pages_by_cursor(
     client: httpx.AsyncClient, make_body: Body
 ) -> None:

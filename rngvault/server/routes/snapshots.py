@@ -81,7 +81,7 @@ def _query_rank(request: Request) -> int | None:
     if not values:
         return None
     text = values[-1]
-    if not text.strip().lstrip("+-").isdigit() or not 0 <= int(text) <= MAX_RANK:
+    if not text.strip().lstrip("+-").isdecimal() or not 0 <= int(text) <= MAX_RANK:
         raise ApiError(
             422,
             "invalid_request",

@@ -1,0 +1,128 @@
+"""The SQLite writer: where jobs run, waiting for another connection's lock, rollbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import rngvault
+from rngvault._errors import StoreError
+from rngvault.server.storage.base import SnapshotKey
+from rngvault.server.storage.sqlite import SQLiteStore, connect
+
+pytestmark = pytest.mark.anyio
+
+Body = Callable[..., bytes]
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path):
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def k(name: str, run: str = "r") -> SnapshotKey:
+    return SnapshotKey("ns", run, name)
+
+
+async def put(store: SQLiteStore, key: SnapshotKey, body: bytes) -> None:
+    await store.put(key, body, rngvault.decode(body))
+
+
+async def test_small_jobs_run_on_the_loop_and_heavy_ones_in_the_writer_thread(
+    sqlite_store: SQLiteStore,
+) -> None:
+    def where(conn: sqlite3.Connection) -> str:
+        return threading.current_thread().name
+
+    assert await sqlite_store._writer.run(where) == threading.current_thread().name
+    assert (await sqlite_store._writer.run(where, heavy=True)).startswith("rngvault-sqlite-writer")
+
+
+async def test_a_lock_held_by_another_connection_is_waited_for_off_the_loop(
+    sqlite_store: SQLiteStore, make_body: Body
+) -> None:
+    other = connect(sqlite_store.path)
+    other.execute("BEGIN IMMEDIATE")  # holds the write lock, as another process could
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.5)
+        other.execute("COMMIT")
+        released.set()
+
+    holder = threading.Thread(target=release_later)
+    holder.start()
+    gaps, last = [], time.monotonic()
+
+    async def tick() -> None:
+        nonlocal last
+        while not released.is_set():
+            await asyncio.sleep(0.01)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    await put(sqlite_store, k("waited"), make_body(1))
+    waited = time.monotonic() - started
+    await ticker
+    holder.join()
+    other.close()
+    assert waited >= 0.4, "the put did not wait for the other connection's lock"
+    assert max(gaps) < 0.25, f"the event loop stalled for {max(gaps):.2f} s"
+    assert await sqlite_store.get(k("waited")) == make_body(1)
+
+
+async def test_a_cancelled_request_does_not_undo_or_stop_the_writes(
+    sqlite_store: SQLiteStore, make_body: Body
+) -> None:
+    task = asyncio.create_task(put(sqlite_store, k("cancelled"), make_body(1)))
+    await asyncio.sleep(0)  # queued, not yet committed
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await put(sqlite_store, k("after"), make_body(2))
+    assert await sqlite_store.get(k("cancelled")) == make_body(1)
+    assert await sqlite_store.get(k("after")) == make_body(2)
+
+
+async def test_an_sqlite_error_fails_only_its_job_and_forgets_the_ids_it_rolled_back(
+    sqlite_store: SQLiteStore, make_body: Body
+) -> None:
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO no_such_table VALUES (1)")
+
+    # Queued in one loop iteration: one batch. The new run's id is remembered by the first
+    # job, rolled back with the batch, and must not be reused when the job is retried alone.
+    outcome = await asyncio.gather(
+        put(sqlite_store, k("a", run="new-run"), make_body(1)),
+        sqlite_store._writer.run(broken),
+        return_exceptions=True,
+    )
+    assert outcome[0] is None
+    assert isinstance(outcome[1], StoreError) and "no_such_table" in str(outcome[1])
+    await put(sqlite_store, k("b", run="new-run"), make_body(2))
+    with sqlite3.connect(sqlite_store.path) as db:
+        run_id = db.execute("SELECT id FROM runs WHERE name = 'new-run'").fetchone()[0]
+        assert db.execute("SELECT snapshots FROM runs").fetchall() == [(2,)]
+    assert sqlite_store._ids.runs[("ns", "new-run")] == run_id
+    assert await sqlite_store.get(k("a", run="new-run")) == make_body(1)
+
+
+async def test_a_closed_writer_refuses_new_jobs(tmp_path: Path, make_body: Body) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await put(store, k("a"), make_body(1))
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await put(store, k("b"), make_body(2))
