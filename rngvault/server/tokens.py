@@ -23,6 +23,8 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatchcase
@@ -30,6 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from rngvault._errors import RngVaultError
+
+try:
+    import fcntl
+except ImportError:  # Windows: changes are not serialised between processes
+    fcntl = None  # type: ignore[assignment]
 
 SCOPES = ("read", "write", "admin")
 PATTERN_RULE = "[A-Za-z0-9._*?-]{1,128}"
@@ -121,6 +128,20 @@ class TokenFile:
         except (KeyError, TypeError) as exc:
             raise RngVaultError(f"malformed tokens file {str(self.path)!r}: {exc}") from None
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Held while the file is read, changed and written back, so that two commands
+        changing it at once (two ``token create``) both keep their change."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = self.path.with_name(f".{self.path.name}.lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def _save(self, records: list[TokenRecord]) -> None:
         data: dict[str, Any] = {
             "format": FORMAT_TAG,
@@ -146,22 +167,23 @@ class TokenFile:
             raise RngVaultError(
                 f"invalid namespace pattern {namespace!r}: patterns match {PATTERN_RULE}"
             )
-        records = self.load()
         ident = secrets.token_hex(6)
         token = f"rv_{ident}_{secrets.token_urlsafe(32)}"
         record = TokenRecord(
             ident, token_hash(token), scope, namespace, time.time(), expires, note=note
         )
-        self._save([*records, record])
+        with self._changing():
+            self._save([*self.load(), record])
         return record, token
 
     def revoke(self, ident: str) -> TokenRecord:
         """Mark a token revoked (it stays listed, so its id is never reused unnoticed)."""
-        records = self.load()
-        for i, record in enumerate(records):
-            if record.id == ident:
-                if record.revoked is None:
-                    records[i] = dataclasses.replace(record, revoked=time.time())
-                    self._save(records)
-                return records[i]
+        with self._changing():
+            records = self.load()
+            for i, record in enumerate(records):
+                if record.id == ident:
+                    if record.revoked is None:
+                        records[i] = dataclasses.replace(record, revoked=time.time())
+                        self._save(records)
+                    return records[i]
         raise RngVaultError(f"no token with id {ident!r} in {str(self.path)!r}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -194,6 +196,31 @@ def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
     assert [(r.id, r.scope, r.namespace, r.note) for r in listed] == [
         (record.id, "write", "alice", "ci")
     ]
+
+
+def test_tokens_created_by_several_processes_at_once_are_all_kept(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from rngvault.server.tokens import TokenFile\n"
+        "file = TokenFile(Path(sys.argv[1]))\n"
+        "while time.time() < float(sys.argv[2]):\n"
+        "    pass\n"
+        "for _ in range(10):\n"
+        "    print(file.create('read', 'ns')[0].id)\n"
+    )
+    start = time.time() + 1.5  # every process starts creating at the same moment
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(start)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    made = [line for w in workers for line in w.communicate(timeout=60)[0].split()]
+    assert all(w.returncode == 0 for w in workers)
+    assert len(made) == 60
+    assert sorted(r.id for r in TokenFile(path).load()) == sorted(made)
 
 
 def test_token_options_are_checked(tmp_path: Path) -> None:
