@@ -5,6 +5,9 @@
   uvicorn/FastAPI stack serving a route that only reads the body and answers 201 with
   uvicorn's access log off (the stack's ceiling);
 - GET latency p50 and p99 (exact bytes, one client);
+- the servers' CPU time per request during each ingest measurement (from /proc; Linux);
+- the server's own steps in process, median microseconds per snapshot: decode and validate,
+  prepare (split into envelope and state blobs), the SQL of one put inside a transaction;
 - bytes on disk per snapshot against the encoded size, for a run of 1,000 snapshots where
   only some generators move;
 - with ``--postgres``: ingest at concurrency 8 and 32, all writers in one run or each in
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +60,60 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (None where /proc is missing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_steps(bodies: list[bytes], rounds: int = 15) -> dict[str, float]:
+    """Median microseconds per snapshot of the PUT route's own steps, run in this process."""
+    import asyncio as aio
+
+    from rngvault.server.storage import sqlite_sql
+    from rngvault.server.storage.base import SnapshotKey
+    from rngvault.server.storage.content import prepare
+    from rngvault.server.storage.sqlite import SQLiteStore, connect
+
+    sample = bodies[:100]
+    decoded = [rngvault.decode(body) for body in sample]
+    prepared = [prepare(body, snap) for body, snap in zip(sample, decoded, strict=True)]
+
+    def per_item(step: Callable[[int], object]) -> float:
+        times = []
+        for round_ in range(rounds):
+            start = time.perf_counter()
+            step(round_)
+            times.append((time.perf_counter() - start) / len(sample))
+        return round(statistics.median(times) * 1e6, 1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'steps.db'}"
+        aio.run(aio.run(SQLiteStore.open(url)).close())  # creates the schema
+        conn = connect(Path(tmp) / "steps.db")
+        ids = sqlite_sql.Ids()
+
+        def sql(round_: int) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            for i, item in enumerate(prepared):
+                sqlite_sql.put(conn, SnapshotKey("bench", f"r{round_}", f"s{i}"), item, ids)
+            conn.execute("ROLLBACK")
+            ids.clear()
+
+        steps = {
+            "decode": per_item(lambda _r: [rngvault.decode(body) for body in sample]),
+            "prepare": per_item(
+                lambda _r: [prepare(b, d) for b, d in zip(sample, decoded, strict=True)]
+            ),
+            "sql_put": per_item(sql),
+        }
+        conn.close()
+    return steps
 
 
 def training_snapshots(count: int) -> list[bytes]:
@@ -172,6 +230,20 @@ async def ingest(
     return done / (time.perf_counter() - start)
 
 
+def measured(
+    server: Server, bodies: list[bytes], concurrency: int, seconds: float, tag: str
+) -> tuple[float, float | None]:
+    """``ingest`` against one server: requests per second, and its CPU microseconds each."""
+    before = cpu_seconds(server.process.pid)
+    start = time.perf_counter()
+    rate = asyncio.run(ingest(server.port, bodies, concurrency, seconds, tag))
+    requests = rate * (time.perf_counter() - start)
+    after = cpu_seconds(server.process.pid)
+    if before is None or after is None:
+        return rate, None
+    return rate, round((after - before) / requests * 1e6)
+
+
 async def get_latency(port: int, run: str, names: list[str]) -> tuple[float, float]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     times = []
@@ -262,12 +334,13 @@ def main() -> int:
         try:
             for concurrency in (1, 8, 32):
                 # Alternate the two servers so that drift on the machine hits both alike.
-                ceiling = asyncio.run(ingest(bare.port, bodies, concurrency, args.seconds, "bare"))
-                ours = asyncio.run(ingest(vault.port, bodies, concurrency, args.seconds, "vault"))
+                ceiling, bare_cpu = measured(bare, bodies, concurrency, args.seconds, "bare")
+                ours, vault_cpu = measured(vault, bodies, concurrency, args.seconds, "vault")
                 results[f"ingest_c{concurrency}"] = {
                     "rngvault": round(ours),
                     "bare_fastapi": round(ceiling),
                     "ratio": round(ours / ceiling, 3),
+                    "cpu_us_per_request": {"rngvault": vault_cpu, "bare_fastapi": bare_cpu},
                 }
 
             # A run of exactly the 1,000 training snapshots, for GETs and bytes on disk.
@@ -303,6 +376,7 @@ def main() -> int:
             "encoded_bytes_per_snapshot": round(statistics.mean(map(len, bodies))),
             "stored_bytes_per_snapshot": round((run_bytes + sum(distinct.values())) / len(bodies)),
         }
+    results["steps_us"] = server_steps(bodies)
     if args.postgres:
         results["postgres"] = postgres_ingest(bodies, args.seconds)
     if args.json:
@@ -312,12 +386,25 @@ def main() -> int:
         f"{results['generators']} generators, {results['snapshot_bytes']:.0f} bytes a snapshot, "
         f"{results['cpus']} CPUs"
     )
-    print("| concurrency | rngvault serve (snapshots/s) | bare FastAPI route (req/s) | ratio |")
-    print("|---|---|---|---|")
+    print(
+        "| concurrency | rngvault serve (snapshots/s) | bare FastAPI route (req/s) | ratio "
+        "| server CPU per request, rngvault / bare (µs) |"
+    )
+    print("|---|---|---|---|---|")
     for concurrency in (1, 8, 32):
         row = results[f"ingest_c{concurrency}"]
         assert isinstance(row, dict)
-        print(f"| {concurrency} | {row['rngvault']} | {row['bare_fastapi']} | {row['ratio']} |")
+        cpu = row["cpu_us_per_request"]
+        print(
+            f"| {concurrency} | {row['rngvault']} | {row['bare_fastapi']} | {row['ratio']} "
+            f"| {cpu['rngvault']} / {cpu['bare_fastapi']} |"
+        )
+    steps = results["steps_us"]
+    assert isinstance(steps, dict)
+    print(
+        f"in process, per snapshot: decode {steps['decode']} µs, prepare {steps['prepare']} µs, "
+        f"SQL of a put {steps['sql_put']} µs"
+    )
     print(f"GET p50 {results['get_ms']['p50']} ms, p99 {results['get_ms']['p99']} ms")  # type: ignore[index]
     disk = results["disk"]
     assert isinstance(disk, dict)
