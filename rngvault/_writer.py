@@ -3,6 +3,8 @@
 The training thread only appends a job to a queue (a C-level ``SimpleQueue.put``); one
 daemon thread per Vault does the rest. ``flush`` waits for every job submitted so far. At
 interpreter exit each writer gets a bounded wait (``RNGVAULT_EXIT_TIMEOUT``, default 10 s).
+A thread with nothing to do for ``IDLE_EXIT`` seconds ends (the next snapshot starts a new
+one), so a Vault dropped without ``close()`` does not keep a thread, or itself, alive.
 
 Fork safety: a forked child (a DataLoader worker) never runs or flushes its parent's
 writer; if it uses the parent's Vault, it gets a fresh, empty writer of its own.
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 OnError = Literal["warn", "raise"]
+IDLE_EXIT = 30.0  # seconds an idle writer thread waits before it ends
 
 
 class StoreWarning(UserWarning):
@@ -67,6 +70,7 @@ class Writer:
         self._completed = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._used = False  # jobs submitted since the last close(): at exit, report on them
         self._errors: list[BaseException] = []
         self._warned: set[tuple[type, str]] = set()
 
@@ -82,23 +86,35 @@ class Writer:
         with self._submit_lock:  # several training threads: the count only grows
             self._last_submitted = next(self._submitted)
             self._queue.put(job)
-        if self._thread is None:
-            self._start()
-        return job
-
-    def _start(self) -> None:
+        self._used = True
+        # Under the lock: a thread that is just ending (idle, or closed) has either seen
+        # this job in the queue or cleared _thread before we look.
         with self._cond:
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"rngvault-writer[{self._label}]", daemon=True
                 )
                 self._thread.start()
+        return job
+
+    def _end_if_idle(self) -> bool:
+        """End this thread if nothing is queued (under the lock, see ``submit``)."""
+        with self._cond:
+            if not self._queue.empty():
+                return False
+            self._thread = None
+            return True
 
     def _run(self) -> None:
         while True:
-            job = self._queue.get()
-            if job is None:
-                return
+            try:
+                job = self._queue.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                job = None
+            if job is None:  # idle for IDLE_EXIT seconds, or close() asked
+                if self._end_if_idle():
+                    return
+                continue
             try:
                 job.result = self._handle(job.payload)
             except BaseException as exc:
@@ -150,10 +166,14 @@ class Writer:
         done = self.flush(timeout)
         # Stop the thread only once the queue is empty: a thread still busy keeps going, so
         # that a later submit never starts a second consumer of the same queue.
-        if done and self._thread is not None and self._pid == os.getpid():
-            self._queue.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        if done and self._pid == os.getpid():
+            self._used = False
+            with self._cond:
+                thread = self._thread
+                if thread is not None:
+                    self._queue.put(None)
+            if thread is not None:
+                thread.join(timeout)
         return done
 
 
@@ -170,7 +190,7 @@ def exit_timeout() -> float:
 @atexit.register
 def _flush_at_exit() -> None:
     for writer in list(_WRITERS):
-        if writer._pid != os.getpid() or writer._thread is None:
+        if writer._pid != os.getpid() or not writer._used:
             continue
         try:
             done = writer.flush(exit_timeout())

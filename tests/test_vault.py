@@ -303,6 +303,43 @@ def test_forked_child_never_runs_the_parents_writer(tmp_path: Path) -> None:
     assert LocalStore(tmp_path).runs() == ["alice/exp", "child/run"]
 
 
+def test_an_idle_writer_thread_ends_and_a_dropped_vault_is_released(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Vault never closed does not keep its writer thread (or itself) alive once the
+    thread has been idle; a later snapshot starts a new thread and is stored."""
+    import gc
+    import time
+    import weakref
+
+    from rngvault import _writer
+
+    monkeypatch.setattr(_writer, "IDLE_EXIT", 0.2)
+
+    def writer_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "rngvault-writer[alice/idle]"]
+
+    vault = Vault(tmp_path, run="alice/idle", track_globals=False)
+    vault.track(np.random.default_rng(1), "augment")
+    vault.snapshot("first")
+    vault.flush()
+    assert len(writer_threads()) == 1
+    deadline = time.monotonic() + 10
+    while writer_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert writer_threads() == [], "the idle writer thread did not end"
+    vault.snapshot("second")  # starts a new thread
+    vault.flush()
+    assert {i.name for i in vault.snapshots()} == {"first", "second"}
+    dropped = weakref.ref(vault)
+    del vault
+    deadline = time.monotonic() + 10
+    while (writer_threads() or dropped() is not None) and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.05)
+    assert writer_threads() == [] and dropped() is None, "the dropped Vault is still alive"
+
+
 def _run_script(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = dict(os.environ, PYTHONPATH=str(ROOT), **env)
     return subprocess.run(

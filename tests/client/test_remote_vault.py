@@ -122,10 +122,12 @@ def test_next_process_sends_what_was_left_in_the_spool(
         pytest.fail("the spool was not sent")
 
 
+@pytest.mark.parametrize("idle", [False, True], ids=["busy", "writer-idle"])
 def test_exit_says_how_many_wait_in_the_spool_and_where(
-    server_factory: object, tmp_path: Path
+    server_factory: object, tmp_path: Path, idle: bool
 ) -> None:
-    """A script whose server is down exits normally, naming the spool and what waits."""
+    """A script whose server is down exits normally, naming the spool and what waits, also
+    when its writer thread has gone idle and ended before exit."""
     import os
     import subprocess
     import sys
@@ -134,10 +136,13 @@ def test_exit_says_how_many_wait_in_the_spool_and_where(
     server.kill9()
     home = tmp_path / "script-home"
     code = (
-        "import rngvault\n"
+        "import rngvault, rngvault._writer, time\n"
         f"v = rngvault.Vault({server.url!r}, run='alice/exit')\n"
         "v.snapshot('a'); v.snapshot('b')\n"
     )
+    if idle:
+        code = code.replace("\n", "\nrngvault._writer.IDLE_EXIT = 0.1\n", 1)
+        code += "v.flush(); time.sleep(1)\n"
     env = dict(
         os.environ,
         RNGVAULT_HOME=str(home),
