@@ -27,7 +27,7 @@ from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State
 from rngvault._writer import OnError, StoreWarning, Writer
-from rngvault.families import Family, _torch, family_of
+from rngvault.families import Family, _torch, family_of, torch_cuda
 from rngvault.stores import SnapshotInfo, Store, open_store
 
 
@@ -115,6 +115,7 @@ class Vault:
         self._version = 0
         self._plan_key: tuple[bool, bool, int] | None = None
         self._plan_cache: list[tuple[str, str, Callable[[Any], Any], Any]] = []
+        self._plan_devices: dict[str, int] = {}  # CUDA generators' devices, for probes
         self._metadata = Metadata(rank=self.rank, world_size=self.world_size)
         self._divergence: DivergenceReport | None = None
         self._divergence_raised = False
@@ -156,6 +157,7 @@ class Vault:
         key = (torch is not None and torch.cuda.is_initialized(), torch is None, self._version)
         if key != self._plan_key:
             self._plan_cache = [(n, f.name, f.capture, obj) for n, f, obj in self._targets()]
+            self._plan_devices = _cuda_devices((n, f, obj) for n, f, _c, obj in self._plan_cache)
             self._plan_key = key
         return self._plan_cache
 
@@ -194,7 +196,7 @@ class Vault:
                 world_size=self.world_size,
             )
         snapshot = Snapshot._taken(states, metadata)
-        job = self._writer.submit((name, snapshot))
+        job = self._writer.submit((name, snapshot, self._plan_devices))
         if durable:
             self._writer.wait_for(job)
             if job.error is not None:
@@ -202,16 +204,16 @@ class Vault:
             return job.result
         return snapshot
 
-    def _write(self, payload: tuple[str, Snapshot]) -> Snapshot:
+    def _write(self, payload: tuple[str, Snapshot, Mapping[str, int]]) -> Snapshot:
         """On the writer thread: environment, probes, encode, store, divergence check."""
-        name, snapshot = payload
+        name, snapshot, devices = payload
         environment = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )
         complete = dataclasses.replace(
             snapshot,
             environment=environment,
-            probes=_probes.compute(snapshot.states),
+            probes=_probes.compute(snapshot.states, devices),
             ref=SnapshotRef(self.run, name, snapshot.digest, self.rank),
         )
         self.store.put(self.run, name, encode(complete), complete)
@@ -423,7 +425,8 @@ class Vault:
         report = restore_states(
             snapshot, targets, include_globals=self.track_globals, strict=strict
         )
-        for generator, verdict in _probes.check(snapshot.states, snapshot.probes).items():
+        devices = self._tracked_devices()
+        for generator, verdict in _probes.check(snapshot.states, snapshot.probes, devices).items():
             if verdict.startswith("differs"):
                 notes.append(
                     f"{generator}: same state, different numbers ({verdict}): a library "
@@ -442,7 +445,21 @@ class Vault:
         first draws recomputed from its stored state and compared with the recorded ones.
         Generator -> "ok", "differs: ...", or why it cannot be checked here."""
         snapshot = self.get(name, run)
-        return _probes.check(snapshot.states, snapshot.probes)
+        return _probes.check(snapshot.states, snapshot.probes, self._tracked_devices())
+
+    def _tracked_devices(self) -> dict[str, int]:
+        return _cuda_devices((n, f.name, obj) for n, (f, obj) in self._tracked.items())
+
+
+def _cuda_devices(targets: Iterable[tuple[str, str, Any]]) -> dict[str, int]:
+    """Generator name -> CUDA device index, for the CUDA targets among (name, family, obj)."""
+    found = {}
+    for name, family, obj in targets:
+        if family == "torch.cuda":
+            index = torch_cuda.device_of(obj)
+            if index is not None:
+                found[name] = index
+    return found
 
 
 _FETCH_STORES: dict[tuple[str, str | None], Store] = {}

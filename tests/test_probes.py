@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import types
 
 import numpy as np
 import pytest
@@ -48,3 +50,87 @@ def test_check_tells_ok_from_differs() -> None:
     verdicts = _probes.check(states, wrong)
     assert verdicts["pcg"].startswith("differs: recorded [0.0, 0.0, 0.0, 0]")
     assert _probes.check(states, {})["py"] == "no probe recorded"
+
+
+def test_cuda_probes_run_on_their_own_device_only_where_it_has_a_context(monkeypatch) -> None:
+    """A CUDA generator is probed under its own device, and only if this process already
+    has a context there: probing never creates one (on device 0, from the writer thread)."""
+    entered: list[int] = []
+    drawn: list[str] = []
+
+    class Device:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def __enter__(self) -> None:
+            entered.append(self.index)
+
+        def __exit__(self, *exc_info: object) -> None:
+            pass
+
+    def fake_torch(contexts: object) -> types.SimpleNamespace:
+        cuda = types.SimpleNamespace(is_initialized=lambda: True, device=Device)
+        return types.SimpleNamespace(cuda=cuda, _C=contexts)
+
+    def draws(state: bytes, device: str) -> list[float]:
+        drawn.append(device)
+        return [0.5]
+
+    monkeypatch.setattr(_probes, "_torch_draws", draws)
+    state = rngvault.State("torch.cuda", {"state": bytes(16)})
+    states = {"torch.cuda:0": state, "torch.cuda:1": state, "mine": state, "unknown": state}
+    only_1 = types.SimpleNamespace(_cuda_hasPrimaryContext=lambda index: index == 1)
+    monkeypatch.setattr(_probes._torch, "loaded", lambda: fake_torch(only_1))
+    assert set(_probes.compute(states, {"mine": 1})) == {"torch.cuda:1", "mine"}
+    assert entered == [1, 1] and drawn == ["cuda:1", "cuda:1"]
+    # A torch that cannot say which devices have a context: no CUDA probe at all.
+    monkeypatch.setattr(_probes._torch, "loaded", lambda: fake_torch(types.SimpleNamespace()))
+    assert _probes.compute(states, {"mine": 1}) == {}
+
+
+PROBE_ON_OWN_DEVICE = """
+import json, sys, tempfile
+import torch
+import rngvault
+torch.cuda.set_device(1)
+torch.rand(3, device="cuda:1")  # CUDA in use on device 1 only
+g = torch.Generator(device="cuda:1").manual_seed(3)
+vault = rngvault.Vault(tempfile.mkdtemp(), run="a/cuda")
+vault.track(g, "g")
+vault.snapshot("s")
+vault.flush()
+print(json.dumps({
+    "context_on_0": torch._C._cuda_hasPrimaryContext(0),
+    "verify": vault.verify("s"),
+}))
+"""
+
+
+@pytest.mark.cuda
+def test_a_vault_probes_cuda_generators_on_their_device_and_adds_no_context(run_python) -> None:
+    """The writer thread probes a device-1 generator on device 1, creates no context on
+    device 0, and the probes recorded there verify on the main thread."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip("needs two CUDA devices")
+    done = run_python(PROBE_ON_OWN_DEVICE)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["context_on_0"] is False
+    assert result["verify"]["g"] == "ok" and result["verify"]["torch.cuda:1"] == "ok"
+
+
+@pytest.mark.cuda
+def test_cuda_probes_taken_by_the_writer_verify_on_the_main_thread(tmp_path) -> None:
+    """Probes of the default CUDA generator and a CUDA Generator, computed on the writer
+    thread, are recorded and equal what the main thread recomputes."""
+    torch.cuda.init()
+    torch.rand(3, device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(11)
+    vault = rngvault.Vault(tmp_path, run="a/cuda")
+    vault.track(g, "g")
+    vault.snapshot("s")
+    vault.flush()
+    stored = vault.get("s")
+    assert {"g", "torch.cuda:0"} <= set(stored.probes)
+    verdicts = vault.verify("s")
+    assert verdicts["g"] == "ok" and verdicts["torch.cuda:0"] == "ok"

@@ -44,6 +44,15 @@ def initialized_devices() -> list[CudaDevice]:
     return [CudaDevice(i) for i in range(torch.cuda.device_count())]
 
 
+def device_of(obj: Any) -> int | None:
+    """The device index of a CUDA generator target, if it says."""
+    if isinstance(obj, CudaDevice):
+        return obj.index
+    device = getattr(obj, "device", None)
+    index = getattr(device, "index", None)
+    return index if isinstance(index, int) else None
+
+
 def accepts(obj: Any) -> bool:
     return isinstance(obj, CudaDevice) or _torch.is_generator(obj, "cuda")
 
