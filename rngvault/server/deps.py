@@ -1,5 +1,9 @@
 """Dependencies routes receive, so tests can swap them with ``app.dependency_overrides``.
 
+The PUT of a snapshot is the exception: it skips FastAPI's dependency solving (see
+``routes/snapshots.py``) and reads ``app.state.store``, ``.settings`` and ``.metrics``
+directly, so replace those (``create_app(store=...)``) to change what it uses.
+
 They are coroutines: FastAPI runs plain functions in its thread pool, a costly hop for a
 value that is already at hand.
 """

@@ -94,7 +94,7 @@ class SQLiteStore:
         self._max_page_count = max_page_count
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._ids = sqlite_sql.Ids()
-        self._writer = Writer(self._open_writer, BUSY_TIMEOUT, on_rollback=self._ids.clear)
+        self._writer = Writer(self._open_writer, BUSY_TIMEOUT, forget=self._ids.clear)
 
     def _open_writer(self) -> sqlite3.Connection:
         try:

@@ -37,7 +37,8 @@ class Ids:
     """Row ids the writer already knows: runs by (namespace, name), states by hash.
 
     It saves a lookup per run and per state on every put. Only the write connection's jobs
-    use it; anything that can remove rows or undo inserts (a delete, a rollback) clears it.
+    use it; anything that can remove rows or undo inserts clears it: a delete, a rollback,
+    and a commit by another connection (the writer watches SQLite's ``data_version``).
     """
 
     MAX = 100_000

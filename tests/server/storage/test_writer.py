@@ -13,8 +13,10 @@ import pytest
 
 import rngvault
 from rngvault._errors import StoreError
+from rngvault.server.storage import sqlite as sqlite_module
 from rngvault.server.storage.base import SnapshotKey
 from rngvault.server.storage.sqlite import SQLiteStore, connect
+from rngvault.server.storage.writer import Writer
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +128,88 @@ async def test_a_closed_writer_refuses_new_jobs(tmp_path: Path, make_body: Body)
     await store.close()
     with pytest.raises(StoreError, match="closed"):
         await put(store, k("b"), make_body(2))
+
+
+async def test_a_lock_held_past_the_busy_timeout_fails_the_batch_at_once(
+    tmp_path: Path, make_body: Body, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of the batch ran, so it is not retried job by job (each would wait the busy
+    timeout again): every put fails after about one timeout, with a 503-class error."""
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT", 0.2)
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    other = connect(store.path)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        outcome = await asyncio.gather(
+            *(put(store, k(f"s{i}"), make_body(i)) for i in range(8)), return_exceptions=True
+        )
+        elapsed = time.monotonic() - started
+        assert all(isinstance(o, StoreError) and "locked" in str(o) for o in outcome), outcome
+        assert elapsed < 1.0, f"8 puts took {elapsed:.2f} s against a 0.2 s busy timeout"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await put(store, k("after"), make_body(9))  # the lock is free again: writes go on
+    await store.close()
+
+
+async def test_ids_remembered_are_dropped_when_another_connection_commits(
+    tmp_path: Path, make_body: Body
+) -> None:
+    """Two stores on one file: B deletes A's run and reuses its row ids for a new run and
+    new states. A's next puts go where they belong and read back byte for byte."""
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    a, b = await SQLiteStore.open(url), await SQLiteStore.open(url)
+    try:
+        await put(a, k("a", run="r1"), make_body(1, shared=7))
+        await b.delete_run("ns", "r1")
+        await put(b, k("x", run="r2"), make_body(2, shared=8))
+        await put(a, k("b", run="r1"), make_body(3, shared=7))
+        await put(a, k("c", run="r3"), make_body(4, shared=7))
+        assert [i.name for i in (await a.list_snapshots("ns", "r1")).items] == ["b"]
+        assert [i.name for i in (await a.list_snapshots("ns", "r2")).items] == ["x"]
+        assert await a.get(k("b", run="r1")) == make_body(3, shared=7)
+        assert await a.get(k("c", run="r3")) == make_body(4, shared=7)
+        assert await b.get(k("x", run="r2")) == make_body(2, shared=8)
+    finally:
+        await a.close()
+        await b.close()
+
+
+class _SlowCommit(sqlite3.Connection):
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:  # type: ignore[override]
+        if sql == "COMMIT":
+            time.sleep(0.3)
+        return super().execute(sql, *args)  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_close_still_finishes_the_writes_it_waited_for(tmp_path: Path) -> None:
+    """close() cancelled while a batch commits (a shutdown deadline): the batch and the one
+    queued behind it still commit, their callers get their answers, the connection closes."""
+    path = tmp_path / "slow.db"
+
+    def open_slow() -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, factory=_SlowCommit
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        return conn
+
+    writer = Writer(open_slow, 1.0)
+    await writer.start()
+    first = asyncio.ensure_future(writer.run(lambda c: c.execute("INSERT INTO t VALUES (1)")))
+    await asyncio.sleep(0.05)  # the first batch is in COMMIT, in the writer's thread
+    second = asyncio.ensure_future(writer.run(lambda c: c.execute("INSERT INTO t VALUES (2)")))
+    await asyncio.sleep(0)
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(writer.close(), 0.05)
+    await asyncio.wait_for(asyncio.gather(first, second), 5)
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM t").fetchone() == (2,)
+    closing = writer._closing
+    assert closing is not None
+    await asyncio.wait_for(asyncio.shield(closing), 5)
+    assert writer._conn is not None
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        writer._conn.execute("SELECT 1")
