@@ -10,6 +10,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import Field, TypeAdapter, ValidationError
 
 from rngvault._format import decode, encode
 from rngvault._json import snapshot_to_json
@@ -75,19 +76,22 @@ async def put_snapshot(
     return JSONResponse(answer, status_code=201 if stored.created else 200)
 
 
+# What FastAPI would check for ``Rank`` on this route (pydantic's rules for a query string).
+_RANK = TypeAdapter(Annotated[int, Field(ge=0, le=MAX_RANK)])
+
+
 def _query_rank(request: Request) -> int | None:
-    """The ``rank`` query parameter, checked as FastAPI checks ``Rank``."""
+    """The ``rank`` query parameter (the last one given), checked as FastAPI checks ``Rank``."""
     values = request.query_params.getlist("rank")
     if not values:
         return None
-    text = values[-1]
-    if not text.strip().lstrip("+-").isdecimal() or not 0 <= int(text) <= MAX_RANK:
+    try:
+        return int(_RANK.validate_python(values[-1]))
+    except ValidationError as exc:
+        problem = exc.errors()[0].get("msg", "invalid")
         raise ApiError(
-            422,
-            "invalid_request",
-            f"query.rank: expected an integer from 0 to {MAX_RANK}, got {text!r}",
-        )
-    return int(text)
+            422, "invalid_request", f"query.rank: {problem} (got {values[-1][:40]!r})"
+        ) from None
 
 
 async def _ingest(request: Request) -> Response:
