@@ -4,9 +4,10 @@ A snapshot carries them so that a restore on another machine can recompute them 
 "same state, different numbers" (a library version or platform changed the algorithm)
 from a state that was not restored. Probes never touch the live generators.
 
-CUDA generators are probed on their own device, and only where this process already has a
-CUDA context on it: a Vault's writer thread would otherwise run on device 0 and create a
-context there (hundreds of MiB) in every process of a distributed run.
+CUDA generators are probed on their own device (any device, for a generator made with
+``device="cuda"`` and no index), and only where this process already has a CUDA context:
+a Vault's writer thread would otherwise run on device 0 and create a context there
+(hundreds of MiB) in every process of a distributed run.
 """
 
 from __future__ import annotations
@@ -63,10 +64,16 @@ def _torch_cpu(fields: Mapping[str, Any], _device: int | None) -> list[Any]:
 
 def _torch_cuda(fields: Mapping[str, Any], device: int | None) -> list[Any] | None:
     torch = _torch.loaded()
-    if torch is None or device is None or not torch.cuda.is_initialized():
+    if torch is None or not torch.cuda.is_initialized():
         return None  # never initialize CUDA just to probe
     has_context = getattr(torch._C, "_cuda_hasPrimaryContext", None)
-    if has_context is None or not has_context(device):
+    if has_context is None:
+        return None
+    if device is None:
+        # A generator made with device="cuda" has no index; its draws do not depend on
+        # the device (seed and offset only), so any device with a context will do.
+        device = next((i for i in range(torch.cuda.device_count()) if has_context(i)), None)
+    if device is None or not has_context(device):
         return None  # never create a context on a device just to probe
     with torch.cuda.device(device):
         return _torch_draws(fields["state"], f"cuda:{device}")

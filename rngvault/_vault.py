@@ -114,8 +114,9 @@ class Vault:
         self._tracked: dict[str, tuple[Family, Any]] = {}
         self._version = 0
         self._plan_key: tuple[bool, bool, int] | None = None
-        self._plan_cache: list[tuple[str, str, Callable[[Any], Any], Any]] = []
-        self._plan_devices: dict[str, int] = {}  # CUDA generators' devices, for probes
+        self._plan_cache: tuple[
+            list[tuple[str, str, Callable[[Any], Any], Any]], dict[str, int]
+        ] = ([], {})
         self._metadata = Metadata(rank=self.rank, world_size=self.world_size)
         self._divergence: DivergenceReport | None = None
         self._divergence_raised = False
@@ -150,14 +151,15 @@ class Vault:
         targets += [(name, family, obj) for name, (family, obj) in self._tracked.items()]
         return targets
 
-    def _plan(self) -> list[tuple[str, str, Callable[[Any], Any], Any]]:
-        """(name, family, capture function, object) for each target, rebuilt only when the
-        targets can have changed: torch imported, CUDA initialized, track()/untrack()."""
+    def _plan(self) -> tuple[list[tuple[str, str, Callable[[Any], Any], Any]], dict[str, int]]:
+        """(name, family, capture function, object) for each target, and the CUDA targets'
+        devices (for probes), rebuilt only when the targets can have changed: torch
+        imported, CUDA initialized, track()/untrack(). One tuple, so the two always match."""
         torch = _torch.loaded()
         key = (torch is not None and torch.cuda.is_initialized(), torch is None, self._version)
         if key != self._plan_key:
-            self._plan_cache = [(n, f.name, f.capture, obj) for n, f, obj in self._targets()]
-            self._plan_devices = _cuda_devices((n, f, obj) for n, f, _c, obj in self._plan_cache)
+            plan = [(n, f.name, f.capture, obj) for n, f, obj in self._targets()]
+            self._plan_cache = (plan, _cuda_devices((n, f, obj) for n, f, _c, obj in plan))
             self._plan_key = key
         return self._plan_cache
 
@@ -183,7 +185,8 @@ class Vault:
         check_name(name)
         # The hot path: one getstate call per generator and as little else as possible;
         # the environment, probes and encoding are the writer's work.
-        states = {n: State(family, capture(obj)) for n, family, capture, obj in self._plan()}
+        plan, devices = self._plan()
+        states = {n: State(family, capture(obj)) for n, family, capture, obj in plan}
         if step is None and epoch is None and not metrics and not tags:
             metadata = self._metadata
         else:
@@ -196,7 +199,7 @@ class Vault:
                 world_size=self.world_size,
             )
         snapshot = Snapshot._taken(states, metadata)
-        job = self._writer.submit((name, snapshot, self._plan_devices))
+        job = self._writer.submit((name, snapshot, devices))
         if durable:
             self._writer.wait_for(job)
             if job.error is not None:

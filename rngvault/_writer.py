@@ -4,7 +4,9 @@ The training thread only appends a job to a queue (a C-level ``SimpleQueue.put``
 daemon thread per Vault does the rest. ``flush`` waits for every job submitted so far. At
 interpreter exit each writer gets a bounded wait (``RNGVAULT_EXIT_TIMEOUT``, default 10 s).
 A thread with nothing to do for ``IDLE_EXIT`` seconds ends (the next snapshot starts a new
-one), so a Vault dropped without ``close()`` does not keep a thread, or itself, alive.
+one), so a Vault that is not closed does not keep a thread; until ``close()`` a Vault that
+took snapshots is held for the exit flush and report. Where no thread can start (at
+interpreter shutdown), the jobs run on the thread that submits them.
 
 Fork safety: a forked child (a DataLoader worker) never runs or flushes its parent's
 writer; if it uses the parent's Vault, it gets a fresh, empty writer of its own.
@@ -19,7 +21,6 @@ import queue
 import sys
 import threading
 import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -59,7 +60,6 @@ class Writer:
         self._label = label
         self._at_exit = at_exit
         self._reset()
-        _WRITERS.add(self)
 
     def _reset(self) -> None:
         self._pid = os.getpid()
@@ -70,9 +70,10 @@ class Writer:
         self._completed = 0
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._used = False  # jobs submitted since the last close(): at exit, report on them
+        self._inline: threading.Thread | None = None  # runs the jobs when no thread can start
         self._errors: list[BaseException] = []
         self._warned: set[tuple[type, str]] = set()
+        _USED.discard(self)
 
     @property
     def pending(self) -> int:
@@ -86,16 +87,47 @@ class Writer:
         with self._submit_lock:  # several training threads: the count only grows
             self._last_submitted = next(self._submitted)
             self._queue.put(job)
-        self._used = True
+        # Kept until close() or exit, thread or not, so that exit flushes and reports it.
+        _USED.add(self)
         # Under the lock: a thread that is just ending (idle, or closed) has either seen
         # this job in the queue or cleared _thread before we look.
         with self._cond:
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"rngvault-writer[{self._label}]", daemon=True
-                )
+            if self._thread is not None or self._inline is not None:
+                return job
+            self._thread = threading.Thread(
+                target=self._run, name=f"rngvault-writer[{self._label}]", daemon=True
+            )
+            try:
                 self._thread.start()
+            except RuntimeError:  # at interpreter shutdown, or out of threads
+                self._thread = None
+            else:
+                return job
+        self.run_here()
         return job
+
+    def run_here(self) -> None:
+        """Handle what is queued on the calling thread (no writer thread could start)."""
+        with self._cond:
+            if self._thread is not None or self._inline is not None:
+                return
+            self._inline = threading.current_thread()
+        try:
+            while True:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    with self._cond:  # as in _end_if_idle: a submit sees us or we see it
+                        if self._queue.empty():
+                            self._inline = None
+                            return
+                    continue
+                if job is not None:
+                    self._handle_job(job)
+        finally:
+            with self._cond:
+                if self._inline is threading.current_thread():
+                    self._inline = None
 
     def _end_if_idle(self) -> bool:
         """End this thread if nothing is queued (under the lock, see ``submit``)."""
@@ -106,24 +138,34 @@ class Writer:
             return True
 
     def _run(self) -> None:
-        while True:
-            try:
-                job = self._queue.get(timeout=IDLE_EXIT)
-            except queue.Empty:
-                job = None
-            if job is None:  # idle for IDLE_EXIT seconds, or close() asked
-                if self._end_if_idle():
-                    return
-                continue
-            try:
-                job.result = self._handle(job.payload)
-            except BaseException as exc:
-                job.error = exc
-                self._report(exc)
-            finally:
-                with self._cond:
-                    self._completed += 1
-                    self._cond.notify_all()
+        wait: float | None = IDLE_EXIT
+        try:
+            while True:
+                try:
+                    job = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    job = None
+                if job is None:  # idle for IDLE_EXIT seconds, or close() asked
+                    if self._end_if_idle():
+                        return
+                    wait = 0.0  # close() asked: end as soon as the queue is empty
+                    continue
+                self._handle_job(job)
+        finally:
+            with self._cond:  # also when this thread dies of an error: the next submit
+                if self._thread is threading.current_thread():  # starts another
+                    self._thread = None
+
+    def _handle_job(self, job: Job) -> None:
+        try:
+            job.result = self._handle(job.payload)
+        except BaseException as exc:
+            job.error = exc
+            self._report(exc)
+        finally:
+            with self._cond:
+                self._completed += 1
+                self._cond.notify_all()
 
     def _report(self, exc: BaseException) -> None:
         if self._on_error == "raise":
@@ -132,7 +174,10 @@ class Writer:
         key = (type(exc), str(exc))
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=2)
+            try:
+                warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=2)
+            except Warning as raised:  # warnings are errors here (-W error): raise it later
+                self._errors.append(raised)
 
     def raise_pending(self) -> None:
         """With ``on_error="raise"``: raise the first error the writer met since last time."""
@@ -141,7 +186,8 @@ class Writer:
             raise first
 
     def on_writer_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        current = threading.current_thread()
+        return current is self._thread or current is self._inline
 
     def wait_for(self, job: Job) -> None:
         """Wait until ``job`` (and every job before it) is handled; errors stay on the job."""
@@ -167,17 +213,19 @@ class Writer:
         # Stop the thread only once the queue is empty: a thread still busy keeps going, so
         # that a later submit never starts a second consumer of the same queue.
         if done and self._pid == os.getpid():
-            self._used = False
             with self._cond:
                 thread = self._thread
                 if thread is not None:
                     self._queue.put(None)
+                if not self.pending:
+                    _USED.discard(self)
             if thread is not None:
                 thread.join(timeout)
         return done
 
 
-_WRITERS: weakref.WeakSet[Writer] = weakref.WeakSet()
+# Writers with snapshots since their last close(), held (with their Vault) until exit.
+_USED: set[Writer] = set()
 
 
 def exit_timeout() -> float:
@@ -189,10 +237,12 @@ def exit_timeout() -> float:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    for writer in list(_WRITERS):
-        if writer._pid != os.getpid() or not writer._used:
+    for writer in list(_USED):
+        if writer._pid != os.getpid():
             continue
         try:
+            if writer._thread is None:
+                writer.run_here()  # its thread ended or never started: store what is queued
             done = writer.flush(exit_timeout())
             if not done:
                 warnings.warn(

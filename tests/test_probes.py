@@ -69,7 +69,9 @@ def test_cuda_probes_run_on_their_own_device_only_where_it_has_a_context(monkeyp
             pass
 
     def fake_torch(contexts: object) -> types.SimpleNamespace:
-        cuda = types.SimpleNamespace(is_initialized=lambda: True, device=Device)
+        cuda = types.SimpleNamespace(
+            is_initialized=lambda: True, device=Device, device_count=lambda: 3
+        )
         return types.SimpleNamespace(cuda=cuda, _C=contexts)
 
     def draws(state: bytes, device: str) -> list[float]:
@@ -78,14 +80,18 @@ def test_cuda_probes_run_on_their_own_device_only_where_it_has_a_context(monkeyp
 
     monkeypatch.setattr(_probes, "_torch_draws", draws)
     state = rngvault.State("torch.cuda", {"state": bytes(16)})
-    states = {"torch.cuda:0": state, "torch.cuda:1": state, "mine": state, "unknown": state}
+    # "mine" is on device 1; "any" was made with device="cuda" (no index): any device with a
+    # context; "on_2" is on device 2, which has none.
+    states = {"torch.cuda:0": state, "torch.cuda:1": state, "mine": state, "any": state}
+    states["on_2"] = state
     only_1 = types.SimpleNamespace(_cuda_hasPrimaryContext=lambda index: index == 1)
     monkeypatch.setattr(_probes._torch, "loaded", lambda: fake_torch(only_1))
-    assert set(_probes.compute(states, {"mine": 1})) == {"torch.cuda:1", "mine"}
-    assert entered == [1, 1] and drawn == ["cuda:1", "cuda:1"]
+    probed = _probes.compute(states, {"mine": 1, "on_2": 2})
+    assert set(probed) == {"torch.cuda:1", "mine", "any"}
+    assert entered == [1, 1, 1] and drawn == ["cuda:1", "cuda:1", "cuda:1"]
     # A torch that cannot say which devices have a context: no CUDA probe at all.
     monkeypatch.setattr(_probes._torch, "loaded", lambda: fake_torch(types.SimpleNamespace()))
-    assert _probes.compute(states, {"mine": 1}) == {}
+    assert _probes.compute(states, {"mine": 1, "on_2": 2}) == {}
 
 
 PROBE_ON_OWN_DEVICE = """

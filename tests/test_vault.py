@@ -303,11 +303,12 @@ def test_forked_child_never_runs_the_parents_writer(tmp_path: Path) -> None:
     assert LocalStore(tmp_path).runs() == ["alice/exp", "child/run"]
 
 
-def test_an_idle_writer_thread_ends_and_a_dropped_vault_is_released(
+def test_an_idle_writer_thread_ends_and_a_closed_vault_is_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Vault never closed does not keep its writer thread (or itself) alive once the
-    thread has been idle; a later snapshot starts a new thread and is stored."""
+    """A Vault's writer thread ends once idle, and a later snapshot starts a new one; a
+    Vault that took snapshots stays held, without a thread, until close() (or exit, which
+    flushes it); after close() a dropped Vault is collected."""
     import gc
     import time
     import weakref
@@ -319,25 +320,76 @@ def test_an_idle_writer_thread_ends_and_a_dropped_vault_is_released(
     def writer_threads() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t.name == "rngvault-writer[alice/idle]"]
 
+    def wait_until(condition: Any) -> bool:
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.05)
+        return bool(condition())
+
     vault = Vault(tmp_path, run="alice/idle", track_globals=False)
     vault.track(np.random.default_rng(1), "augment")
     vault.snapshot("first")
     vault.flush()
     assert len(writer_threads()) == 1
-    deadline = time.monotonic() + 10
-    while writer_threads() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert writer_threads() == [], "the idle writer thread did not end"
+    assert wait_until(lambda: not writer_threads()), "the idle writer thread did not end"
     vault.snapshot("second")  # starts a new thread
     vault.flush()
     assert {i.name for i in vault.snapshots()} == {"first", "second"}
-    dropped = weakref.ref(vault)
+    kept = weakref.ref(vault)
     del vault
-    deadline = time.monotonic() + 10
-    while (writer_threads() or dropped() is not None) and time.monotonic() < deadline:
-        gc.collect()
-        time.sleep(0.05)
-    assert writer_threads() == [] and dropped() is None, "the dropped Vault is still alive"
+    assert wait_until(lambda: not writer_threads())
+    gc.collect()
+    vault = kept()
+    assert vault is not None, "an unclosed Vault with snapshots must wait for the exit flush"
+    vault.close()
+    del vault
+    assert wait_until(lambda: kept() is None), "a closed, dropped Vault is still alive"
+
+
+def test_a_snapshot_where_no_thread_can_start_is_stored_on_the_calling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At interpreter shutdown (Python 3.12+) threads cannot start: the snapshot is then
+    stored by the thread that takes it instead of waiting forever."""
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    vault = Vault(tmp_path, run="alice/late", track_globals=False)
+    vault.track(np.random.default_rng(1), "augment")
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    vault.snapshot("final")
+    assert vault._writer.pending == 0
+    monkeypatch.undo()
+    assert [i.name for i in vault.snapshots()] == ["final"]
+    vault.close()
+
+
+def test_a_warning_turned_into_an_error_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """With warnings as errors (-W error), a failed write is raised at the next call, and
+    later snapshots are still stored."""
+
+    class FailsOnce(LocalStore):
+        failed = False
+
+        def put(self, run: str, name: str, data: bytes, snapshot: rngvault.Snapshot) -> bool:
+            if not FailsOnce.failed:
+                FailsOnce.failed = True
+                raise rngvault.StoreError("disk on fire")
+            return super().put(run, name, data, snapshot)
+
+    vault = Vault(FailsOnce(tmp_path), run="alice/strict", track_globals=False)
+    vault.track(np.random.default_rng(1), "augment")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vault.snapshot("lost")
+        with pytest.raises(rngvault.StoreWarning, match="disk on fire"):
+            vault.flush(timeout=10)
+        vault.snapshot("kept")
+        assert vault.flush(timeout=10)
+    assert [i.name for i in vault.snapshots()] == ["kept"]
+    vault.close()
 
 
 def _run_script(code: str, **env: str) -> subprocess.CompletedProcess[str]:
