@@ -174,7 +174,9 @@ class Writer:
         except BaseException as exc:  # a bug in a job, or cancelled: keep the writer usable
             await self._rollback()
             _fail(batch, StoreError(f"write failed: {type(exc).__name__}: {exc}"))
-            raise
+            if not isinstance(exc, Exception):
+                raise
+            return
         _resolve(batch, outcomes)
 
     async def _transaction(self, batch: list[Job]) -> list[tuple[bool, Any]]:

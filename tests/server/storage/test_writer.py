@@ -213,3 +213,23 @@ async def test_a_cancelled_close_still_finishes_the_writes_it_waited_for(tmp_pat
     assert writer._conn is not None
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         writer._conn.execute("SELECT 1")
+
+
+async def test_a_bug_in_a_job_fails_its_batch_and_the_writer_goes_on(
+    sqlite_store: SQLiteStore, make_body: Body
+) -> None:
+    def buggy(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO runs (namespace, name, created, updated) VALUES ('x', 'y', 0, 0)")
+        raise ValueError("a bug")
+
+    outcome = await asyncio.gather(
+        sqlite_store._writer.run(buggy),
+        put(sqlite_store, k("same-batch"), make_body(1)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(o, StoreError) and "ValueError: a bug" in str(o) for o in outcome)
+    later = asyncio.ensure_future(put(sqlite_store, k("next"), make_body(2)))
+    await asyncio.wait_for(later, 5)
+    assert await sqlite_store.get(k("next")) == make_body(2)
+    with sqlite3.connect(sqlite_store.path) as db:  # the buggy job's insert was rolled back
+        assert db.execute("SELECT count(*) FROM runs WHERE namespace = 'x'").fetchone() == (0,)
