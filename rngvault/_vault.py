@@ -88,6 +88,10 @@ class Vault:
     the reference run's snapshot of the same name; the first divergence is reported by a
     warning and to ``on_divergence(report)``, and with ``strict=True`` also raised as
     DivergenceError from the next ``snapshot()`` or ``flush()``.
+
+    ``probes=False`` records no probes: the writer then draws nothing from copies of the
+    generators (CUDA ones included) and a restore cannot tell "same state, different
+    numbers".
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class Vault:
         on_error: OnError = "warn",
         token: str | None = None,
         track_globals: bool = True,
+        probes: bool = True,
     ) -> None:
         self.run = _check_run(run)
         self.reference = _check_run(reference) if reference is not None else None
@@ -111,6 +116,7 @@ class Vault:
         self.on_divergence = on_divergence
         self.strict = strict
         self.track_globals = track_globals
+        self.probes = probes
         self._tracked: dict[str, tuple[Family, Any]] = {}
         self._version = 0
         self._plan_key: tuple[bool, bool, int] | None = None
@@ -216,7 +222,7 @@ class Vault:
         complete = dataclasses.replace(
             snapshot,
             environment=environment,
-            probes=_probes.compute(snapshot.states, devices),
+            probes=_probes.compute(snapshot.states, devices) if self.probes else {},
             ref=SnapshotRef(self.run, name, snapshot.digest, self.rank),
         )
         self.store.put(self.run, name, encode(complete), complete)

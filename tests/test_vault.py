@@ -303,6 +303,19 @@ def test_forked_child_never_runs_the_parents_writer(tmp_path: Path) -> None:
     assert LocalStore(tmp_path).runs() == ["alice/exp", "child/run"]
 
 
+def test_probes_can_be_turned_off(tmp_path: Path) -> None:
+    """probes=False records none; verify() then says so for every generator."""
+    vault = Vault(tmp_path, run="alice/noprobes", probes=False)
+    vault.track(np.random.default_rng(1), "augment")
+    vault.snapshot("s", durable=True)
+    assert vault.get("s").probes == {}
+    assert set(vault.verify("s").values()) == {"no probe recorded"}
+    with_probes = Vault(tmp_path, run="alice/probes")
+    with_probes.track(np.random.default_rng(1), "augment")
+    with_probes.snapshot("s", durable=True)
+    assert "augment" in with_probes.get("s").probes
+
+
 def test_an_idle_writer_thread_ends_and_a_closed_vault_is_released(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
