@@ -35,7 +35,8 @@ from rngvault.server.storage.writer import Writer, map_error
 T = TypeVar("T")
 READERS = 8
 BUSY_TIMEOUT = 30.0  # seconds to wait for a lock another process holds
-INLINE_PUT = 256 * 1024  # larger bodies are written from the writer's thread
+INLINE_PUT = 256 * 1024  # larger bodies are written from the writer's thread,
+INLINE_STATES = 256  # and so are snapshots with more states (one insert each)
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, int]]:
@@ -150,7 +151,7 @@ class SQLiteStore:
         prepared = prepare(body, snapshot)
         return await self._writer.run(
             lambda conn: sqlite_sql.put(conn, key, prepared, self._ids),
-            heavy=len(body) > INLINE_PUT,
+            heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
         )
 
     async def get(self, key: SnapshotKey) -> bytes:

@@ -233,3 +233,30 @@ async def test_a_bug_in_a_job_fails_its_batch_and_the_writer_goes_on(
     assert await sqlite_store.get(k("next")) == make_body(2)
     with sqlite3.connect(sqlite_store.path) as db:  # the buggy job's insert was rolled back
         assert db.execute("SELECT count(*) FROM runs WHERE namespace = 'x'").fetchone() == (0,)
+
+
+async def test_a_snapshot_of_many_generators_is_written_off_the_loop(
+    sqlite_store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One insert per state: a snapshot of hundreds of generators is a heavy job (run whole
+    in the writer thread), and reads back byte for byte."""
+    import numpy as np
+
+    many = rngvault.encode(
+        rngvault.capture(
+            {f"g{i}": np.random.default_rng(i) for i in range(300)}, include_globals=False
+        )
+    )
+    few = rngvault.encode(rngvault.capture({"g": np.random.default_rng(0)}, include_globals=False))
+    heavy_flags: list[bool] = []
+    real_run = sqlite_store._writer.run
+
+    async def spy(fn: Callable[[sqlite3.Connection], object], *, heavy: bool = False) -> object:
+        heavy_flags.append(heavy)
+        return await real_run(fn, heavy=heavy)
+
+    monkeypatch.setattr(sqlite_store._writer, "run", spy)
+    await put(sqlite_store, k("many"), many)
+    await put(sqlite_store, k("few"), few)
+    assert heavy_flags == [True, False]
+    assert await sqlite_store.get(k("many")) == many
