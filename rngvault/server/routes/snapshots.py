@@ -10,7 +10,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from rngvault._format import decode, encode
 from rngvault._json import snapshot_to_json
@@ -76,8 +76,8 @@ async def put_snapshot(
     return JSONResponse(answer, status_code=201 if stored.created else 200)
 
 
-# What FastAPI would check for ``Rank`` on this route (pydantic's rules for a query string).
-_RANK = TypeAdapter(Annotated[int, Field(ge=0, le=MAX_RANK)])
+# ``Rank`` itself, checked by pydantic as FastAPI checks it on the other routes.
+_RANK = TypeAdapter(Rank)
 
 
 def _query_rank(request: Request) -> int | None:
@@ -86,7 +86,8 @@ def _query_rank(request: Request) -> int | None:
     if not values:
         return None
     try:
-        return int(_RANK.validate_python(values[-1]))
+        rank: int | None = _RANK.validate_python(values[-1])
+        return rank
     except ValidationError as exc:
         problem = exc.errors()[0].get("msg", "invalid")
         raise ApiError(

@@ -212,15 +212,14 @@ class Writer:
 
     def _whole_batch(self, conn: sqlite3.Connection, batch: list[Job]) -> list[tuple[bool, Any]]:
         """In the writer's thread: the batch from BEGIN to COMMIT, waiting for the lock."""
-        if not conn.in_transaction:
-            conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _NoLock(exc) from None
-            finally:
-                conn.execute("PRAGMA busy_timeout=0")
-            self._check_data_version(conn)
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _NoLock(exc) from None
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
+        self._check_data_version(conn)
         outcomes = [self._run_job(conn, job[0]) for job in batch]
         conn.execute("COMMIT")
         return outcomes

@@ -9,6 +9,7 @@ import pytest
 
 from rngvault.server.storage import open_store
 from rngvault.server.storage.base import Store
+from rngvault.server.storage.sqlite import SQLiteStore
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -27,3 +28,13 @@ async def store(store_url: str) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An empty SQLite store in a temporary file."""
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        yield store
+    finally:
+        await store.close()

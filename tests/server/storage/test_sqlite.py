@@ -31,15 +31,6 @@ async def put(store: SQLiteStore, key: SnapshotKey, body: bytes) -> None:
     await store.put(key, body, rngvault.decode(body))
 
 
-@pytest.fixture
-async def sqlite_store(tmp_path: Path):
-    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 async def test_live_database_is_wal_and_every_connection_is_synchronous_full(
     sqlite_store: SQLiteStore, make_body: Body
 ) -> None:

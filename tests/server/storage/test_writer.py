@@ -23,15 +23,6 @@ pytestmark = pytest.mark.anyio
 Body = Callable[..., bytes]
 
 
-@pytest.fixture
-async def sqlite_store(tmp_path: Path):
-    store = await SQLiteStore.open(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
 def k(name: str, run: str = "r") -> SnapshotKey:
     return SnapshotKey("ns", run, name)
 
