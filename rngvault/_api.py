@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
-
-import numpy as np
 
 from rngvault._errors import CaptureError, RestoreError, StateError
 from rngvault._names import check_generator_name
 from rngvault._report import GeneratorOutcome, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, State, values_equal
-from rngvault.families import (
-    Family,
-    _torch,
-    family_of,
-    get_family,
-    numpy_legacy,
-    python,
-    torch_cpu,
-    torch_cuda,
-)
+from rngvault.families import Family, families, family_of, get_family
 
 Targets = Mapping[str, Any]
 
@@ -39,40 +27,28 @@ def global_targets() -> dict[str, Any]:
 
 def global_resolved() -> list[tuple[str, Family, Any]]:
     """``global_targets()`` with their families, which are known without looking."""
-    resolved: list[tuple[str, Family, Any]] = [
-        ("python.global", python.FAMILY, random._inst),
-        ("numpy.global", numpy_legacy.FAMILY, np.random.mtrand._rand),
+    return [
+        (name, family, obj)
+        for family in families().values()
+        for name, obj in family.process_globals()
     ]
-    torch = _torch.loaded()
-    if torch is not None:
-        resolved.append(("torch.cpu", torch_cpu.FAMILY, torch.default_generator))
-        for device in torch_cuda.initialized_devices():
-            resolved.append((f"torch.cuda:{device.index}", torch_cuda.FAMILY, device))
-    return resolved
 
 
 def _global_restore_target(name: str) -> tuple[Any, str]:
     """The object a global state restores into, or (None, why there is none)."""
-    if name == "python.global":
-        return random._inst, ""
-    if name == "numpy.global":
-        return np.random.mtrand._rand, ""
-    torch = _torch.loaded()
-    if name == "torch.cpu":
-        if torch is None:
-            return None, "torch is not imported in this process"
-        return torch.default_generator, ""
-    if name.startswith("torch.cuda:") and name[11:].isdigit():
-        if torch is None:
-            return None, "torch is not imported in this process"
-        if torch_cuda.device_count() == 0:
-            return None, "CUDA is not available in this process"
-        return torch_cuda.CudaDevice(int(name[11:])), ""
-    return None, "no generator of that name is tracked in this process"
+    for family in families().values():
+        found = family.global_target(name)
+        if found is not None:
+            return found
+    return None, _UNTRACKED
 
 
-# The family of objects whose type alone decides it (all but torch.Generator, whose device
-# does), so that capture() looks each type up once.
+_UNTRACKED = "no generator of that name is tracked in this process"
+_NOT_GIVEN = "no target given (include_globals=False)"
+
+
+# The family of objects whose type alone decides it (``Family.type_decides``; not a
+# torch.Generator, whose device does), so that capture() looks each type up once.
 _FAMILY_OF_TYPE: dict[type, Family] = {}
 
 
@@ -92,7 +68,7 @@ def resolve(generators: Targets | None) -> list[tuple[str, Family, Any]]:
                 family = family_of(obj)
             except CaptureError as exc:
                 raise CaptureError(f"generator {name!r}: {exc}") from None
-            if family.name not in ("torch.cpu", "torch.cuda"):
+            if family.type_decides:
                 _FAMILY_OF_TYPE[type(obj)] = family
         resolved.append((name, family, obj))
     return resolved
@@ -166,7 +142,8 @@ def restore(
             errors.append(f"generator {name!r}: unknown family {state.family!r}")
             continue
         try:
-            family.validate(state.fields)
+            if not getattr(state, "validated", False):  # decode validated it already
+                family.validate(state.fields)
         except StateError as exc:
             errors.append(str(exc.for_generator(name)))
             continue
@@ -175,7 +152,7 @@ def restore(
         elif include_globals:
             obj, why = _global_restore_target(name)
         else:
-            obj, why = None, "no target given (include_globals=False)"
+            obj, why = None, _NOT_GIVEN
         if obj is None:
             outcomes[name] = GeneratorOutcome(name, state.family, "skipped", why)
             continue
@@ -192,9 +169,6 @@ def restore(
                 name, family_name, "missing", "the snapshot has no state for this generator"
             )
 
-    cuda_missing = sorted(
-        n for n, o in outcomes.items() if o.status == "skipped" and n.startswith("torch.cuda:")
-    )
     if errors:
         raise RestoreError("restore refused, nothing was changed:\n  " + "\n  ".join(errors))
     if strict:
@@ -212,15 +186,22 @@ def restore(
         outcomes[name] = GeneratorOutcome(
             name, family.name, "restored", family.describe(state.fields), verified
         )
-    notes: tuple[str, ...] = ()
-    if cuda_missing:
-        notes = (f"{', '.join(cuda_missing)} skipped: no CUDA here; CUDA streams will differ",)
     order = list(snapshot.states) + [n for n in outcomes if n not in snapshot.states]
     return RestoreReport(
         outcomes=tuple(outcomes[n] for n in order),
         digest=snapshot.digest,
-        notes=notes,
+        notes=_skipped_globals(outcomes.values()),
     )
+
+
+def _skipped_globals(outcomes: Iterable[GeneratorOutcome]) -> tuple[str, ...]:
+    """One note per reason process-wide generators could not be restored here (no torch,
+    no CUDA): their streams will differ from the snapshot's."""
+    by_reason: dict[str, list[str]] = {}
+    for o in outcomes:
+        if o.status == "skipped" and o.detail not in (_UNTRACKED, _NOT_GIVEN):
+            by_reason.setdefault(o.detail, []).append(o.name)
+    return tuple(f"{', '.join(sorted(names))} skipped: {why}" for why, names in by_reason.items())
 
 
 def _family_name(obj: Any) -> str:

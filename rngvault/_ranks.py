@@ -4,8 +4,6 @@ recorded (``remap="spawn"``)."""
 from __future__ import annotations
 
 import os
-import random
-import struct
 
 import numpy as np
 
@@ -48,30 +46,9 @@ def detect(rank: int | None = None, world_size: int | None = None) -> tuple[int,
 def _derive(state: State, seq: np.random.SeedSequence) -> State:
     """A fresh state of the same family and kind, seeded from ``seq``."""
     family = get_family(state.family)
-    assert family is not None
-    words = seq.generate_state(4, np.uint64)
-    seed = int(words[0])
-    if state.family == "python":
-        obj: object = random.Random(seed)
-    elif state.family == "numpy.legacy":
-        obj = np.random.RandomState(np.random.MT19937(seq))
-    elif state.family == "numpy.bitgen":
-        obj = getattr(np.random, state.fields["bit_generator"])(seq)
-    elif state.family == "torch.cpu":
-        obj = _torch.require("deriving torch states").Generator().manual_seed(seed)
-    elif state.family == "torch.cuda":
-        return State("torch.cuda", {"state": struct.pack("<QQ", seed, 0)})
-    elif state.family == "dataloader":
-        fields = dict(state.fields)
-        torch = _torch.require("deriving DataLoader states")
-        for key, word in (("generator", 1), ("sampler_generator", 2)):
-            if fields[key] is not None:
-                generator = torch.Generator().manual_seed(int(words[word]))
-                fields[key] = generator.get_state().numpy().tobytes()
-        return State("dataloader", fields)
-    else:
-        raise RngVaultError(f"cannot derive a {state.family} state")
-    return State(state.family, family.capture(obj))
+    if family is None:
+        raise RngVaultError(f"cannot derive a state of the unknown family {state.family!r}")
+    return State(state.family, family.derive(state.fields, seq))
 
 
 def derive_states(snapshot: Snapshot, rank: int) -> dict[str, State]:

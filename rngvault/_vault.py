@@ -24,10 +24,10 @@ from rngvault._errors import (
 )
 from rngvault._format import decode, encode
 from rngvault._names import check_generator_name, check_name, split_run
-from rngvault._report import RestoreReport
+from rngvault._report import EnvironmentDifference, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State
 from rngvault._writer import OnError, StoreWarning, Writer
-from rngvault.families import Family, _torch, family_of, torch_cuda
+from rngvault.families import Family, family_of
 from rngvault.stores import SnapshotInfo, Store, open_store
 
 
@@ -119,7 +119,7 @@ class Vault:
         self.probes = probes
         self._tracked: dict[str, tuple[Family, Any]] = {}
         self._version = 0
-        self._plan_key: tuple[bool, bool, int] | None = None
+        self._plan_key: tuple[tuple[tuple[str, int], ...], int] | None = None
         self._plan_cache: tuple[
             list[tuple[str, str, Callable[[Any], Any], Any]], dict[str, int]
         ] = ([], {})
@@ -161,11 +161,12 @@ class Vault:
         """(name, family, capture function, object) for each target, and the CUDA targets'
         devices (for probes), rebuilt only when the targets can have changed: torch
         imported, CUDA initialized, track()/untrack(). One tuple, so the two always match."""
-        torch = _torch.loaded()
-        key = (torch is not None and torch.cuda.is_initialized(), torch is None, self._version)
+        found = global_resolved() if self.track_globals else []
+        key = (tuple((name, id(obj)) for name, _family, obj in found), self._version)
         if key != self._plan_key:
-            plan = [(n, f.name, f.capture, obj) for n, f, obj in self._targets()]
-            self._plan_cache = (plan, _cuda_devices((n, f, obj) for n, f, _c, obj in plan))
+            targets = found + [(n, family, obj) for n, (family, obj) in self._tracked.items()]
+            plan = [(n, f.name, f.capture, obj) for n, f, obj in targets]
+            self._plan_cache = (plan, _cuda_devices(targets))
             self._plan_key = key
         return self._plan_cache
 
@@ -370,9 +371,29 @@ class Vault:
         difference that can break bit-exactness an error before anything is touched.
         A different world size is an error unless ``remap="spawn"``: then ranks that were
         not recorded get states derived deterministically from the snapshot's digest.
+        Everything that can refuse runs before the first generator is touched; a recorded
+        flag that cannot be applied becomes a note in the report.
         """
         if remap not in (None, "spawn"):
             raise RestoreError(f"remap must be None or 'spawn', not {remap!r}")
+        snapshot, notes = self._snapshot_for_rank(name, run, remap)
+        differences = self._environment_differences(snapshot, strict, apply_flags, remap)
+        notes += self._probe_notes(snapshot)
+        targets = {n: obj for n, (_family, obj) in self._tracked.items()}
+        report = restore_states(
+            snapshot, targets, include_globals=self.track_globals, strict=strict
+        )
+        if apply_flags:
+            notes += _environment.apply_flags(snapshot.environment)
+        return dataclasses.replace(
+            report, differences=tuple(differences), notes=report.notes + tuple(notes)
+        )
+
+    def _snapshot_for_rank(
+        self, name: str | SnapshotRef, run: str | None, remap: str | None
+    ) -> tuple[Snapshot, list[str]]:
+        """The snapshot this rank restores (its own, or states derived for a rank that was
+        not recorded), checked against the digest a reference names; and notes on ranks."""
         run, name, digest, ref_rank = self._resolve_ref(name, run)
         rank0 = self.get(name, run, rank=0, digest=digest if ref_rank == 0 else None)
         recorded = rank0.metadata.world_size
@@ -390,18 +411,14 @@ class Vault:
                     f"ranks {dropped} of the snapshot were dropped (world size "
                     f"{recorded} -> {self.world_size})"
                 )
-        if self.rank < recorded:
-            snapshot = (
-                rank0
-                if self.rank == 0
-                else self.get(
-                    name, run, rank=self.rank, digest=digest if ref_rank == self.rank else None
-                )
-            )
+        if self.rank == 0:
+            snapshot = rank0
+        elif self.rank < recorded:
+            own_digest = digest if ref_rank == self.rank else None
+            snapshot = self.get(name, run, rank=self.rank, digest=own_digest)
         else:
             states = _ranks.derive_states(rank0, self.rank)
             snapshot = dataclasses.replace(rank0, states=states, probes={})
-            snapshot.__dict__.pop("digest", None)
             notes.append(
                 f"rank {self.rank} was not recorded: its states were derived from "
                 f"the snapshot digest (SeedSequence spawn)"
@@ -411,6 +428,14 @@ class Vault:
                 f"snapshot {run}/{name} has digest {snapshot.digest[:16]}..., the reference "
                 f"names {digest[:16]}...: it is not the snapshot the reference was made for"
             )
+        return snapshot, notes
+
+    def _environment_differences(
+        self, snapshot: Snapshot, strict: bool, apply_flags: bool, remap: str | None
+    ) -> list[EnvironmentDifference]:
+        """How this process differs from where the snapshot was taken; with ``strict``, a
+        difference that can break bit-exactness (and that apply_flags will not mend) is an
+        error."""
         here = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )
@@ -418,7 +443,6 @@ class Vault:
         differences = _environment.compare(snapshot.environment, here, families)
         if remap == "spawn":
             differences = [d for d in differences if d.key != "world_size"]
-        # With apply_flags, the flags it is about to set are not differences that stay.
         fixable = _environment.APPLIED_FLAGS if apply_flags else frozenset()
         blocking = [d for d in differences if d.severity != "info" and d.key not in fixable]
         if strict and blocking:
@@ -430,44 +454,40 @@ class Vault:
                 "strict restore refused, nothing was changed; the environment differs in ways "
                 "that can break bit-exactness:\n  " + "\n  ".join(lines)
             )
-        targets = {n: obj for n, (_family, obj) in self._tracked.items()}
-        report = restore_states(
-            snapshot, targets, include_globals=self.track_globals, strict=strict
-        )
-        devices = self._tracked_devices()
-        for generator, verdict in _probes.check(snapshot.states, snapshot.probes, devices).items():
-            if verdict.startswith("differs"):
-                notes.append(
-                    f"{generator}: same state, different numbers ({verdict}): a library "
-                    "version or platform changed the algorithm"
-                )
-        if apply_flags:
-            notes += _environment.apply_flags(snapshot.environment)
-        return dataclasses.replace(
-            report,
-            differences=tuple(differences),
-            notes=report.notes + tuple(notes),
-        )
+        return differences
 
-    def verify(self, name: str, run: str | None = None) -> dict[str, str]:
+    def _probe_notes(self, snapshot: Snapshot) -> list[str]:
+        """A note for each generator whose recorded first draws this machine does not give
+        from the same state (computed on copies: nothing is touched)."""
+        checks = _probes.check(snapshot.states, snapshot.probes, self._devices())
+        return [
+            f"{generator}: same state, different numbers ({found}): a library version or "
+            "platform changed the algorithm"
+            for generator, found in checks.items()
+            if found.verdict is _probes.Verdict.DIFFERS
+        ]
+
+    def verify(self, name: str, run: str | None = None) -> dict[str, _probes.ProbeCheck]:
         """Check snapshot ``name`` here without touching any generator: each generator's
         first draws recomputed from its stored state and compared with the recorded ones.
-        Generator -> "ok", "differs: ...", or why it cannot be checked here."""
+        Generator -> a ``ProbeCheck``: ``str()`` of it is "ok", "differs: ...", or why it
+        cannot be checked here."""
         snapshot = self.get(name, run)
-        return _probes.check(snapshot.states, snapshot.probes, self._tracked_devices())
+        return _probes.check(snapshot.states, snapshot.probes, self._devices())
 
-    def _tracked_devices(self) -> dict[str, int]:
-        return _cuda_devices((n, f.name, obj) for n, (f, obj) in self._tracked.items())
+    def _devices(self) -> dict[str, int]:
+        """The CUDA device of each target on one (globals and tracked generators)."""
+        return _cuda_devices(self._targets())
 
 
-def _cuda_devices(targets: Iterable[tuple[str, str, Any]]) -> dict[str, int]:
-    """Generator name -> CUDA device index, for the CUDA targets among (name, family, obj)."""
+def _cuda_devices(targets: Iterable[tuple[str, Family, Any]]) -> dict[str, int]:
+    """Generator name -> CUDA device index, for the targets among (name, family, obj) that
+    are on a CUDA device."""
     found = {}
     for name, family, obj in targets:
-        if family == "torch.cuda":
-            index = torch_cuda.device_of(obj)
-            if index is not None:
-                found[name] = index
+        index = family.device(obj)
+        if index is not None:
+            found[name] = index
     return found
 
 

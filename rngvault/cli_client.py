@@ -191,7 +191,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _print_json(verdicts)
     else:
         _print_table(sorted(verdicts.items()), ("GENERATOR", "PROBE"))
-    bad = [name for name, verdict in verdicts.items() if verdict.startswith("differs")]
+    bad = [name for name, found in verdicts.items() if found.verdict is _probes.Verdict.DIFFERS]
     if bad:
         raise RngVaultError(f"{len(bad)} generator(s) draw other numbers here: {', '.join(bad)}")
     return 0

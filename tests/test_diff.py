@@ -21,10 +21,9 @@ from rngvault._diff import (
     DiffReport,
     GeneratorDiff,
     diff,
-    lcg_distance,
-    mt_distance,
     state_distance,
 )
+from rngvault._distance import lcg_distance, mt_distance
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 

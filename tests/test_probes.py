@@ -11,6 +11,7 @@ import pytest
 
 import rngvault
 from rngvault import _probes
+from rngvault.families import _torch
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
@@ -78,20 +79,21 @@ def test_cuda_probes_run_on_their_own_device_only_where_it_has_a_context(monkeyp
         drawn.append(device)
         return [0.5]
 
-    monkeypatch.setattr(_probes, "_torch_draws", draws)
+    monkeypatch.setattr(_torch, "draws", draws)
     state = rngvault.State("torch.cuda", {"state": bytes(16)})
     # "mine" is on device 1; "any" was made with device="cuda" (no index): any device with a
     # context; "on_2" is on device 2, which has none.
     states = {"torch.cuda:0": state, "torch.cuda:1": state, "mine": state, "any": state}
     states["on_2"] = state
     only_1 = types.SimpleNamespace(_cuda_hasPrimaryContext=lambda index: index == 1)
-    monkeypatch.setattr(_probes._torch, "loaded", lambda: fake_torch(only_1))
-    probed = _probes.compute(states, {"mine": 1, "on_2": 2})
+    monkeypatch.setattr(_torch, "loaded", lambda: fake_torch(only_1))
+    devices = {"torch.cuda:0": 0, "torch.cuda:1": 1, "mine": 1, "on_2": 2}
+    probed = _probes.compute(states, devices)
     assert set(probed) == {"torch.cuda:1", "mine", "any"}
     assert entered == [1, 1, 1] and drawn == ["cuda:1", "cuda:1", "cuda:1"]
     # A torch that cannot say which devices have a context: no CUDA probe at all.
-    monkeypatch.setattr(_probes._torch, "loaded", lambda: fake_torch(types.SimpleNamespace()))
-    assert _probes.compute(states, {"mine": 1, "on_2": 2}) == {}
+    monkeypatch.setattr(_torch, "loaded", lambda: fake_torch(types.SimpleNamespace()))
+    assert _probes.compute(states, devices) == {}
 
 
 PROBE_ON_OWN_DEVICE = """

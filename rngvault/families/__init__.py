@@ -1,13 +1,9 @@
 """Generator families: one module per family of random number generators.
 
-Each module defines one ``Family`` with the same five operations:
-
-- ``capture(obj) -> fields``: copy the generator's complete state (the hot path: no more
-  than the library's own getstate call and a few attribute reads);
-- ``validate(fields)``: check every field, raising ``StateError`` naming the field and value;
-- ``check_target(obj, fields)``: check that ``obj`` can take this state (right kind, device);
-- ``restore(obj, fields)``: apply a validated state;
-- ``describe(fields) -> str``: a one-line summary of the position (MT index, counter, offset).
+A family is a unit, as a bit generator is in ``numpy.random``: everything that depends on
+what a generator is lives in its module, which fills in one ``Family`` record. The rest of
+rngvault iterates the registry (``families()``) and never names a family. Adding a family
+is one module and one line in ``_MODULES`` below (or ``register(family)`` at run time).
 
 ==================  =========================================================================
 family              objects
@@ -23,28 +19,66 @@ family              objects
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import importlib
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from rngvault._distance import Distance
 from rngvault._errors import CaptureError
 
 Fields = dict[str, Any]
+Probe = Callable[[Mapping[str, Any], "int | None"], "list[Any] | None"]
+
+
+def _no_globals() -> list[tuple[str, Any]]:
+    return []
+
+
+def _no_global_target(name: str) -> tuple[Any, str] | None:
+    return None
+
+
+def _no_device(obj: Any) -> int | None:
+    return None
 
 
 @dataclass(frozen=True)
 class Family:
-    """The operations of one generator family.
+    """Everything rngvault does with one family of generators.
 
     Attributes:
         name: the tag stored with each state (``"numpy.bitgen"``).
-        accepts: whether an object belongs to this family.
-        capture: copy an object's state into plain fields.
-        validate: check fields (raises ``StateError``).
-        check_target: check that an object can take a validated state (raises ``StateError``).
-        restore: apply validated fields to an object.
-        describe: a one-line summary of the generator's position.
         kind: the kind of object, for messages (``"random.Random"``).
+        accepts: whether an object belongs to this family.
+        capture: copy an object's state into plain fields (the training thread's hot path:
+            the library's own getstate call and a few attribute reads).
+        validate: check fields, raising ``StateError`` naming the field and value. Enforces
+            what the generator's implementation relies on, in bounded time.
+        check_target: check that an object can take a validated state (``StateError``).
+        restore: apply validated fields to an object.
+        describe: a one-line, human-readable position (MT index, counter, offset).
+        probe: the first few draws of a copy of a generator in this state (the live
+            generator is never touched), given the CUDA device of its target or None; None
+            when it cannot be probed here.
+        distance: how far state B is ahead of state A (``rngvault._distance.Moved``), both
+            validated and not equal; searches at most ``limit`` outputs.
+        unit: what ``distance`` counts for a state (``"32-bit MT outputs"``).
+        derive: a fresh state of the same kind, seeded from a ``SeedSequence`` (states for
+            ranks a snapshot did not record).
+        process_globals: the process-wide generators of this family that exist now, as
+            (name, object); captured with every snapshot.
+        global_target: for the name of a process-wide generator of this family, the object
+            a state restores into, or (None, why there is none); None for other names.
+        device: the CUDA device index of a target object, or None.
+        environment: the environment keys (``rngvault._environment``) its draws depend on.
+        to_mt: the MT19937 (key uint32[624], index 0..624) of a state, for families that
+            run MT19937 (``rngvault.convert``); raises ``StateError`` for other kinds.
+        from_mt: fields with that MT19937 key and index, for families that can hold one.
+        type_decides: whether ``accepts`` depends on the object's type alone (so the
+            family of a type can be cached).
     """
 
     name: str
@@ -55,31 +89,51 @@ class Family:
     check_target: Callable[[Any, Mapping[str, Any]], None]
     restore: Callable[[Any, Mapping[str, Any]], None]
     describe: Callable[[Mapping[str, Any]], str]
+    probe: Probe
+    distance: Distance
+    unit: Callable[[Mapping[str, Any]], str]
+    derive: Callable[[Mapping[str, Any], np.random.SeedSequence], Fields]
+    process_globals: Callable[[], Sequence[tuple[str, Any]]] = _no_globals
+    global_target: Callable[[str], tuple[Any, str] | None] = _no_global_target
+    device: Callable[[Any], int | None] = _no_device
+    environment: frozenset[str] = frozenset()
+    to_mt: Callable[[Mapping[str, Any]], tuple[np.ndarray, int]] | None = None
+    from_mt: Callable[[np.ndarray, int], Fields] | None = None
+    type_decides: bool = True
 
 
-def _load() -> dict[str, Family]:
-    from rngvault.families import (
-        dataloader,
-        numpy_bitgen,
-        numpy_legacy,
-        python,
-        torch_cpu,
-        torch_cuda,
-    )
-
-    found = [python, numpy_legacy, numpy_bitgen, torch_cpu, torch_cuda, dataloader]
-    return {module.FAMILY.name: module.FAMILY for module in found}
-
+# The family modules, in the order their process-wide generators are captured.
+_MODULES = ("python", "numpy_legacy", "numpy_bitgen", "torch_cpu", "torch_cuda", "dataloader")
 
 _FAMILIES: dict[str, Family] | None = None
 
 
 def families() -> dict[str, Family]:
-    """Every family by name."""
+    """Every family by name, in registry order."""
     global _FAMILIES
     if _FAMILIES is None:
-        _FAMILIES = _load()
+        found = [importlib.import_module(f"rngvault.families.{m}").FAMILY for m in _MODULES]
+        _FAMILIES = {family.name: family for family in found}
     return _FAMILIES
+
+
+def register(family: Family) -> Family:
+    """Add a family (after the built-in ones); its name must be new."""
+    if not isinstance(family, Family):
+        raise TypeError(f"register() takes a Family, not a {type(family).__name__}")
+    registry = families()
+    if family.name in registry:
+        raise ValueError(f"a family called {family.name!r} is already registered")
+    registry[family.name] = family
+    return family
+
+
+def unregister(name: str) -> None:
+    """Remove a family added with ``register`` (built-in families stay)."""
+    builtin = {importlib.import_module(f"rngvault.families.{m}").FAMILY.name for m in _MODULES}
+    if name in builtin:
+        raise ValueError(f"{name!r} is a built-in family")
+    families().pop(name, None)
 
 
 def get_family(name: str) -> Family | None:

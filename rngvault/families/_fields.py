@@ -18,6 +18,9 @@ _MISSING = object()
 
 
 def _show(value: Any) -> str:
+    if type(value) is int and value.bit_length() > 160:
+        # repr of a huge int is slow, and refused past 4300 digits
+        return f"a {value.bit_length()}-bit int"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -53,7 +56,9 @@ def integer(fields: Mapping[str, Any], key: str, lo: int, hi: int, path: str = "
             value=value,
         )
     if not lo <= value <= hi:
-        raise StateError(f"{value} is out of range {lo}..{hi}", field=path + key, value=value)
+        raise StateError(
+            f"{_show(value)} is out of range {lo}..{hi}", field=path + key, value=value
+        )
     return value
 
 

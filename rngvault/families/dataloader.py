@@ -18,8 +18,11 @@ import weakref
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from rngvault import _distance
 from rngvault._errors import StateError
-from rngvault.families import Family, Fields, _torch, torch_cpu
+from rngvault.families import Family, Fields, _torch
 from rngvault.families import _fields as f
 
 _KEYS = frozenset({"generator", "sampler_generator", "sampler"})
@@ -101,7 +104,7 @@ def validate(fields: Mapping[str, Any]) -> None:
     for key in ("generator", "sampler_generator"):
         value = f.get(fields, key)
         if value is not None:
-            torch_cpu.validate_bytes(value, key)
+            _torch.validate_cpu(value, key)
     sampler = f.get(fields, "sampler")
     if sampler is not None:
         f.check_keys(sampler, {"seed", "epoch"}, "sampler")
@@ -123,7 +126,7 @@ def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
             "same kind of generator",
             field="generator",
         )
-    if obj.generator is not None and not torch_cpu.accepts(obj.generator):
+    if obj.generator is not None and not _torch.is_generator(obj.generator, "cpu"):
         raise StateError(
             f"the target loader's generator is on {obj.generator.device}, not the CPU",
             field="generator",
@@ -164,15 +167,80 @@ def describe(fields: Mapping[str, Any]) -> str:
     if fields["generator"] is None:
         parts.append("global torch generator")
     else:
-        parts.append("generator " + torch_cpu.describe_bytes(fields["generator"]))
+        parts.append("generator " + _torch.describe_cpu(fields["generator"]))
     if fields["sampler_generator"] is not None:
-        parts.append("sampler generator " + torch_cpu.describe_bytes(fields["sampler_generator"]))
+        parts.append("sampler generator " + _torch.describe_cpu(fields["sampler_generator"]))
     if fields["sampler"] is not None:
         parts.append(
             f"DistributedSampler seed {fields['sampler']['seed']} "
             f"epoch {fields['sampler']['epoch']}"
         )
     return "; ".join(parts)
+
+
+def probe(fields: Mapping[str, Any], _device: int | None) -> list[Any] | None:
+    if fields["generator"] is None:
+        return None
+    torch = _torch.require("probing a DataLoader generator")
+    generator = torch.Generator()
+    generator.set_state(_torch.to_tensor(fields["generator"]))
+    # The draw DataLoader's iter() makes first: the epoch's 64-bit base seed.
+    return [int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())]
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    parts: list[tuple[str, _distance.Moved]] = []
+    for key in ("generator", "sampler_generator"):
+        gen_a, gen_b = a[key], b[key]
+        if gen_a is None and gen_b is None:
+            continue
+        if gen_a is None or gen_b is None:
+            only = "A" if gen_b is None else "B"
+            parts.append((key, _distance.Moved("reseeded", detail=f"only {only} has one")))
+        else:
+            parts.append((key, _torch.cpu_distance(gen_a, gen_b, limit)))
+    sampler_a, sampler_b = a["sampler"], b["sampler"]
+    if sampler_a is not None or sampler_b is not None:
+        if sampler_a is None or sampler_b is None or sampler_a["seed"] != sampler_b["seed"]:
+            reseeded = _distance.Moved("reseeded", detail="DistributedSampler seed differs")
+            parts.append(("sampler", reseeded))
+        else:
+            epochs = sampler_b["epoch"] - sampler_a["epoch"]
+            parts.append(("sampler", _distance.by_sign(epochs, _distance.EPOCHS)))
+    if not parts:
+        return _distance.Moved("unchanged", 0, "", "uses the global torch generator")
+    status = max((moved.status for _, moved in parts), key=_distance.RANK.__getitem__)
+    # The distance comes from the first part with that status: the loader's generator,
+    # else the sampler's generator, else the DistributedSampler's epoch.
+    lead = next(moved for _, moved in parts if moved.status == status)
+    details = []
+    for key, moved in parts:
+        if key == "sampler" and moved.status != "reseeded":
+            text = f"epoch {sampler_a['epoch']} -> {sampler_b['epoch']}" if moved.distance else ""
+        elif moved is lead or moved.status == "unchanged":
+            text = ""  # the distance column already says it
+        else:
+            text = moved.status if moved.distance is None else f"{moved.distance} {moved.unit}"
+        text = "; ".join(t for t in (text, moved.detail) if t)
+        if text:
+            details.append(f"{key}: {text}")
+    return _distance.Moved(status, lead.distance, lead.unit, "; ".join(details))
+
+
+def unit(fields: Mapping[str, Any]) -> str:
+    if fields["generator"] or fields["sampler_generator"]:
+        return _distance.MT32
+    return _distance.EPOCHS if fields["sampler"] else ""
+
+
+def derive(fields: Mapping[str, Any], seq: np.random.SeedSequence) -> Fields:
+    """Fresh generators for the loader (and its sampler); the DistributedSampler is kept."""
+    words = seq.generate_state(4, np.uint64)
+    out = dict(fields)
+    for key, word in (("generator", 1), ("sampler_generator", 2)):
+        if out[key] is not None:
+            out[key] = _torch.seeded_cpu_state(int(words[word]))
+    return out
 
 
 FAMILY = Family(
@@ -184,4 +252,9 @@ FAMILY = Family(
     check_target=check_target,
     restore=restore,
     describe=describe,
+    probe=probe,
+    distance=distance,
+    unit=unit,
+    derive=derive,
+    environment=frozenset({"torch"}),
 )

@@ -16,13 +16,24 @@ from typing import Any
 
 import numpy as np
 
+from rngvault import _distance
 from rngvault._errors import StateError
+from rngvault._snapshot import values_equal
 from rngvault.families import Family, Fields
 from rngvault.families import _fields as f
 
 U32 = 2**32 - 1
 U128 = 2**128 - 1
 _SEED_SEQ_KEYS = frozenset({"entropy", "spawn_key", "pool_size", "n_children_spawned"})
+# Bounds on a seed sequence, far above what real seeds give (an OS-drawn entropy is one
+# 128-bit int, a spawn key one int per level of spawning, pool_size 4) and low enough that
+# NumPy's mixing stays cheap: it converts a big entropy int in time quadratic in its length
+# (200 KB: ~38 s) and mixes the pool in time quadratic in pool_size.
+MAX_ENTROPY_BITS = 1024  # an int entropy is below 2**1024
+MAX_SEED_WORDS = 64  # entries of an entropy sequence or a spawn key
+MAX_ENTROPY_WORD_BITS = 128  # each entry of an entropy sequence is below 2**128
+MAX_SPAWN_KEY_BITS = 64  # each entry of a spawn key is below 2**64
+MAX_POOL_SIZE = 256
 
 
 def _bit_generator(obj: Any) -> np.random.BitGenerator:
@@ -141,27 +152,43 @@ _VALIDATORS: dict[str, Callable[[Mapping[str, Any]], None]] = {
 }
 
 
+def _seed_words(value: Any, field: str, bits: int) -> None:
+    """A sequence of at most MAX_SEED_WORDS ints in 0..2**bits-1."""
+    if not isinstance(value, (tuple, list)):
+        raise StateError(
+            f"expected a sequence of non-negative ints, got {type(value).__name__} {f.show(value)}",
+            field=field,
+        )
+    if len(value) > MAX_SEED_WORDS:
+        raise StateError(
+            f"{len(value)} entries; at most {MAX_SEED_WORDS} are allowed",
+            field=field,
+            value=len(value),
+        )
+    for i, word in enumerate(value):
+        if type(word) is not int or word < 0 or word.bit_length() > bits:
+            shown = f"a {word.bit_length()}-bit int" if type(word) is int else f.show(word)
+            raise StateError(
+                f"entry {i} is {shown}, not an int in 0..2**{bits}-1", field=field, value=i
+            )
+
+
 def _validate_seed_seq(seq: Any) -> None:
     if seq is None:
         return
     f.check_keys(seq, _SEED_SEQ_KEYS, "seed_seq")
     entropy = f.get(seq, "entropy", "seed_seq.")
     # numpy never keeps entropy=None (it draws OS entropy instead), so None cannot be exact.
-    words = entropy if isinstance(entropy, (tuple, list)) else (entropy,)
-    if not all(type(w) is int and w >= 0 for w in words):
-        raise StateError(
-            f"expected a non-negative int or a sequence of them, got {f.show(entropy)}",
-            field="seed_seq.entropy",
-        )
-    spawn_key = f.get(seq, "spawn_key", "seed_seq.")
-    if not isinstance(spawn_key, (tuple, list)) or not all(
-        type(k) is int and k >= 0 for k in spawn_key
-    ):
-        raise StateError(
-            f"expected a sequence of non-negative ints, got {f.show(spawn_key)}",
-            field="seed_seq.spawn_key",
-        )
-    f.integer(seq, "pool_size", 4, 2**16, "seed_seq.")
+    if type(entropy) is int:
+        if entropy < 0 or entropy.bit_length() > MAX_ENTROPY_BITS:
+            raise StateError(
+                f"entropy is {f.show(entropy)}; it must be in 0..2**{MAX_ENTROPY_BITS}-1",
+                field="seed_seq.entropy",
+            )
+    else:
+        _seed_words(entropy, "seed_seq.entropy", MAX_ENTROPY_WORD_BITS)
+    _seed_words(f.get(seq, "spawn_key", "seed_seq."), "seed_seq.spawn_key", MAX_SPAWN_KEY_BITS)
+    f.integer(seq, "pool_size", 4, MAX_POOL_SIZE, "seed_seq.")
     f.integer(seq, "n_children_spawned", 0, U32, "seed_seq.")
 
 
@@ -230,6 +257,167 @@ def describe(fields: Mapping[str, Any]) -> str:
     return text
 
 
+def probe(fields: Mapping[str, Any], _device: int | None) -> list[Any]:
+    bit_generator = getattr(np.random, fields["bit_generator"])()
+    restore(bit_generator, fields)
+    rng = np.random.Generator(bit_generator)
+    return [
+        *rng.random(2).tolist(),
+        float(rng.standard_normal()),
+        int(rng.integers(0, 2**32, dtype=np.uint32)),
+    ]
+
+
+def derive(fields: Mapping[str, Any], seq: np.random.SeedSequence) -> Fields:
+    return capture(getattr(np.random, fields["bit_generator"])(seq))
+
+
+def to_mt(fields: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    if fields["bit_generator"] != "MT19937":
+        raise StateError(
+            f"a {fields['bit_generator']} bit generator is not MT19937 and has no "
+            "equivalent in Python or torch",
+            field="bit_generator",
+            value=fields["bit_generator"],
+        )
+    return np.array(fields["state"]["key"], dtype=np.uint32), int(fields["state"]["pos"])
+
+
+def from_mt(key: np.ndarray, index: int) -> Fields:
+    """An MT19937 state with no seed sequence (a bit generator it is applied to has none)."""
+    return {"bit_generator": "MT19937", "state": {"key": key, "pos": index}, "seed_seq": None}
+
+
+# -- distances, per bit generator ----------------------------------------------------------
+
+PCG64_MULTIPLIER = 0x2360ED051FC65DA44385DF649FCCF645
+PCG64_CHEAP_MULTIPLIER = 0xDA942042E4DD58B5  # PCG64DXSM steps its state with this one
+
+
+def _half_word(fields: Mapping[str, Any]) -> int | None:
+    return int(fields["uinteger"]) if fields["has_uint32"] else None
+
+
+def _buffer_cache(a: Mapping[str, Any], b: Mapping[str, Any]) -> tuple[str, Any, Any]:
+    return (_distance.HALF_WORD, _half_word(a), _half_word(b))
+
+
+def _pcg_distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    name = a["bit_generator"]
+    inc_a, inc_b = a["state"]["inc"], b["state"]["inc"]
+    if inc_a != inc_b:
+        return _distance.Moved("reseeded", detail=f"{name} increment (stream) differs")
+    multiplier = PCG64_MULTIPLIER if name == "PCG64" else PCG64_CHEAP_MULTIPLIER
+    try:
+        steps = _distance.lcg_distance(a["state"]["state"], b["state"]["state"], multiplier, inc_a)
+    except ValueError:
+        return _distance.Moved("unknown", detail=f"{name} states not on one cycle (even increment)")
+    return _distance.moved(
+        _distance.signed(steps, 2**128), _distance.RAW64, [name], _buffer_cache(a, b)
+    )
+
+
+def _philox_position(fields: Mapping[str, Any]) -> int:
+    counter = sum(int(word) << (64 * i) for i, word in enumerate(fields["state"]["counter"]))
+    # Each counter value yields 4 outputs; buffer_pos of them are already used.
+    return 4 * counter + int(fields["buffer_pos"])
+
+
+def _next_outputs(fields: Mapping[str, Any], count: int) -> np.ndarray:
+    """The next ``count`` raw outputs of a bit generator state."""
+    generator = getattr(np.random, fields["bit_generator"])(0)
+    generator.state = {k: v for k, v in fields.items() if k != "seed_seq"}
+    return generator.random_raw(count)
+
+
+def _philox_distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    if not np.array_equal(a["state"]["key"], b["state"]["key"]):
+        return _distance.Moved("reseeded", detail="Philox key differs")
+    steps = _distance.signed((_philox_position(b) - _philox_position(a)) % 2**258, 2**258)
+    if steps == 0 and not np.array_equal(_next_outputs(a, 8), _next_outputs(b, 8)):
+        # Same position, yet other buffered outputs: only a state set by hand does that.
+        return _distance.Moved(
+            "unknown", detail="Philox at the same position with other buffered outputs"
+        )
+    return _distance.moved(steps, _distance.RAW64, ["Philox"], _buffer_cache(a, b))
+
+
+def _sfc64_distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    words_a, words_b = a["state"]["state"], b["state"]["state"]
+    steps = _distance.signed((int(words_b[3]) - int(words_a[3])) % 2**64, 2**64)
+    notes = ["SFC64"]
+    if abs(steps) > limit:
+        notes.append(f"from the counter; not checked by stepping, over {limit} outputs")
+    else:
+        early, late = (words_a, words_b) if steps >= 0 else (words_b, words_a)
+        stepped = np.random.SFC64(0)
+        stepped.state = {"bit_generator": "SFC64", "state": {"state": early}, "has_uint32": 0,
+                         "uinteger": 0}  # fmt: skip
+        for done in range(0, abs(steps), 2**20):
+            stepped.random_raw(min(2**20, abs(steps) - done))
+        if not np.array_equal(stepped.state["state"]["state"], late):
+            return _distance.Moved(
+                "unknown",
+                detail=f"SFC64 counter moved {steps} but the other state words do not follow",
+            )
+    return _distance.moved(steps, _distance.RAW64, notes, _buffer_cache(a, b))
+
+
+def _mt19937_distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    return _distance.mt_moved(
+        to_mt(a), to_mt(b), limit, (_distance.HALF_WORD, None, None), ["MT19937"]
+    )
+
+
+_DISTANCES: dict[str, _distance.Distance] = {
+    "PCG64": _pcg_distance,
+    "PCG64DXSM": _pcg_distance,
+    "Philox": _philox_distance,
+    "SFC64": _sfc64_distance,
+    "MT19937": _mt19937_distance,
+}
+
+
+def _seed_seq_key(seq: Mapping[str, Any] | None) -> Any:
+    """What identifies a seed sequence's stream (children spawned do not change it)."""
+    if seq is None:
+        return None
+    entropy = seq["entropy"]
+    entropy = tuple(entropy) if isinstance(entropy, (tuple, list)) else entropy
+    return entropy, tuple(seq["spawn_key"]), seq["pool_size"]
+
+
+def _show_seed_seq(seq: Mapping[str, Any] | None) -> str:
+    if seq is None:
+        return "none"
+    text = f"entropy {f.show(seq['entropy'])}"
+    return text + (f" spawn_key {f.show(tuple(seq['spawn_key']))}" if seq["spawn_key"] else "")
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    name = a["bit_generator"]
+    if name != b["bit_generator"]:
+        return _distance.Moved("reseeded", detail=f"bit generator {name} -> {b['bit_generator']}")
+    seq_a, seq_b = a["seed_seq"], b["seed_seq"]
+    if _seed_seq_key(seq_a) != _seed_seq_key(seq_b):
+        seeds = f"{_show_seed_seq(seq_a)} -> {_show_seed_seq(seq_b)}"
+        return _distance.Moved("reseeded", detail=f"{name} seed sequence {seeds}")
+    if values_equal({**a, "seed_seq": None}, {**b, "seed_seq": None}):
+        moved = _distance.Moved("unchanged", 0, unit(a))
+    else:
+        moved = _DISTANCES[name](a, b, limit)
+    if seq_a and seq_b and seq_a["n_children_spawned"] != seq_b["n_children_spawned"]:
+        spawned = f"children spawned {seq_a['n_children_spawned']} -> {seq_b['n_children_spawned']}"
+        status: _distance.Status = "advanced" if moved.status == "unchanged" else moved.status
+        detail = f"{moved.detail}; {spawned}" if moved.detail else spawned
+        return _distance.Moved(status, moved.distance, moved.unit, detail)
+    return moved
+
+
+def unit(fields: Mapping[str, Any]) -> str:
+    return _distance.MT32 if fields["bit_generator"] == "MT19937" else _distance.RAW64
+
+
 FAMILY = Family(
     name="numpy.bitgen",
     kind="numpy.random.Generator/BitGenerator",
@@ -239,4 +427,11 @@ FAMILY = Family(
     check_target=check_target,
     restore=restore,
     describe=describe,
+    probe=probe,
+    distance=distance,
+    unit=unit,
+    derive=derive,
+    environment=frozenset({"numpy"}),
+    to_mt=to_mt,
+    from_mt=from_mt,
 )

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from rngvault._errors import StateError
+from rngvault import _distance
+from rngvault._errors import CaptureError, StateError
 from rngvault.families import Family, Fields
 from rngvault.families import _fields as f
 
@@ -26,8 +27,6 @@ def accepts(obj: Any) -> bool:
 def capture(obj: np.random.RandomState) -> Fields:
     state = obj.get_state(legacy=False)
     if state["bit_generator"] != "MT19937":
-        from rngvault._errors import CaptureError
-
         raise CaptureError(
             f"a RandomState over {state['bit_generator']} is not supported; "
             "track its bit generator instead (numpy.bitgen)"
@@ -77,6 +76,46 @@ def describe(fields: Mapping[str, Any]) -> str:
     return text
 
 
+def probe(fields: Mapping[str, Any], _device: int | None) -> list[Any]:
+    rng = np.random.RandomState()
+    restore(rng, fields)
+    draws = rng.random_sample(2).tolist()
+    return [*draws, float(rng.standard_normal()), int(rng.randint(0, 2**31))]
+
+
+def to_mt(fields: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    return np.array(fields["key"], dtype=np.uint32), int(fields["pos"])
+
+
+def from_mt(key: np.ndarray, index: int) -> Fields:
+    return {"key": key, "pos": index, "has_gauss": 0, "gauss": 0.0}
+
+
+def _gauss(fields: Mapping[str, Any]) -> float | None:
+    return float(fields["gauss"]) if fields["has_gauss"] else None
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    cache = (_distance.NORMAL, _gauss(a), _gauss(b))
+    return _distance.mt_moved(to_mt(a), to_mt(b), limit, cache)
+
+
+def unit(_fields: Mapping[str, Any]) -> str:
+    return _distance.MT32
+
+
+def derive(_fields: Mapping[str, Any], seq: np.random.SeedSequence) -> Fields:
+    return capture(np.random.RandomState(np.random.MT19937(seq)))
+
+
+def process_globals() -> list[tuple[str, Any]]:
+    return [("numpy.global", np.random.mtrand._rand)]
+
+
+def global_target(name: str) -> tuple[Any, str] | None:
+    return (np.random.mtrand._rand, "") if name == "numpy.global" else None
+
+
 FAMILY = Family(
     name="numpy.legacy",
     kind="numpy.random.RandomState",
@@ -86,4 +125,12 @@ FAMILY = Family(
     check_target=check_target,
     restore=restore,
     describe=describe,
+    probe=probe,
+    distance=distance,
+    unit=unit,
+    derive=derive,
+    process_globals=process_globals,
+    global_target=global_target,
+    to_mt=to_mt,
+    from_mt=from_mt,
 )

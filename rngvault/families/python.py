@@ -10,6 +10,9 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
+from rngvault import _distance
 from rngvault._errors import StateError
 from rngvault.families import Family, Fields
 from rngvault.families import _fields as f
@@ -55,6 +58,41 @@ def describe(fields: Mapping[str, Any]) -> str:
     return text
 
 
+def probe(fields: Mapping[str, Any], _device: int | None) -> list[Any]:
+    rng = random.Random()
+    restore(rng, fields)
+    return [rng.random(), rng.random(), rng.gauss(0.0, 1.0), rng.getrandbits(32)]
+
+
+def to_mt(fields: Mapping[str, Any]) -> tuple[np.ndarray, int]:
+    return np.array(fields["key"], dtype=np.uint32), int(fields["index"])
+
+
+def from_mt(key: np.ndarray, index: int) -> Fields:
+    return {"key": tuple(key.tolist()), "index": index, "gauss_next": None}
+
+
+def distance(a: Mapping[str, Any], b: Mapping[str, Any], limit: int) -> _distance.Moved:
+    cache = (_distance.NORMAL, a["gauss_next"], b["gauss_next"])
+    return _distance.mt_moved(to_mt(a), to_mt(b), limit, cache)
+
+
+def unit(_fields: Mapping[str, Any]) -> str:
+    return _distance.MT32
+
+
+def derive(_fields: Mapping[str, Any], seq: np.random.SeedSequence) -> Fields:
+    return capture(random.Random(int(seq.generate_state(4, np.uint64)[0])))
+
+
+def process_globals() -> list[tuple[str, Any]]:
+    return [("python.global", random._inst)]
+
+
+def global_target(name: str) -> tuple[Any, str] | None:
+    return (random._inst, "") if name == "python.global" else None
+
+
 FAMILY = Family(
     name="python",
     kind="random.Random",
@@ -64,4 +102,13 @@ FAMILY = Family(
     check_target=check_target,
     restore=restore,
     describe=describe,
+    probe=probe,
+    distance=distance,
+    unit=unit,
+    derive=derive,
+    process_globals=process_globals,
+    global_target=global_target,
+    environment=frozenset({"python", "implementation"}),
+    to_mt=to_mt,
+    from_mt=from_mt,
 )

@@ -157,7 +157,7 @@ RULES = [
     (lambda s: patched(s, 12, "<i", 0), ["'state.seeded'", "seeded flag is 0"]),
     (lambda s: patched(s, 8, "<i", 0), ["'state.left'", "left is 0, outside 1..624"]),
     (lambda s: patched(s, 8, "<i", 625), ["'state.left'", "left is 625"]),
-    (lambda s: patched(s, 16, "<Q", 625), ["'state.next'", "next is 625, outside 0..624"]),
+    (lambda s: patched(s, 16, "<Q", 625), ["'state.next'", "next is 625 with left"]),
     (lambda s: patched(s, 24 + 8 * 100, "<Q", 2**32), ["'state.words'", "wider than 32 bits"]),
     (zero_words, ["'state.words'", "all zeros"]),
     (lambda s: patched(s, 5040, "<i", 2), ["'state.normal_is_valid'", "normal_is_valid is 2"]),
