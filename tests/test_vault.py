@@ -586,3 +586,33 @@ def test_rank_must_be_an_int(tmp_path: Path) -> None:
     """rank="1" is a clear error, not a TypeError from deep inside."""
     with pytest.raises(rngvault.RngVaultError, match="rank must be an int, not str '1'"):
         Vault(tmp_path, run="a/b", rank="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        ({"CUBLAS_WORKSPACE_CONFIG": "; rm -rf /"}, "not one CUDA documents"),
+        ({"CUBLAS_WORKSPACE_CONFIG": 5}, "not one CUDA documents"),
+        ({"cudnn.benchmark": "yes", "cudnn.deterministic": True}, "not true/false"),
+        ({"deterministic_algorithms": 2**70}, "not true/false"),
+        ({"PYTHONHASHSEED": ["7"]}, "not a valid value"),
+    ],
+)
+def test_hostile_recorded_flags_become_notes_after_an_exact_restore(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: dict[str, Any], needle: str
+) -> None:
+    """apply_flags with recorded values no flag can take restores every generator, sets
+    nothing, and says what it left alone; it never raises after generators were touched."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    benchmark = torch.backends.cudnn.benchmark
+    vault, aug, snap = _store_with(tmp_path, "hostile")
+    environment = dict(snap.environment, flags=flags)
+    hostile = dataclasses.replace(snap, environment=environment)
+    vault.store.put("alice/exp", "hostile2", rngvault.encode(hostile), hostile)
+    expected = _draws(aug)
+    report = vault.restore("hostile2", apply_flags=True)
+    assert _draws(aug) == expected
+    assert report.ok and "augment" in report.restored
+    assert any(needle in note for note in report.notes), report.notes
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    assert torch.backends.cudnn.benchmark is benchmark
