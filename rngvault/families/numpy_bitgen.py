@@ -216,25 +216,65 @@ def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
         )
 
 
+def _seed_sequence(seq: Mapping[str, Any] | None) -> np.random.SeedSequence | None:
+    if seq is None:
+        return None
+    entropy = seq["entropy"]
+    return np.random.SeedSequence(
+        list(entropy) if isinstance(entropy, (tuple, list)) else entropy,
+        spawn_key=tuple(seq["spawn_key"]),
+        pool_size=seq["pool_size"],
+        n_children_spawned=seq["n_children_spawned"],
+    )
+
+
+def _same_seed_seq(bit_generator: np.random.BitGenerator, seq: Mapping[str, Any] | None) -> bool:
+    """Whether the target's seed sequence already is ``seq`` (then it need not be rebuilt:
+    NumPy mixes the entropy again on every construction)."""
+    mine = _seed_seq(bit_generator)
+    if mine is None or seq is None:
+        return mine is seq
+    return all(
+        _as_tuple(mine[key]) == _as_tuple(seq[key]) and type(mine[key]) is type(seq[key])
+        for key in ("entropy", "spawn_key")
+    ) and all(mine[key] == seq[key] for key in ("pool_size", "n_children_spawned"))
+
+
+def _as_tuple(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (tuple, list)) else value
+
+
+def _set_mt19937(bit_generator: np.random.MT19937, state: Mapping[str, Any]) -> None:
+    """MT19937's ``.state`` setter copies the key one element at a time (~30 µs); once the
+    struct layout was checked against ``.state`` (see ``_mt19937_state``), the key and pos
+    are written into the struct directly."""
+    if _mt_struct_matches is None:
+        _mt19937_state(bit_generator)  # compares the layout once
+    if not _mt_struct_matches:
+        bit_generator.state = dict(state)  # type: ignore[assignment]
+        return
+    inner = state["state"]
+    raw = np.ascontiguousarray(inner["key"], dtype=np.uint32).tobytes()
+    raw += int(inner["pos"]).to_bytes(4, sys.byteorder, signed=True)
+    with bit_generator.lock:
+        ctypes.memmove(bit_generator.ctypes.state_address, raw, _MT_STRUCT_BYTES)
+
+
 def restore(obj: Any, fields: Mapping[str, Any]) -> None:
     bit_generator = _bit_generator(obj)
     state = {k: v for k, v in fields.items() if k != "seed_seq"}
     if isinstance(state["state"], Mapping):
         state["state"] = dict(state["state"])
     seq = fields["seed_seq"]
-    seed_seq = None
-    if seq is not None:
-        entropy = seq["entropy"]
-        seed_seq = np.random.SeedSequence(
-            list(entropy) if isinstance(entropy, (tuple, list)) else entropy,
-            spawn_key=tuple(seq["spawn_key"]),
-            pool_size=seq["pool_size"],
-            n_children_spawned=seq["n_children_spawned"],
-        )
-    # BitGenerator.__setstate__ is the one public door that sets the seed sequence too. A
-    # generator without one (legacy seeding) is restored without one, as numpy's pickle does,
-    # rather than keeping the target's.
-    bit_generator.__setstate__((state, seed_seq))  # type: ignore[attr-defined]
+    if not _same_seed_seq(bit_generator, seq):
+        # BitGenerator.__setstate__ is the one public door that sets the seed sequence too.
+        # A generator without one (legacy seeding) is restored without one, as numpy's
+        # pickle does, rather than keeping the target's.
+        bit_generator.__setstate__((state, _seed_sequence(seq)))  # type: ignore[attr-defined]
+    elif isinstance(bit_generator, np.random.MT19937):
+        _set_mt19937(bit_generator, state)
+    else:
+        bit_generator.state = state
 
 
 def describe(fields: Mapping[str, Any]) -> str:

@@ -253,3 +253,35 @@ def test_mt19937_capture_falls_back_when_numpys_layout_differs(monkeypatch):
         assert numpy_bitgen._mt_struct_matches is False
         assert np.array_equal(fields["state"]["key"], bit_generator.state["state"]["key"])
         assert fields["state"]["pos"] == bit_generator.state["state"]["pos"]
+
+
+@pytest.mark.parametrize("draws", [0, 1, 311, 623, 624, 625])
+def test_mt19937_restore_into_the_same_seed_sequence_writes_the_struct_exactly(draws):
+    """A target whose seed sequence already matches gets key and pos written into numpy's
+    state struct directly; its stream is then numpy's own from that state."""
+    source = np.random.MT19937(7)
+    source.random_raw(draws)
+    fields = numpy_bitgen.capture(source)
+    expected = source.random_raw(1300)
+    target = np.random.MT19937(7)
+    target.random_raw(5)
+    numpy_bitgen.restore(target, fields)
+    assert target.state["state"]["pos"] == fields["state"]["pos"]
+    assert np.array_equal(target.random_raw(1300), expected)
+
+
+def test_mt19937_restore_falls_back_when_numpys_layout_differs(monkeypatch):
+    """Where the struct layout did not match ``.state``, restores go through ``.state``."""
+    monkeypatch.setattr(numpy_bitgen, "_mt_struct_matches", False)
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the struct must not be written")
+
+    monkeypatch.setattr(numpy_bitgen.ctypes, "memmove", refuse)
+    source = np.random.MT19937(9)
+    source.random_raw(100)
+    fields = numpy_bitgen.capture(source)
+    expected = source.random_raw(10)
+    target = np.random.MT19937(9)
+    numpy_bitgen.restore(target, fields)
+    assert np.array_equal(target.random_raw(10), expected)
