@@ -112,11 +112,26 @@ def blob(fields: Mapping[str, Any], key: str, size: int, path: str = "") -> byte
     return bytes(value)
 
 
+STUCK_KEY = (
+    "the MT19937 key is all zeros (but for low bits of word 0, which no twist reads), which "
+    "never recovers: every output after the next twist is 0"
+)
+
+
+def mt_stuck(words: Any) -> bool:
+    """Whether MT19937 words can only ever twist into zeros: the twist reads the top bit of
+    word 0 and all of words 1..623, so with those all zero every later word is zero."""
+    rest = words[1:]
+    return not int(words[0]) >> 31 and not (
+        rest.any() if isinstance(rest, np.ndarray) else any(rest)
+    )
+
+
 def mt_key(key: Any, field: str) -> None:
-    """The 624 words of an MT19937 key: 32-bit and not all zero (an all-zero key is stuck)."""
+    """The 624 words of an MT19937 key: 32-bit, and not a key that twists into zeros."""
     if isinstance(key, np.ndarray):
-        if not key.any():
-            raise StateError("the MT19937 key is all zeros, which never recovers", field=field)
+        if mt_stuck(key):
+            raise StateError(STUCK_KEY, field=field)
         return
     if len(key) != 624:
         raise StateError(f"expected 624 words, got {len(key)}", field=field, value=len(key))
@@ -135,8 +150,8 @@ def mt_key(key: Any, field: str) -> None:
                     field=field,
                     value=word,
                 )
-    if not any(key):
-        raise StateError("the MT19937 key is all zeros, which never recovers", field=field)
+    if mt_stuck(key):
+        raise StateError(STUCK_KEY, field=field)
 
 
 def show(value: Any) -> str:

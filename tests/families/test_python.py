@@ -190,3 +190,17 @@ def test_validate_raises_state_error_with_field_and_value(capture_state, with_fi
     with pytest.raises(rngvault.StateError) as info:
         python.validate(state.fields)
     assert (info.value.field, info.value.value) == ("index", 700)
+
+
+def test_key_that_twists_into_zeros_is_refused(assert_refused):
+    """Only the top bit of word 0 and words 1..623 feed the twist: a key that has nothing
+    else is refused like an all-zero one, and a key with word 0's top bit set is fine."""
+    stuck = rngvault.State("python", {"key": (2**31 - 1,) + (0,) * 623, "index": 0,
+                                      "gauss_next": None})  # fmt: skip
+    assert_refused(stuck, random.Random(0), "'key'", "all zeros")
+    live = rngvault.State("python", {"key": (2**31,) + (0,) * 623, "index": 624,
+                                     "gauss_next": None})  # fmt: skip
+    target = random.Random(0)
+    report = rngvault.restore(rngvault.Snapshot({"g": live}), {"g": target}, include_globals=False)
+    assert report.restored == ["g"]
+    assert any(target.getrandbits(32) for _ in range(624 * 4))  # slow to mix, but not stuck
