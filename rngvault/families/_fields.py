@@ -25,10 +25,18 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _map(fields: Any, path: str) -> None:
+    """A StateError naming the field when ``fields`` (at ``path``) is not a map."""
+    if type(fields) is not dict and not isinstance(fields, Mapping):
+        raise StateError(
+            f"expected a map, got {type(fields).__name__} {_show(fields)}",
+            field=path.rstrip(".") or "fields",
+        )
+
+
 def get(fields: Mapping[str, Any], key: str, path: str = "") -> Any:
     """The field ``key`` of ``fields``; a missing field is a StateError."""
-    if type(fields) is not dict and not isinstance(fields, Mapping):
-        raise StateError(f"expected a map, got {type(fields).__name__}", field=path or None)
+    _map(fields, path)
     value = fields.get(key, _MISSING)
     if value is _MISSING:
         raise StateError("missing field", field=path + key)
@@ -38,10 +46,16 @@ def get(fields: Mapping[str, Any], key: str, path: str = "") -> Any:
 def check_keys(
     fields: Mapping[str, Any], allowed: set[str] | frozenset[str], path: str = ""
 ) -> None:
-    """Reject fields no family version ever wrote, so corruption cannot pass as extra data."""
-    extra = sorted(set(fields) - set(allowed))
+    """Reject fields no family version ever wrote, so corruption cannot pass as extra data.
+    ``path`` is where ``fields`` is (``"state"``); the error names the first unknown one."""
+    _map(fields, path)
+    extra = sorted(set(fields) - allowed, key=repr)
     if extra:
-        raise StateError(f"unknown field(s) {', '.join(map(repr, extra))}", field=path or None)
+        first = extra[0] if isinstance(extra[0], str) else repr(extra[0])
+        raise StateError(
+            f"unknown field(s) {', '.join(map(_show, extra))}",
+            field=f"{path}.{first}" if path else first,
+        )
 
 
 def integer(fields: Mapping[str, Any], key: str, lo: int, hi: int, path: str = "") -> int:

@@ -219,7 +219,7 @@ def unseeded(state: bytes) -> bytes:
 RULES = [
     ("sampler.seed", 1.5, ["'sampler.seed'", "float 1.5"]),
     ("sampler.epoch", "3", ["'sampler.epoch'", "'3'"]),
-    ("sampler.extra", 1, ["'sampler'", "unknown field", "'extra'"]),
+    ("sampler.extra", 1, ["'sampler.extra'", "unknown field", "'extra'"]),
     ("extra", 1, ["unknown field", "'extra'"]),
 ]
 

@@ -194,13 +194,13 @@ RULES = [
     ("Philox", "buffer_pos", 5, ["'buffer_pos'", "5 is out of range 0..4"]),
     ("SFC64", "state.state", np.ones(3, np.uint64), ["'state.state'", "uint64[3]"]),
     ("PCG64", "extra", 1, ["unknown field", "'extra'"]),
-    ("PCG64", "state.extra", 1, ["'state'", "unknown field", "'extra'"]),
+    ("PCG64", "state.extra", 1, ["'state.extra'", "unknown field", "'extra'"]),
     ("PCG64", "seed_seq.entropy", -5, ["'seed_seq.entropy'", "-5"]),
     ("PCG64", "seed_seq.entropy", None, ["'seed_seq.entropy'", "None"]),
     ("PCG64", "seed_seq.spawn_key", "0", ["'seed_seq.spawn_key'", "'0'"]),
     ("PCG64", "seed_seq.pool_size", 2, ["'seed_seq.pool_size'", "2 is out of range"]),
     ("PCG64", "seed_seq.n_children_spawned", -1, ["'seed_seq.n_children_spawned'", "-1"]),
-    ("PCG64", "seed_seq.extra", 1, ["'seed_seq'", "unknown field", "'extra'"]),
+    ("PCG64", "seed_seq.extra", 1, ["'seed_seq.extra'", "unknown field", "'extra'"]),
 ]
 
 
