@@ -132,28 +132,32 @@ STUCK_KEY = (
 )
 
 
-def mt_stuck(words: Any) -> bool:
-    """Whether MT19937 words can only ever twist into zeros: the twist reads the top bit of
-    word 0 and all of words 1..623, so with those all zero every later word is zero."""
-    rest = words[1:]
-    return not int(words[0]) >> 31 and not (
-        rest.any() if isinstance(rest, np.ndarray) else any(rest)
-    )
+def mt_words(words: np.ndarray, field: str) -> None:
+    """624 MT19937 words in an unsigned array (any width): each below 2**32, not stuck."""
+    if len(words) != 624:
+        raise StateError(f"expected 624 words, got {len(words)}", field=field, value=len(words))
+    rest = int(words[1:].max())  # one reduction answers both checks
+    first = int(words[0])
+    if max(rest, first) >= 2**32:
+        raise StateError("an MT19937 word is wider than 32 bits", field=field)
+    if not rest and not first >> 31:
+        raise StateError(STUCK_KEY, field=field)
 
 
 def mt_key(key: Any, field: str) -> None:
-    """The 624 words of an MT19937 key: 32-bit, and not a key that twists into zeros."""
+    """The 624 words of an MT19937 key, as a uint32 array or a sequence of ints: 32-bit, and
+    not a key that twists into zeros."""
     if isinstance(key, np.ndarray):
-        if mt_stuck(key):
-            raise StateError(STUCK_KEY, field=field)
+        mt_words(key, field)
         return
     if len(key) != 624:
         raise StateError(f"expected 624 words, got {len(key)}", field=field, value=len(key))
-    # The common case checked at C speed (array("I") refuses words outside 0..2**32-1 and
-    # non-integers; the type set refuses bools); the slow loop only runs to name a bad word.
+    # Checked at C speed: array("I") refuses words outside 0..2**32-1 and non-integers. It
+    # takes bools as 0 and 1, so where a 0 or 1 is present the types are looked at too (a
+    # real key has neither, almost always). The slow loop only runs to name a bad word.
     try:
-        _c_array("I", key)
-        good = set(map(type, key)) == {int}
+        words = np.frombuffer(_c_array("I", key), dtype=np.uint32)
+        good = not (words < 2).any() or set(map(type, key)) == {int}
     except (OverflowError, TypeError):
         good = False
     if not good:
@@ -164,8 +168,7 @@ def mt_key(key: Any, field: str) -> None:
                     field=field,
                     value=word,
                 )
-    if mt_stuck(key):
-        raise StateError(STUCK_KEY, field=field)
+    mt_words(words, field)
 
 
 def show(value: Any) -> str:

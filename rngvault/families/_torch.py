@@ -99,11 +99,7 @@ def validate_cpu(state: Any, field: str) -> None:
             field=f"{field}.next",
             value=next_,
         )
-    words = p["words"]
-    if int(words.max()) >= 2**32:
-        raise StateError("an MT19937 word is wider than 32 bits", field=f"{field}.words")
-    if f.mt_stuck(words):
-        raise StateError(f.STUCK_KEY, field=f"{field}.words")
+    f.mt_words(p["words"], f"{field}.words")
     for name in ("normal_is_valid", "float_normal_is_valid"):
         if p[name] not in (0, 1):
             raise StateError(

@@ -165,6 +165,9 @@ def _seed_words(value: Any, field: str, bits: int) -> None:
             field=field,
             value=len(value),
         )
+    # Three passes at C speed; the loop only runs to name the bad entry.
+    if value and set(map(type, value)) == {int} and min(value) >= 0 and max(value) >> bits == 0:
+        return
     for i, word in enumerate(value):
         if type(word) is not int or word < 0 or word.bit_length() > bits:
             shown = f"a {word.bit_length()}-bit int" if type(word) is int else f.show(word)
