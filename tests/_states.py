@@ -218,9 +218,9 @@ dataloader_fields = st.fixed_dictionaries(
         "sampler": st.none()
         | st.fixed_dictionaries(
             {"seed": st.integers(-(2**63), 2**64 - 1), "epoch": st.integers(-(2**63), 2**63 - 1)}
-        ),
+        ).filter(lambda s: -(2**63) <= s["seed"] + s["epoch"] <= 2**64 - 1),
     }
-)
+)  # DistributedSampler shuffles with manual_seed(seed + epoch), which takes that range
 
 VALID: dict[str, SearchStrategy[dict[str, Any]]] = {
     "python": python_fields,

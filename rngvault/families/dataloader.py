@@ -108,8 +108,17 @@ def validate(fields: Mapping[str, Any]) -> None:
     sampler = f.get(fields, "sampler")
     if sampler is not None:
         f.check_keys(sampler, {"seed", "epoch"}, "sampler")
-        f.integer(sampler, "seed", -(2**63), 2**64 - 1, "sampler.")
-        f.integer(sampler, "epoch", -(2**63), 2**63 - 1, "sampler.")
+        seed = f.integer(sampler, "seed", -(2**63), 2**64 - 1, "sampler.")
+        epoch = f.integer(sampler, "epoch", -(2**63), 2**63 - 1, "sampler.")
+        # DistributedSampler shuffles with manual_seed(seed + epoch), which takes this range
+        # only: a state outside it fails at the next iter() wherever it is restored.
+        if not -(2**63) <= seed + epoch <= 2**64 - 1:
+            raise StateError(
+                f"seed + epoch is {seed + epoch}, outside the range torch.manual_seed takes "
+                "(-2**63..2**64-1), so the sampler could never shuffle",
+                field="sampler.epoch",
+                value=epoch,
+            )
 
 
 def check_target(obj: Any, fields: Mapping[str, Any]) -> None:

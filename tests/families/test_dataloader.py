@@ -245,3 +245,20 @@ def test_generator_state_of_the_wrong_size_is_refused(with_fields, assert_refuse
     state = capture_loader(make_loader(1)).states["loader"]
     bad = with_fields(state, "generator", state.fields["generator"][:100])
     assert_refused(bad, make_loader(2), "'generator'", "expected 5056 bytes, got 100")
+
+
+def test_a_sampler_whose_seed_and_epoch_no_shuffle_can_take_is_refused():
+    """DistributedSampler shuffles with manual_seed(seed + epoch): a state past that range
+    could never iterate, so it is refused naming the epoch."""
+    for seed, epoch in [(2**64 - 1, 1), (-(2**63), -1)]:
+        state = rngvault.State(
+            "dataloader",
+            {
+                "generator": None,
+                "sampler_generator": None,
+                "sampler": {"seed": seed, "epoch": epoch},
+            },
+        )
+        with pytest.raises(rngvault.StateError) as info:
+            dataloader.validate(state.fields)
+        assert info.value.field == "sampler.epoch"
