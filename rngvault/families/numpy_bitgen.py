@@ -9,8 +9,6 @@ spawned after a restore the same as in the original process.
 
 from __future__ import annotations
 
-import ctypes
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -19,7 +17,7 @@ import numpy as np
 from rngvault import _distance
 from rngvault._errors import StateError
 from rngvault._snapshot import values_equal
-from rngvault.families import Family, Fields
+from rngvault.families import Family, Fields, _numpy
 from rngvault.families import _fields as f
 
 U32 = 2**32 - 1
@@ -59,37 +57,12 @@ def _seed_seq(bit_generator: np.random.BitGenerator) -> Fields | None:
     }
 
 
-# numpy's mt19937_state struct: uint32 key[624], then int pos, in native byte order.
-_MT_STRUCT_BYTES = 624 * 4 + 4
-_mt_struct_matches: bool | None = None  # None until compared with .state once
-
-
-def _mt19937_state(bit_generator: np.random.MT19937) -> Fields:
-    """MT19937's ``.state`` copies the key one element at a time (~30 µs); the same fields
-    read from the state struct through numpy's ctypes interface take ~2 µs. The first read
-    in a process is compared with ``.state``; if numpy's layout ever differs, ``.state``
-    is used from then on."""
-    global _mt_struct_matches
-    if _mt_struct_matches is False:
-        return dict(bit_generator.state)
-    raw = ctypes.string_at(bit_generator.ctypes.state_address, _MT_STRUCT_BYTES)
-    key = np.frombuffer(raw, dtype=np.uint32, count=624).copy()
-    pos = int.from_bytes(raw[624 * 4 :], sys.byteorder, signed=True)
-    fields: Fields = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
-    if _mt_struct_matches is None:
-        slow = bit_generator.state
-        _mt_struct_matches = slow["state"]["pos"] == pos and bool(
-            np.array_equal(slow["state"]["key"], key)
-        )
-        if not _mt_struct_matches:
-            return dict(slow)
-    return fields
-
-
 def capture(obj: Any) -> Fields:
     bit_generator = _bit_generator(obj)
+    fields: Fields
     if type(bit_generator) is np.random.MT19937:
-        fields = _mt19937_state(bit_generator)
+        key, pos = _numpy.read_mt(bit_generator)
+        fields = {"bit_generator": "MT19937", "state": {"key": key, "pos": pos}}
     else:
         fields = dict(bit_generator.state)  # .state is fresh on every call: cheap copy
     fields["seed_seq"] = _seed_seq(bit_generator)
@@ -247,22 +220,6 @@ def _as_tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, (tuple, list)) else value
 
 
-def _set_mt19937(bit_generator: np.random.MT19937, state: Mapping[str, Any]) -> None:
-    """MT19937's ``.state`` setter copies the key one element at a time (~30 µs); once the
-    struct layout was checked against ``.state`` (see ``_mt19937_state``), the key and pos
-    are written into the struct directly."""
-    if _mt_struct_matches is None:
-        _mt19937_state(bit_generator)  # compares the layout once
-    if not _mt_struct_matches:
-        bit_generator.state = dict(state)  # type: ignore[assignment]
-        return
-    inner = state["state"]
-    raw = np.ascontiguousarray(inner["key"], dtype=np.uint32).tobytes()
-    raw += int(inner["pos"]).to_bytes(4, sys.byteorder, signed=True)
-    with bit_generator.lock:
-        ctypes.memmove(bit_generator.ctypes.state_address, raw, _MT_STRUCT_BYTES)
-
-
 def restore(obj: Any, fields: Mapping[str, Any]) -> None:
     bit_generator = _bit_generator(obj)
     state = {k: v for k, v in fields.items() if k != "seed_seq"}
@@ -275,7 +232,7 @@ def restore(obj: Any, fields: Mapping[str, Any]) -> None:
         # pickle does, rather than keeping the target's.
         bit_generator.__setstate__((state, _seed_sequence(seq)))  # type: ignore[attr-defined]
     elif isinstance(bit_generator, np.random.MT19937):
-        _set_mt19937(bit_generator, state)
+        _numpy.write_mt(bit_generator, state["state"]["key"], state["state"]["pos"])
     else:
         bit_generator.state = state
 

@@ -2,7 +2,8 @@
 
 State: the MT19937 key (uint32[624]), ``pos`` (0..624), and the cached second normal
 (``has_gauss``, ``gauss``). NumPy accepts ``pos`` outside 0..624 and then reads past the key
-(a segfault), so ``validate`` must run before NumPy sees a state.
+(a segfault), so ``validate`` must run before NumPy sees a state. They are read and written
+through ``families/_numpy.py``, which avoids NumPy's element-by-element copies.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from rngvault import _distance
 from rngvault._errors import CaptureError, StateError
-from rngvault.families import Family, Fields
+from rngvault.families import Family, Fields, _numpy
 from rngvault.families import _fields as f
 
 _KEYS = frozenset({"key", "pos", "has_gauss", "gauss"})
@@ -25,19 +26,13 @@ def accepts(obj: Any) -> bool:
 
 
 def capture(obj: np.random.RandomState) -> Fields:
-    state = obj.get_state(legacy=False)
-    if state["bit_generator"] != "MT19937":
+    if not isinstance(obj._bit_generator, np.random.MT19937):
         raise CaptureError(
-            f"a RandomState over {state['bit_generator']} is not supported; "
+            f"a RandomState over {type(obj._bit_generator).__name__} is not supported; "
             "track its bit generator instead (numpy.bitgen)"
         )
-    inner = state["state"]
-    return {
-        "key": inner["key"],
-        "pos": inner["pos"],
-        "has_gauss": state["has_gauss"],
-        "gauss": state["gauss"],
-    }
+    key, pos, has_gauss, gauss = _numpy.read_legacy(obj)
+    return {"key": key, "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
 
 
 def validate(fields: Mapping[str, Any]) -> None:
@@ -59,14 +54,7 @@ def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
 
 
 def restore(obj: np.random.RandomState, fields: Mapping[str, Any]) -> None:
-    obj.set_state(
-        {
-            "bit_generator": "MT19937",
-            "state": {"key": fields["key"], "pos": int(fields["pos"])},
-            "has_gauss": int(fields["has_gauss"]),
-            "gauss": float(fields["gauss"]),
-        }
-    )
+    _numpy.write_legacy(obj, fields["key"], fields["pos"], fields["has_gauss"], fields["gauss"])
 
 
 def describe(fields: Mapping[str, Any]) -> str:

@@ -227,34 +227,6 @@ def test_validate_raises_state_error_with_field_and_value(capture_state, with_fi
     assert (info.value.field, info.value.value) == ("state.pos", 700)
 
 
-@pytest.mark.parametrize("draws", [0, 1, 311, 623, 624, 625, 5000])
-def test_mt19937_fast_capture_equals_numpys_state(draws):
-    """MT19937 states read through numpy's ctypes interface equal ``.state`` at every
-    position (pos 0 to 624)."""
-    bit_generator = np.random.MT19937(7)
-    bit_generator.random_raw(draws)
-    fields = numpy_bitgen.capture(bit_generator)
-    assert numpy_bitgen._mt_struct_matches is True
-    expected = bit_generator.state
-    assert fields["state"]["pos"] == expected["state"]["pos"]
-    key = fields["state"]["key"]
-    assert key.dtype == np.uint32 and key.flags.writeable
-    assert np.array_equal(key, expected["state"]["key"])
-
-
-def test_mt19937_capture_falls_back_when_numpys_layout_differs(monkeypatch):
-    """If the state struct ever reads differently from ``.state``, capture uses ``.state``."""
-    monkeypatch.setattr(numpy_bitgen, "_mt_struct_matches", None)
-    monkeypatch.setattr(numpy_bitgen.ctypes, "string_at", lambda address, size: bytes(size))
-    bit_generator = np.random.MT19937(8)
-    for _ in range(2):
-        bit_generator.random_raw(10)
-        fields = numpy_bitgen.capture(bit_generator)
-        assert numpy_bitgen._mt_struct_matches is False
-        assert np.array_equal(fields["state"]["key"], bit_generator.state["state"]["key"])
-        assert fields["state"]["pos"] == bit_generator.state["state"]["pos"]
-
-
 @pytest.mark.parametrize("draws", [0, 1, 311, 623, 624, 625])
 def test_mt19937_restore_into_the_same_seed_sequence_writes_the_struct_exactly(draws):
     """A target whose seed sequence already matches gets key and pos written into numpy's
@@ -268,20 +240,3 @@ def test_mt19937_restore_into_the_same_seed_sequence_writes_the_struct_exactly(d
     numpy_bitgen.restore(target, fields)
     assert target.state["state"]["pos"] == fields["state"]["pos"]
     assert np.array_equal(target.random_raw(1300), expected)
-
-
-def test_mt19937_restore_falls_back_when_numpys_layout_differs(monkeypatch):
-    """Where the struct layout did not match ``.state``, restores go through ``.state``."""
-    monkeypatch.setattr(numpy_bitgen, "_mt_struct_matches", False)
-
-    def refuse(*args: object) -> None:
-        raise AssertionError("the struct must not be written")
-
-    monkeypatch.setattr(numpy_bitgen.ctypes, "memmove", refuse)
-    source = np.random.MT19937(9)
-    source.random_raw(100)
-    fields = numpy_bitgen.capture(source)
-    expected = source.random_raw(10)
-    target = np.random.MT19937(9)
-    numpy_bitgen.restore(target, fields)
-    assert np.array_equal(target.random_raw(10), expected)
