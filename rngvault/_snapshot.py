@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from rngvault._codec import states_digest
+
 FORMAT_VERSION = 1
 
 Scalar = int | float | str | bool
@@ -52,10 +54,13 @@ class State:
     Attributes:
         family: the generator family (``"python"``, ``"numpy.bitgen"``, ``"torch.cpu"``...).
         fields: the family's fields; treat them as read-only.
+        validated: True when ``rngvault.decode`` built the state, which checks the fields
+            with the family's ``validate`` (a restore need not check them again).
     """
 
     family: str
     fields: Mapping[str, Any]
+    validated: bool = field(default=False, compare=False, repr=False)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, State):
@@ -161,7 +166,8 @@ class Snapshot:
         format_version: the snapshot format version it was written or read with.
         ref: where it is stored (run, name, digest), when it came from or went to a Vault;
             not part of the encoding.
-        digest: SHA-256 (hex) of the canonical encoding of ``states``.
+        digest: SHA-256 (hex) of the canonical encoding of ``states`` (computed on first use,
+            or the one ``rngvault.decode`` checked).
     """
 
     states: Mapping[str, State]
@@ -188,10 +194,33 @@ class Snapshot:
         )
         return snapshot
 
+    @classmethod
+    def _decoded(
+        cls,
+        states: dict[str, State],
+        metadata: Metadata,
+        environment: dict[str, Any],
+        created: float,
+        probes: dict[str, Any],
+        format_version: int,
+        digest: str,
+    ) -> Snapshot:
+        """A snapshot read by ``rngvault.decode``, with the digest it checked."""
+        snapshot = object.__new__(cls)
+        snapshot.__dict__.update(
+            states=states,
+            metadata=metadata,
+            environment=environment,
+            created=created,
+            probes=probes,
+            format_version=format_version,
+            ref=None,
+            digest=digest,
+        )
+        return snapshot
+
     @cached_property
     def digest(self) -> str:
-        from rngvault._format import states_digest
-
         return states_digest(self.states)
 
     def __eq__(self, other: object) -> bool:
