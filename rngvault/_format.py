@@ -6,140 +6,105 @@ A snapshot is one msgpack map::
      "states": {name: {"family": str, "fields": map}}, "metadata": map, "environment": map,
      "probes": map}
 
-Values inside ``fields`` are msgpack nil, bool, int, float64, str, bin, array, map, plus two
-extension types whose codes are fixed and never reused:
+Values are encoded by ``rngvault._codec`` (canonical msgpack plus BIGINT and NDARRAY). The
+``states`` map must be in canonical form, and ``digest`` is the SHA-256 of its bytes as they
+stand in the file. ``decode`` reads any input in bounded time and memory and raises
+``DecodeError`` and nothing else:
 
-- ext 1, BIGINT: an integer outside int64/uint64, as big-endian two's complement, minimal length.
-- ext 2, NDARRAY: a typed array, payload = msgpack ``[dtype, shape, data]`` where dtype is one
-  of u1 u2 u4 u8 i1 i2 i4 i8 f4 f8 b1 (little-endian), shape an array of ints, data the
-  C-order bytes.
-
-Maps are written with their keys sorted, so one state has one encoding; ``digest`` is the
-SHA-256 of the encoding of the ``states`` map alone, checked on every decode.
+- the states are unpacked in C, checked canonical by packing them again in C (the long
+  integer arrays, MT keys, checked from their bytes instead), and hashed as written;
+- everything else is read with msgpack hooks that count what they build, so a body made of
+  millions of tiny values is refused after ``MAX_ITEMS`` of them.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from functools import partial
+from itertools import pairwise
 from typing import Any
 
 import msgpack
-import numpy as np
 
+from rngvault._codec import (
+    EXT_BIGINT,
+    EXT_NDARRAY,
+    INT_MAX,
+    INT_MIN,
+    decode_ext,
+    encode_states,
+    kind,
+    pack_value,
+    show,
+    states_digest,
+)
 from rngvault._errors import DecodeError, EncodeError, StateError
 from rngvault._names import _GENERATOR_NAME, GENERATOR_NAME_RULE
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, State
+from rngvault.families import get_family
+
+__all__ = [
+    "FORMAT_TAG",
+    "MAX_DEPTH",
+    "MAX_EXTS",
+    "MAX_EXTS_PER_STATE",
+    "MAX_ITEMS",
+    "MAX_PROBE_VALUES",
+    "MAX_SNAPSHOT_BYTES",
+    "MAX_STATES",
+    "MAX_TOP_LEVEL_KEYS",
+    "decode",
+    "encode",
+    "encode_states",
+    "states_digest",
+]
 
 FORMAT_TAG = "rngvault-snapshot"
-EXT_BIGINT = 1
-EXT_NDARRAY = 2
-_DTYPES = {"u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f4", "f8", "b1"}
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_TOP_KEYS = ("format", "version", "created", "digest", "states", "metadata", "environment")
-MAX_SNAPSHOT_BYTES = 256 * 2**20
+_REQUIRED = ("format", "version", "created", "digest", "states", "metadata", "environment")
 _NOT_A_SNAPSHOT = "not an rngvault snapshot (no 'format': 'rngvault-snapshot' map)"
+
+# The decode bounds, documented in docs/format.md ("Bounds").
+MAX_SNAPSHOT_BYTES = 64 * 2**20  # 4096 torch CPU states take 21 MB
+MAX_STATES = 4096  # generators in one snapshot
+MAX_DEPTH = 8  # maps and arrays nest at most this deep, the top-level map counting 1
+MAX_ITEMS = 2**17  # array elements and map entries outside states; also per array or map
+MAX_EXTS = 1024  # extension values outside states
+MAX_EXTS_PER_STATE = 72  # extension values in states per generator (a seed sequence: 66)
+MAX_PROBE_VALUES = 16  # values in one generator's probe (version 1 probes have 1 to 4)
+MAX_TOP_LEVEL_KEYS = 64
+
+# Arrays at least this long inside states are checked for canonical form from their bytes
+# (see _States.verify_array): packing the 624 ints of an MT key again costs more than
+# unpacking them did.
+_LONG_ARRAY = 64
+
+_SCALARS = frozenset({type(None), bool, int, float, str})
+# An ExtType built without its Python-level argument checks (done by the ext hook).
+_new_ext: Callable[[tuple[int, bytes]], msgpack.ExtType] = partial(tuple.__new__, msgpack.ExtType)
 
 
 # -- encoding -------------------------------------------------------------------------------
 
 
-def _bigint(value: int) -> msgpack.ExtType:
-    length = (value.bit_length() + 8) // 8
-    return msgpack.ExtType(EXT_BIGINT, value.to_bytes(length, "big", signed=True))
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        code = value.dtype.str[1:]
-        if code not in _DTYPES:
-            raise TypeError(f"cannot encode an array of dtype {value.dtype}")
-        data = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
-        payload = msgpack.packb([code, list(value.shape), data])
-        return msgpack.ExtType(EXT_NDARRAY, payload)
-    if isinstance(value, np.integer):
-        value = int(value)
-        return value if _INT_MIN <= value <= _INT_MAX else _bigint(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, int):  # only reached from the deep pass: out of msgpack's range
-        return _bigint(value)
-    raise TypeError(f"cannot encode a {type(value).__name__} in a snapshot")
-
-
-# Values _canon passes through unchanged, recognised by exact type before the (slower)
-# Mapping check.
-_LEAVES = frozenset({str, bytes, float, bool, type(None), np.ndarray})
-
-
-def _canon(value: Any, deep: bool) -> Any:
-    """Sort map keys and wrap big ints; sequences are walked only in the ``deep`` pass."""
-    kind = type(value)
-    if kind in _LEAVES:
-        return value
-    if kind is int:
-        return value if _INT_MIN <= value <= _INT_MAX else _bigint(value)
-    if kind is dict or isinstance(value, Mapping):
-        out = {}
-        for key in sorted(value):
-            item = value[key]
-            # Leaves inline: this walk is most of encode()'s Python time.
-            if type(item) in _LEAVES:
-                out[key] = item
-            else:
-                out[key] = _canon(item, deep)
-        return out
-    if deep and isinstance(value, (tuple, list)):
-        return [_canon(v, deep) for v in value]
-    return value
-
-
-def _canon_states(states: Mapping[str, State], deep: bool) -> dict[str, Any]:
-    """The states map in canonical form, built directly ("family" sorts before "fields")."""
-    return {
-        name: {"family": states[name].family, "fields": _canon(states[name].fields, deep)}
-        for name in sorted(states)
-    }
-
-
-def _pack(value: Any, canon: Callable[[Any, bool], Any] = _canon) -> bytes:
-    try:
-        return msgpack.packb(canon(value, False), default=_default, use_bin_type=True)
-    except OverflowError:  # a big int inside a sequence: walk the sequences too
-        return msgpack.packb(canon(value, True), default=_default, use_bin_type=True)
-
-
-def encode_states(states: Mapping[str, State]) -> bytes:
-    """The canonical encoding of a states map (what the digest covers)."""
-    try:
-        return _pack(states, _canon_states)
-    except (TypeError, ValueError) as exc:
-        raise StateError(f"cannot encode the states: {exc}") from exc
-
-
-def states_digest(states: Mapping[str, State]) -> str:
-    """SHA-256 (hex) of the canonical encoding of ``states``."""
-    return hashlib.sha256(encode_states(states)).hexdigest()
-
-
 def encode(snapshot: Snapshot) -> bytes:
-    """Encode a snapshot as msgpack bytes (no pickle; see docs/format.md)."""
+    """Encode a snapshot as msgpack bytes (no pickle; see docs/format.md).
+
+    The environment, metadata and probes are checked with decode's own rules, so that what
+    encode writes, decode reads: EncodeError names the part and the value otherwise.
+    """
     states = encode_states(snapshot.states)
-    digest = hashlib.sha256(states).hexdigest()
-    # cached_property: reuse the encoding we just made rather than computing it again.
-    snapshot.__dict__.setdefault("digest", digest)
-    packer = msgpack.Packer(default=_default, use_bin_type=True)
+    packer = msgpack.Packer(use_bin_type=True)
     pack = packer.pack
-    # Each top-level value encoded on its own; plain ones need no canonical walk.
     try:
         values = {
             "created": pack(float(snapshot.created)),
-            "digest": pack(digest),
-            "environment": _pack(snapshot.environment),
+            "digest": pack(hashlib.sha256(states).hexdigest()),
+            "environment": pack_value(snapshot.environment),
             "format": pack(FORMAT_TAG),
-            "metadata": _pack(snapshot.metadata.to_dict()),
-            "probes": _pack(snapshot.probes),
+            "metadata": pack_value(snapshot.metadata.to_dict()),
+            "probes": pack_value(snapshot.probes),
             "states": states,
             "version": pack(FORMAT_VERSION),
         }
@@ -147,157 +112,685 @@ def encode(snapshot: Snapshot) -> bytes:
         raise EncodeError(
             f"cannot encode the snapshot's metadata, environment or probes: {exc}"
         ) from exc
+    try:
+        _check_extras_as_written(values, snapshot.states)
+    except DecodeError as exc:
+        raise EncodeError(f"cannot encode the snapshot, decode would refuse it: {exc}") from None
     parts = [packer.pack_map_header(len(values))]
     for key in sorted(values):
         parts += (pack(key), values[key])
     return b"".join(parts)
 
 
-# -- decoding -------------------------------------------------------------------------------
+def _check_extras_as_written(values: Mapping[str, bytes], names: Collection[str]) -> None:
+    for key in ("environment", "metadata", "probes"):
+        hooks = _Extras()
+        hooks.where = key
+        value = msgpack.unpackb(
+            values[key],
+            raw=False,
+            use_list=False,
+            strict_map_key=False,
+            object_pairs_hook=hooks.pairs,
+            list_hook=hooks.array,
+            ext_hook=hooks.ext,
+        )
+        if key == "environment":
+            _check_environment(value)
+        elif key == "metadata":
+            _decode_metadata(value)
+        else:
+            _check_probes(value, names)
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == EXT_BIGINT:
-        if not data:
-            raise DecodeError("empty BIGINT extension (ext 1)")
-        return int.from_bytes(data, "big", signed=True)
-    if code == EXT_NDARRAY:
+# -- decoding: the top level ------------------------------------------------------------------
+
+
+def decode(data: bytes | bytearray | memoryview) -> Snapshot:
+    """Decode and validate snapshot bytes; DecodeError says what is wrong and where.
+
+    Any input is read in bounded time (docs/format.md, "Bounds") and raises DecodeError and
+    nothing else, or gives a Snapshot whose states each family has validated.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError(f"expected bytes, got {type(data).__name__}")
+    size = data.nbytes if isinstance(data, memoryview) else len(data)
+    if size > MAX_SNAPSHOT_BYTES:
+        raise DecodeError(f"{size} bytes is over the {MAX_SNAPSHOT_BYTES}-byte limit")
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    top, start, end = _read_top_level(data)
+    version = top["version"]
+    if type(version) is not int:
+        raise DecodeError(f"version: expected an int, got {_got(version)}")
+    if version > FORMAT_VERSION:
+        raise DecodeError(
+            f"snapshot format version {show(version)} is newer than this rngvault reads "
+            f"({FORMAT_VERSION}): upgrade rngvault"
+        )
+    if version < 1:
+        raise DecodeError(f"invalid format version {show(version)}")
+    created = _created(top["created"])
+    digest = top["digest"]
+    if type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef"):
+        raise DecodeError(f"digest: expected 64 lowercase hex digits, got {_got(digest)}")
+    span = data[start:end]
+    states = _States(span).read()
+    actual = hashlib.sha256(span).hexdigest()
+    if actual != digest:
+        raise DecodeError(
+            f"digest mismatch: the states hash to {actual[:16]}..., the snapshot says "
+            f"{digest[:16]}...: the data is corrupt"
+        )
+    metadata = _decode_metadata(top["metadata"])
+    environment = _check_environment(top["environment"])
+    probes = _check_probes(top.get("probes", {}), states)
+    return Snapshot._decoded(states, metadata, environment, created, probes, version, digest)
+
+
+def _read_top_level(data: bytes) -> tuple[dict[str, Any], int, int]:
+    """The top-level values but states, and where the states value starts and ends."""
+    hooks = _Extras()
+    unpacker = msgpack.Unpacker(
+        None,
+        raw=False,
+        use_list=False,
+        timestamp=3,  # ext -1 as datetime, which no check accepts (the format has no ext -1)
+        strict_map_key=False,  # the pairs hook names a non-str key
+        object_pairs_hook=hooks.pairs,
+        list_hook=hooks.array,
+        ext_hook=hooks.ext,
+        max_buffer_size=max(len(data), 1),
+        max_array_len=MAX_ITEMS,
+        max_map_len=MAX_ITEMS,
+    )
+    unpacker.feed(data)
+    try:
+        count = unpacker.read_map_header()
+    except msgpack.OutOfData:
+        raise DecodeError("not valid msgpack (corrupt or truncated): no data") from None
+    except ValueError:
+        raise DecodeError(_NOT_A_SNAPSHOT) from None
+    if count > MAX_TOP_LEVEL_KEYS:
+        raise DecodeError(f"the top-level map has {count} entries; at most {MAX_TOP_LEVEL_KEYS}")
+    top: dict[str, Any] = {}
+    span = None
+    try:
+        for _ in range(count):
+            # A key is unpacked only once its first byte says it is a str.
+            position = unpacker.tell()
+            first = data[position] if position < len(data) else 0xA0
+            if not (0xA0 <= first <= 0xBF or 0xD9 <= first <= 0xDB):
+                raise DecodeError(
+                    f"the top-level map has a key that is {_header_kind(first)}, not str"
+                )
+            key = unpacker.unpack()
+            if key in top:
+                raise DecodeError(f"duplicate top-level key {key!r}")
+            hooks.where = key if key in _KNOWN else f"top-level key {key!r}"
+            if key == "states":
+                start = unpacker.tell()
+                unpacker.skip()
+                span = start, unpacker.tell()
+                top[key] = None
+                continue
+            top[key] = unpacker.unpack()
+            if key == "format" and top[key] != FORMAT_TAG:
+                raise DecodeError(_NOT_A_SNAPSHOT)
+    except msgpack.OutOfData:
+        raise DecodeError(
+            f"not valid msgpack (corrupt or truncated): the data ends inside {hooks.where!r}"
+        ) from None
+    except DecodeError:
+        raise
+    except (ValueError, OverflowError, msgpack.UnpackException) as exc:
+        # Some msgpack errors (FormatError, StackError) carry no message: name them instead.
+        detail = str(exc) or type(exc).__name__
+        raise DecodeError(f"not valid msgpack in {hooks.where!r}: {detail}") from None
+    if top.get("format") != FORMAT_TAG:
+        raise DecodeError(_NOT_A_SNAPSHOT)
+    if unpacker.tell() != len(data):
+        raise DecodeError("trailing bytes after the snapshot")
+    for key in _REQUIRED:
+        if key not in top:
+            raise DecodeError(f"missing top-level field {key!r}")
+    assert span is not None  # "states" is required
+    for key, value in top.items():
+        if key not in _KNOWN:
+            _check_nesting(value, f"top-level key {key!r}", 2)
+    return top, span[0], span[1]
+
+
+_KNOWN = frozenset({*_REQUIRED, "probes"})
+
+
+def _created(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
         try:
-            dtype, shape, raw = msgpack.unpackb(data, raw=False, use_list=False)
-        except Exception as exc:
-            raise DecodeError(f"malformed NDARRAY extension (ext 2): {exc}") from None
-        if dtype not in _DTYPES:
-            raise DecodeError(f"NDARRAY extension with unsupported dtype {dtype!r}")
-        if not isinstance(shape, tuple) or not all(type(n) is int and n >= 0 for n in shape):
-            raise DecodeError(f"NDARRAY extension with a bad shape {shape!r}")
-        if not isinstance(raw, bytes):
-            raise DecodeError("NDARRAY extension whose data is not bytes")
-        itemsize = np.dtype("<" + dtype).itemsize
-        if math.prod(shape) * itemsize != len(raw):
+            return float(value)
+        except OverflowError:
+            raise DecodeError(f"created: {show(value)} is out of range for a time") from None
+    raise DecodeError(f"created: expected a float, got {_got(value)}")
+
+
+def _got(value: Any) -> str:
+    """What a wrong value is, for "expected X, got Y" messages."""
+    if value is None or type(value) is datetime.datetime:
+        return kind(value)
+    if type(value) in _SCALARS and not (type(value) is int and not INT_MIN <= value <= INT_MAX):
+        return f"{kind(value)} {show(value)}"
+    return show(value)
+
+
+def _path(root: str, keys: tuple[Any, ...]) -> str:
+    return root + "".join(f"[{key!r}]" for key in keys)
+
+
+def _header_kind(byte: int) -> str:
+    """The msgpack kind a value's first byte announces."""
+    if byte <= 0x7F or byte >= 0xE0 or 0xCC <= byte <= 0xD3:
+        return "int"
+    if byte <= 0x8F or byte in (0xDE, 0xDF):
+        return "map"
+    if byte <= 0x9F or byte in (0xDC, 0xDD):
+        return "array"
+    if byte <= 0xBF or 0xD9 <= byte <= 0xDB:
+        return "str"
+    return {0xC0: "nil", 0xC2: "bool", 0xC3: "bool", 0xCA: "float", 0xCB: "float"}.get(
+        byte, "bin" if 0xC4 <= byte <= 0xC6 else "ext" if byte != 0xC1 else "the unused byte c1"
+    )
+
+
+# -- decoding: everything outside states ------------------------------------------------------
+
+
+class _Extras:
+    """msgpack hooks for the values outside ``states``: map keys are str and unique, and at
+    most MAX_ITEMS items and MAX_EXTS extension values are built in all, so the cost of
+    reading them is bounded whatever the body holds."""
+
+    __slots__ = ("exts", "items", "where")
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.exts = 0
+        self.where = "the top-level map"
+
+    def _count(self, items: int) -> None:
+        self.items += items
+        if self.items > MAX_ITEMS:
             raise DecodeError(
-                f"NDARRAY extension: shape {list(shape)} of {dtype} needs "
-                f"{math.prod(shape) * itemsize} bytes, got {len(raw)}"
+                f"{self.where}: more than {MAX_ITEMS} items (array elements and map entries) "
+                "outside states"
             )
-        array = np.frombuffer(raw, dtype="<" + dtype).reshape(shape)
-        return array.astype(array.dtype.newbyteorder("="), copy=True)
-    raise DecodeError(f"unknown msgpack extension code {code}")
+
+    def pairs(self, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+        self._count(len(pairs))
+        for key, _value in pairs:
+            if type(key) is not str:
+                raise DecodeError(f"{self.where}: a map key is {_got(key)}, not a str")
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set[str] = set()
+            for key, _value in pairs:
+                if key in seen:
+                    raise DecodeError(f"{self.where}: duplicate map key {show(key)}")
+                seen.add(key)
+        return out
+
+    def array(self, items: tuple[Any, ...]) -> tuple[Any, ...]:
+        self._count(len(items))
+        return items
+
+    def ext(self, code: int, data: bytes) -> Any:
+        self.exts += 1
+        if self.exts > MAX_EXTS:
+            raise DecodeError(f"{self.where}: more than {MAX_EXTS} extension values outside states")
+        try:
+            return decode_ext(code, data)
+        except DecodeError as exc:
+            raise DecodeError(f"{self.where}: {exc}") from None
 
 
-def _expect(value: Any, kinds: type | tuple[type, ...], where: str) -> Any:
-    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
-    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-        names = " or ".join(k.__name__ for k in allowed)
-        raise DecodeError(f"{where}: expected {names}, got {type(value).__name__}")
+def _check_nesting(value: Any, where: str, depth: int) -> None:
+    """Any value of the format (nil, bool, int, float, str, bin, NDARRAY, array, map) whose
+    containers nest at most MAX_DEPTH deep; ``depth`` is the depth ``value`` would have."""
+    kind_ = type(value)
+    if kind_ is dict or kind_ is tuple:
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        items = value.items() if kind_ is dict else enumerate(value)
+        for key, item in items:
+            if type(item) in (dict, tuple, datetime.datetime):
+                _check_nesting(item, f"{where}[{key!r}]", depth + 1)
+    elif kind_ is datetime.datetime:
+        raise DecodeError(f"{where}: a msgpack timestamp (ext -1), which the format does not have")
+
+
+def _check_plain(value: Any, where: str, depth: int) -> None:
+    """A JSON-like value: nil, bool, int (int64/uint64), float, str, array and map, nested at
+    most MAX_DEPTH deep."""
+    kind_ = type(value)
+    if kind_ is dict or kind_ is tuple:
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+        items = value.items() if kind_ is dict else enumerate(value)
+        for key, item in items:
+            _check_plain(item, f"{where}[{key!r}]", depth + 1)
+    elif kind_ not in _SCALARS or (kind_ is int and not INT_MIN <= value <= INT_MAX):
+        raise DecodeError(
+            f"{where}: expected nil, bool, int, float, str, array or map, got {_got(value)}"
+        )
+
+
+def _check_environment(value: Any) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise DecodeError(f"environment: expected a map, got {_got(value)}")
+    _check_plain(value, "environment", 2)
+    flags = value.get("flags")
+    if "flags" in value:
+        if type(flags) is not dict:
+            raise DecodeError(f"environment['flags']: expected a map, got {_got(flags)}")
+        for name, flag in flags.items():
+            if type(flag) not in _SCALARS:
+                raise DecodeError(
+                    f"environment['flags'][{name!r}]: expected nil, bool, int, float or str, "
+                    f"got {_got(flag)}"
+                )
     return value
 
 
-def _decode_states(raw: Any) -> dict[str, State]:
-    from rngvault.families import get_family
-
-    _expect(raw, dict, "states")
-    states: dict[str, State] = {}
-    for name, entry in raw.items():
-        if not _GENERATOR_NAME.fullmatch(name):
-            raise DecodeError(
-                f"states: invalid generator name {name!r} (names match {GENERATOR_NAME_RULE})"
-            )
-        _expect(entry, dict, f"states[{name!r}]")
-        family_name = _expect(entry.get("family"), str, f"states[{name!r}].family")
-        fields = _expect(entry.get("fields"), dict, f"states[{name!r}].fields")
-        family = get_family(family_name)
-        if family is None:
-            raise DecodeError(f"states[{name!r}]: unknown generator family {family_name!r}")
-        try:
-            family.validate(fields)
-        except StateError as exc:
-            raise DecodeError(f"invalid state: {exc.for_generator(name)}") from None
-        states[name] = State(family_name, fields)
-    return states
+def _check_probes(value: Any, names: Collection[str]) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise DecodeError(f"probes: expected a map, got {_got(value)}")
+    for name, draws in value.items():
+        if name not in names:
+            raise DecodeError(f"probes: a probe for {show(name)}, which is not in states")
+        if type(draws) is not tuple:
+            raise DecodeError(f"probes[{name!r}]: expected an array, got {_got(draws)}")
+        if len(draws) > MAX_PROBE_VALUES:
+            raise DecodeError(f"probes[{name!r}]: {len(draws)} values; at most {MAX_PROBE_VALUES}")
+        for index, draw in enumerate(draws):
+            if type(draw) not in _SCALARS or (type(draw) is int and not INT_MIN <= draw <= INT_MAX):
+                raise DecodeError(
+                    f"probes[{name!r}][{index}]: expected nil, bool, int, float or str, "
+                    f"got {_got(draw)}"
+                )
+    return value
 
 
 def _optional_int(raw: Mapping[str, Any], key: str) -> int | None:
     value = raw.get(key)
-    if value is not None:
-        _expect(value, int, f"metadata.{key}")
+    if value is not None and type(value) is not int:
+        raise DecodeError(f"metadata.{key}: expected an int or nil, got {_got(value)}")
     return value
 
 
 def _decode_metadata(raw: Any) -> Metadata:
-    _expect(raw, dict, "metadata")
-    tags = _expect(raw.get("tags", ()), (tuple, list), "metadata.tags")
-    for tag in tags:
-        _expect(tag, str, "metadata.tags[]")
-    metrics = _expect(raw.get("metrics", {}), dict, "metadata.metrics")
+    if type(raw) is not dict:
+        raise DecodeError(f"metadata: expected a map, got {_got(raw)}")
+    _check_nesting(raw, "metadata", 2)
+    tags = raw.get("tags", ())
+    if type(tags) is not tuple:
+        raise DecodeError(f"metadata.tags: expected an array, got {_got(tags)}")
+    for index, tag in enumerate(tags):
+        if type(tag) is not str:
+            raise DecodeError(f"metadata.tags[{index}]: expected a str, got {_got(tag)}")
+    metrics = raw.get("metrics", {})
+    if type(metrics) is not dict:
+        raise DecodeError(f"metadata.metrics: expected a map, got {_got(metrics)}")
     for key, value in metrics.items():
-        _expect(value, (int, float, str, bool), f"metadata.metrics[{key!r}]")
-    rank = _expect(raw.get("rank", 0), int, "metadata.rank")
-    world_size = _expect(raw.get("world_size", 1), int, "metadata.world_size")
+        if type(value) not in (int, float, str, bool):
+            raise DecodeError(
+                f"metadata.metrics[{key!r}]: expected an int, float, str or bool, got {_got(value)}"
+            )
+    rank = raw.get("rank", 0)
+    world_size = raw.get("world_size", 1)
+    for key, value in (("rank", rank), ("world_size", world_size)):
+        if type(value) is not int:
+            raise DecodeError(f"metadata.{key}: expected an int, got {_got(value)}")
     if not 0 <= rank < world_size:
-        raise DecodeError(f"metadata: rank {rank} is outside 0..world_size-1 ({world_size})")
+        raise DecodeError(
+            f"metadata: rank {show(rank)} is outside 0..world_size-1 (world_size "
+            f"{show(world_size)})"
+        )
     return Metadata(
         step=_optional_int(raw, "step"),
         epoch=_optional_int(raw, "epoch"),
-        tags=tuple(tags),
+        tags=tags,
         metrics=metrics,
         rank=rank,
         world_size=world_size,
     )
 
 
-def decode(data: bytes) -> Snapshot:
-    """Decode and validate snapshot bytes; DecodeError says what is wrong and where."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise DecodeError(f"expected bytes, got {type(data).__name__}")
-    if len(data) > MAX_SNAPSHOT_BYTES:
-        raise DecodeError(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES}-byte limit")
+# -- decoding: the states ---------------------------------------------------------------------
+
+
+class _Hole:
+    """A long array taken out of the states while they are packed again (see verify)."""
+
+    __slots__ = ("container", "depth", "items", "key", "path")
+
+    def __init__(
+        self, container: dict[str, Any], key: str, items: tuple[Any, ...], path: tuple, depth: int
+    ) -> None:
+        self.container = container
+        self.key = key
+        self.items = items
+        self.path = path
+        self.depth = depth
+
+
+class _States:
+    """Reads the ``states`` value: unpacked once in C, with extension values kept raw; then
+    one walk checks map keys (str, sorted), depth and timestamps and notes the extension
+    values and long arrays; packed again in C without the long arrays and compared byte for
+    byte with the input (the long arrays are compared from their bytes); only then are the
+    extension values decoded and each state validated by its family."""
+
+    def __init__(self, span: bytes) -> None:
+        self.span = span
+        self.exts = 0
+        self.max_exts = 0
+        self.holes: list[_Hole] = []
+        # (container, key or index, raw value, path): values to decode once canonical
+        self.fixups: list[tuple[Any, Any, Any, tuple]] = []
+
+    def ext(self, code: int, data: bytes) -> msgpack.ExtType:
+        self.exts += 1
+        if self.exts > self.max_exts:
+            raise DecodeError(
+                f"states: more than {MAX_EXTS_PER_STATE} extension values per generator"
+            )
+        if code != EXT_BIGINT and code != EXT_NDARRAY:
+            raise DecodeError(
+                f"states: unknown msgpack extension code {code} (the format has 1 and 2)"
+            )
+        return _new_ext((code, data))
+
+    def read(self) -> dict[str, State]:
+        span = self.span
+        count = _map_length(span)
+        if count is None:
+            raise DecodeError(f"states: expected a map, got {_header_kind(span[0])}")
+        if count > MAX_STATES:
+            raise DecodeError(f"states: {count} generators; at most {MAX_STATES}")
+        self.max_exts = MAX_EXTS_PER_STATE * count
+        try:
+            raw = msgpack.unpackb(
+                span,
+                raw=False,
+                use_list=False,
+                timestamp=3,
+                strict_map_key=True,
+                ext_hook=self.ext,
+                max_array_len=MAX_ITEMS,
+                max_map_len=MAX_STATES,
+            )
+        except DecodeError:
+            raise
+        except (ValueError, OverflowError, msgpack.UnpackException) as exc:
+            raise DecodeError(f"states: {str(exc) or type(exc).__name__}") from None
+        self.walk_states(raw)
+        self.verify(raw)
+        for container, key, value, path in self.fixups:
+            container[key] = _decoded(value, path)
+        return _validated(raw)
+
+    # The walk: map keys, depth, timestamps; note what to decode and the long arrays.
+
+    def walk_states(self, raw: dict[str, Any]) -> None:
+        """The states map and each state's {family, fields}; the fields by walk_map."""
+        _check_keys(raw, ())
+        for name, entry in raw.items():
+            if not _GENERATOR_NAME.fullmatch(name):
+                raise DecodeError(
+                    f"states: invalid generator name {show(name)} "
+                    f"(names match {GENERATOR_NAME_RULE})"
+                )
+            if type(entry) is not dict:
+                raise DecodeError(f"states[{name!r}]: expected a map, got {_got(entry)}")
+            if [*entry] != _ENTRY_KEYS:
+                raise DecodeError(
+                    f"states[{name!r}]: expected the keys 'family' and 'fields' in this order, "
+                    f"got {', '.join(map(show, entry)) or 'none'}"
+                )
+            family, fields = entry["family"], entry["fields"]
+            if type(family) is not str:
+                raise DecodeError(f"states[{name!r}].family: expected a str, got {_got(family)}")
+            if type(fields) is not dict:
+                raise DecodeError(f"states[{name!r}].fields: expected a map, got {_got(fields)}")
+            self.walk_map(fields, (name, "fields"), 4)
+
+    def walk_map(self, value: dict[str, Any], path: tuple, depth: int) -> None:
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"{_path('states', path)}: nested deeper than {MAX_DEPTH} levels")
+        _check_keys(value, path)
+        for key, item in value.items():
+            kind_ = type(item)
+            if kind_ not in _WALKED:
+                continue
+            if kind_ is dict:
+                self.walk_map(item, (*path, key), depth + 1)
+            elif kind_ is tuple:
+                if len(item) >= _LONG_ARRAY:
+                    hole = _Hole(value, key, item, (*path, key), depth + 1)
+                    value[key] = hole
+                    self.holes.append(hole)
+                elif item and self.walk_array(item, (*path, key), depth + 1):
+                    self.fixups.append((value, key, item, (*path, key)))
+            elif kind_ is msgpack.ExtType:
+                self.fixups.append((value, key, item, (*path, key)))
+            else:
+                raise _timestamp((*path, key))
+
+    def walk_array(self, items: tuple[Any, ...], path: tuple, depth: int) -> bool:
+        """Walk an array; True if it holds extension values (to decode)."""
+        if depth > MAX_DEPTH:
+            raise DecodeError(f"{_path('states', path)}: nested deeper than {MAX_DEPTH} levels")
+        holds_ext = False
+        for index, item in enumerate(items):
+            kind_ = type(item)
+            if kind_ not in _WALKED:
+                continue
+            if kind_ is msgpack.ExtType:
+                holds_ext = True
+            elif kind_ is dict:
+                self.walk_map(item, (*path, index), depth + 1)
+            elif kind_ is tuple:
+                holds_ext |= bool(item) and self.walk_array(item, (*path, index), depth + 1)
+            else:
+                raise _timestamp((*path, index))
+        return holds_ext
+
+    # The canonical check.
+
+    def verify(self, raw: dict[str, Any]) -> None:
+        """The states' bytes are the canonical encoding of what they decode to."""
+        span = self.span
+        if not self.holes:
+            packed = msgpack.packb(raw, use_bin_type=True)
+            if packed != span:
+                raise self.not_canonical(0, packed)
+            return
+        marks: list[tuple[int, _Hole]] = []
+
+        def mark(hole: Any) -> None:  # packs nil in the hole's place, skipped below
+            if type(hole) is not _Hole:
+                raise TypeError(f"cannot pack a {type(hole).__name__}")
+            with packer.getbuffer() as written:
+                marks.append((written.nbytes, hole))
+
+        packer = msgpack.Packer(use_bin_type=True, autoreset=False, default=mark)
+        packer.pack(raw)
+        packed = packer.bytes()
+        at = done = 0  # where the comparison is in span and in packed
+        for position, hole in marks:
+            segment = packed[done:position]
+            if not span.startswith(segment, at):
+                raise self.not_canonical(at, segment)
+            at = self.verify_array(at + len(segment), hole)
+            done = position + 1
+            hole.container[hole.key] = hole.items
+        if len(span) - at != len(packed) - done or not span.endswith(packed[done:]):
+            raise self.not_canonical(at, packed[done:])
+
+    def verify_array(self, at: int, hole: _Hole) -> int:
+        """Check the long array that starts at byte ``at``; return where it ends."""
+        span, count = self.span, len(hole.items)
+        header = (
+            (b"\xdc" + count.to_bytes(2, "big"))
+            if count < 2**16
+            else (b"\xdd" + count.to_bytes(4, "big"))
+        )
+        start = at + len(header)
+        end = start + 5 * count
+        if span[at:start] == header and span[start:end:5] == b"\xce" * count:
+            # Every element is a uint 32 (ce): canonical unless a word below 2**16 (its two
+            # high bytes zero) should have had a shorter form.
+            high, next_high = span[start + 1 : end : 5], span[start + 2 : end : 5]
+            zero = high.find(0)
+            while zero >= 0 and next_high[zero]:
+                zero = high.find(0, zero + 1)
+            if zero < 0:
+                return end
+        # Any other array: walked and packed like the rest.
+        if self.walk_array(hole.items, hole.path, hole.depth):
+            self.fixups.append((hole.container, hole.key, hole.items, hole.path))
+        encoded = msgpack.packb(hole.items, use_bin_type=True)
+        if not span.startswith(encoded, at):
+            raise self.not_canonical(at, encoded)
+        return at + len(encoded)
+
+    def not_canonical(self, at: int, canonical: bytes) -> DecodeError:
+        """The error for states whose bytes from ``at`` on are not ``canonical``: a duplicate
+        key if there is one, else the first byte that differs, and in which state."""
+        span = self.span
+        duplicate = _first_duplicate_key(span)
+        if duplicate is not None:
+            return DecodeError(f"states: duplicate map key {show(duplicate)}")
+        offset = at + next(
+            (i for i, (a, b) in enumerate(zip(span[at:], canonical, strict=False)) if a != b),
+            min(len(span) - at, len(canonical)),
+        )
+        written, expected = span[offset : offset + 6], canonical[offset - at : offset - at + 6]
+        return DecodeError(
+            f"{_state_at(span, offset)}: not the canonical encoding (docs/format.md, "
+            f'"Canonical encoding"): byte {offset} of the states value is '
+            f"{written.hex(' ') or 'past the end'}..., the canonical encoding has "
+            f"{expected.hex(' ') or 'nothing more'}... (a longer or signed int, str, bin, array, "
+            "map or ext header, or a float 32, where msgpack's shortest form belongs)"
+        )
+
+
+_ENTRY_KEYS = ["family", "fields"]
+# What the walk looks into; every other value (nil, bool, int, float, str, bin) is a leaf.
+_WALKED = frozenset({dict, tuple, msgpack.ExtType, datetime.datetime})
+
+
+def _check_keys(value: dict[str, Any], path: tuple) -> None:
+    """A map of the states has str keys in sorted order (duplicates are caught by verify)."""
+    keys = [*value]
+    # msgpack's strict_map_key leaves str and bytes keys, and sorted() refuses to compare
+    # the two: sorted keys are all str if the first one is.
     try:
-        raw = msgpack.unpackb(
-            data, raw=False, use_list=False, ext_hook=_ext_hook, strict_map_key=True
-        )
-    except DecodeError:
-        raise
-    except msgpack.ExtraData as exc:
-        # A pickle or a zip (torch.save) also starts with a complete msgpack value.
-        if isinstance(exc.unpacked, dict) and exc.unpacked.get("format") == FORMAT_TAG:
-            raise DecodeError("trailing bytes after the snapshot") from None
-        raise DecodeError(_NOT_A_SNAPSHOT) from None
-    except (ValueError, TypeError, msgpack.UnpackException) as exc:
-        # Some msgpack errors (FormatError, StackError) carry no message: name them instead.
-        detail = str(exc) or type(exc).__name__
-        raise DecodeError(f"not valid msgpack (corrupt or truncated): {detail}") from None
-    except RecursionError:
-        raise DecodeError("not valid msgpack: nested too deeply") from None
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_TAG:
-        raise DecodeError(_NOT_A_SNAPSHOT)
-    for key in _TOP_KEYS:
-        if key not in raw:
-            raise DecodeError(f"missing top-level field {key!r}")
-    version = _expect(raw["version"], int, "version")
-    if version > FORMAT_VERSION:
+        in_order = keys == sorted(keys)
+    except TypeError:
+        in_order = False
+    if (keys and type(keys[0]) is not str) or not in_order:
+        for key in keys:
+            if type(key) is not str:
+                raise DecodeError(f"{_path('states', path)}: a map key is {_got(key)}, not a str")
+        a, b = next((a, b) for a, b in pairwise(keys) if a > b)
         raise DecodeError(
-            f"snapshot format version {version} is newer than this rngvault reads "
-            f"({FORMAT_VERSION}): upgrade rngvault"
+            f"{_path('states', path)}: map keys not in sorted order ({show(a)} before "
+            f"{show(b)}): not the canonical encoding"
         )
-    if version < 1:
-        raise DecodeError(f"invalid format version {version}")
-    created = _expect(raw["created"], (int, float), "created")
-    digest = _expect(raw["digest"], str, "digest")
-    states = _decode_states(raw["states"])
-    actual = states_digest(states)
-    if actual != digest:
-        raise DecodeError(
-            f"digest mismatch: the states hash to {actual[:16]}..., the snapshot says "
-            f"{digest[:16]}...: the data is corrupt"
-        )
-    environment = _expect(raw["environment"], dict, "environment")
-    probes = _expect(raw.get("probes", {}), dict, "probes")
-    snapshot = Snapshot(
-        states=states,
-        metadata=_decode_metadata(raw["metadata"]),
-        environment=environment,
-        created=float(created),
-        probes=probes,
-        format_version=version,
+
+
+def _state_at(span: bytes, offset: int) -> str:
+    """Which state of the (already unpacked once) states map holds byte ``offset``."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=len(span))
+    unpacker.feed(span)
+    for _ in range(unpacker.read_map_header()):
+        name = unpacker.unpack()
+        unpacker.skip()
+        if unpacker.tell() > offset:
+            return f"states[{show(name)}]"
+    return "states"
+
+
+def _map_length(span: bytes) -> int | None:
+    """The entry count of the map header ``span`` starts with, or None if it is no map."""
+    first = span[0]
+    if 0x80 <= first <= 0x8F:
+        return first & 0x0F
+    if first == 0xDE:
+        return int.from_bytes(span[1:3], "big")
+    if first == 0xDF:
+        return int.from_bytes(span[1:5], "big")
+    return None
+
+
+def _first_duplicate_key(span: bytes) -> Any:
+    """A key that some map of the (already unpacked once) states holds twice, or None."""
+    found: list[Any] = []
+
+    def pairs(items: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        seen = set()
+        for key, _value in items:
+            if key in seen and not found:
+                found.append(key)
+            seen.add(key)
+        return {}
+
+    msgpack.unpackb(span, raw=False, timestamp=3, object_pairs_hook=pairs, ext_hook=_new_ext_hook)
+    return found[0] if found else None
+
+
+def _new_ext_hook(code: int, data: bytes) -> msgpack.ExtType:
+    return _new_ext((code, data))
+
+
+def _timestamp(path: tuple) -> DecodeError:
+    return DecodeError(
+        f"{_path('states', path)}: a msgpack timestamp (ext -1), which the format does not have"
     )
-    snapshot.__dict__["digest"] = digest
-    return snapshot
+
+
+def _decoded(value: Any, path: tuple) -> Any:
+    """A raw extension value decoded, or an array with its extension values decoded."""
+    if type(value) is msgpack.ExtType:
+        try:
+            return decode_ext(value.code, value.data)
+        except DecodeError as exc:
+            raise DecodeError(f"{_path('states', path)}: {exc}") from None
+    if type(value) is tuple:
+        return tuple(_decoded(item, (*path, index)) for index, item in enumerate(value))
+    return value
+
+
+def _validated(raw: dict[str, Any]) -> dict[str, State]:
+    """Each state (walked: a {family: str, fields: map}) checked by its family's validate()."""
+    states: dict[str, State] = {}
+    for name, entry in raw.items():
+        family_name = entry["family"]
+        family = get_family(family_name)
+        if family is None:
+            raise DecodeError(f"states[{name!r}]: unknown generator family {show(family_name)}")
+        fields = entry["fields"]
+        try:
+            family.validate(fields)
+        except StateError as exc:
+            raise DecodeError(f"invalid state: {exc.for_generator(name)}") from None
+        except (OverflowError, ValueError, TypeError) as exc:
+            # A validator that did not expect this value (an int too large for a float):
+            # still a refusal of this state, not a crash.
+            raise DecodeError(
+                f"invalid state: generator {name!r}: {type(exc).__name__}: {exc}"
+            ) from None
+        states[name] = State(family_name, fields, True)
+    return states

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 import struct
 
 import msgpack
@@ -13,9 +14,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import rngvault
-from rngvault import _format
+from rngvault import _codec, _format
 from rngvault._snapshot import values_equal
 from rngvault.families import get_family
+from tests import _states
 
 TOP_KEYS = ["created", "digest", "environment", "format", "metadata", "probes", "states", "version"]
 DTYPES = ["u1", "u2", "u4", "u8", "i1", "i2", "i4", "i8", "f4", "f8", "b1"]
@@ -53,7 +55,7 @@ def test_digest_is_sha256_of_the_states_map_as_written():
     """digest = SHA-256 (hex) of the exact bytes of the "states" value inside the encoding."""
     snapshot = python_snapshot()
     data = rngvault.encode(snapshot)
-    states_bytes = _format.encode_states(snapshot.states)
+    states_bytes = _codec.encode_states(snapshot.states)
     assert msgpack.packb("states") + states_bytes in data
     assert hashlib.sha256(states_bytes).hexdigest() == snapshot.digest == unpack(data)["digest"]
 
@@ -80,45 +82,46 @@ def test_encoding_does_not_depend_on_insertion_order():
         (2**128 - 1, b"\x00" + b"\xff" * 16),
         (-(2**63) - 1, b"\xff\x7f" + b"\xff" * 7),
         (-(2**64), b"\xff" + bytes(8)),
+        (-(2**71), b"\xff\x80" + bytes(8)),  # the writer's rule: 10 bytes, where 9 would do
     ],
 )
 def test_bigint_is_ext_1_big_endian_twos_complement_minimal_length(value, payload):
     """Integers outside int64/uint64 are ext 1 with the minimal big-endian two's complement."""
-    encoded = _format._pack({"v": value})
+    encoded = _codec.pack_value({"v": value})
     assert encoded == msgpack.packb({"v": msgpack.ExtType(1, payload)})
-    raw = msgpack.unpackb(encoded, ext_hook=_format._ext_hook)
+    raw = msgpack.unpackb(encoded, ext_hook=_codec.decode_ext)
     assert raw["v"] == value
 
 
 @pytest.mark.parametrize("value", [2**64 - 1, -(2**63), 0, -1])
 def test_ints_within_int64_or_uint64_stay_msgpack_ints(value):
     """Only integers msgpack cannot hold become BIGINT."""
-    assert _format._pack({"v": value}) == msgpack.packb({"v": value})
+    assert _codec.pack_value({"v": value}) == msgpack.packb({"v": value})
 
 
 def test_bigint_inside_a_sequence_is_encoded():
     """A big int inside a list or tuple is found too (seed_seq.spawn_key may hold one)."""
-    encoded = _format._pack({"v": (1, 2**70, [2**200])})
-    decoded = msgpack.unpackb(encoded, ext_hook=_format._ext_hook)
+    encoded = _codec.pack_value({"v": (1, 2**70, [2**200])})
+    decoded = msgpack.unpackb(encoded, ext_hook=_codec.decode_ext)
     assert decoded == {"v": [1, 2**70, [2**200]]}
 
 
 def test_ndarray_is_ext_2_with_dtype_shape_and_little_endian_bytes():
     """An array is ext 2 whose payload is msgpack [dtype, shape, C-order little-endian bytes]."""
     array = np.array([[1, 2, 3], [4, 5, 258]], dtype=">u2")  # big-endian in memory
-    encoded = _format._pack({"a": array})
+    encoded = _codec.pack_value({"a": array})
     ext = msgpack.unpackb(encoded, ext_hook=msgpack.ExtType)["a"]
     assert ext.code == 2
     data = bytes([1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 2, 1])
     assert ext.data == msgpack.packb(["u2", [2, 3], data], use_bin_type=True)
-    decoded = msgpack.unpackb(encoded, ext_hook=_format._ext_hook)["a"]
+    decoded = msgpack.unpackb(encoded, ext_hook=_codec.decode_ext)["a"]
     assert decoded.dtype == np.dtype("u2") and np.array_equal(decoded, array)
 
 
 def test_non_contiguous_array_is_written_in_c_order():
     """A strided view is written as its C-order elements."""
     view = np.arange(12, dtype=np.int32).reshape(3, 4)[:, ::2]
-    decoded = msgpack.unpackb(_format._pack({"a": view}), ext_hook=_format._ext_hook)["a"]
+    decoded = msgpack.unpackb(_codec.pack_value({"a": view}), ext_hook=_codec.decode_ext)["a"]
     assert decoded.tolist() == view.tolist()
 
 
@@ -186,24 +189,28 @@ def test_trailing_bytes_are_refused():
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        (b"\xc1", "FormatError"),  # a byte msgpack never uses
-        (b"\x91" * 100_000, "StackError"),  # arrays nested 100,000 deep
+        (b"\xc1", "not an rngvault snapshot"),  # a byte msgpack never uses
+        (b"\x91" * 100_000, "not an rngvault snapshot"),  # arrays nested 100,000 deep
+        (b"\x81\xa1x" + b"\x91" * 100_000, "StackError"),  # the same, as a map's value
         (b"GIF89a\x01\x00", "not an rngvault snapshot"),
         (b"\x80\x04\x95", "not an rngvault snapshot"),  # a pickle
         (b"PK\x03\x04", "not an rngvault snapshot"),  # a zip, as torch.save writes
         (msgpack.packb([1, 2, 3]), "not an rngvault snapshot"),
         (msgpack.packb({"format": "something-else"}), "not an rngvault snapshot"),
-        (msgpack.packb({1: 2}), "not valid msgpack"),
+        (msgpack.packb({1: 2}), "a key that is int, not str"),
+        (b"", "no data"),
     ],
     ids=[
         "reserved-byte",
         "deep-nesting",
+        "deep-nesting-in-a-map",
         "gif",
         "pickle",
         "zip",
         "array",
         "other-format",
         "int-key",
+        "empty",
     ],
 )
 def test_garbage_is_a_decode_error(data, needle):
@@ -267,12 +274,12 @@ def test_unknown_family_is_refused():
     ("change", "needles"),
     [
         (lambda r: r["states"].update({"bad name!": r["states"]["rng"]}), ["'bad name!'"]),
-        (lambda r: r["states"].update(rng=[1, 2]), ["states['rng']", "expected dict"]),
-        (lambda r: r["states"]["rng"].update(fields=None), ["fields", "NoneType"]),
-        (lambda r: r["states"]["rng"].update(family=3), ["family", "expected str"]),
-        (lambda r: r.update(states=[]), ["states", "expected dict"]),
-        (lambda r: r.update(created="now"), ["created", "str"]),
-        (lambda r: r.update(environment=[]), ["environment", "expected dict"]),
+        (lambda r: r["states"].update(rng=[1, 2]), ["states['rng']", "expected a map, got"]),
+        (lambda r: r["states"]["rng"].update(fields=None), ["states['rng'].fields", "got nil"]),
+        (lambda r: r["states"]["rng"].update(family=3), ["family", "expected a str, got int 3"]),
+        (lambda r: r.update(states=[]), ["states", "expected a map, got array"]),
+        (lambda r: r.update(created="now"), ["created", "got str 'now'"]),
+        (lambda r: r.update(environment=[]), ["environment", "expected a map"]),
     ],
     ids=[
         "generator-name",
@@ -294,7 +301,7 @@ def test_malformed_structure_is_refused(change, needles):
     [
         (lambda m: m.update(rank=2, world_size=2), ["rank 2 is outside"]),
         (lambda m: m.update(tags="a,b"), ["metadata.tags", "str"]),
-        (lambda m: m.update(tags=[1]), ["metadata.tags[]", "int"]),
+        (lambda m: m.update(tags=["a", 1]), ["metadata.tags[1]", "int"]),
         (lambda m: m.update(metrics={"loss": [1.0]}), ["metadata.metrics['loss']"]),
         (lambda m: m.update(step=1.5), ["metadata.step", "float"]),
         (lambda m: m.update(epoch=True), ["metadata.epoch", "bool"]),
@@ -521,9 +528,47 @@ snapshots = st.builds(
 )
 properties = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
+# Snapshots whose environment and probes have the shapes decode takes (docs/format.md):
+# the environment JSON-like, probes short arrays of scalars for generators the snapshot holds.
+plain_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | _states.floats
+    | st.text(max_size=20)
+)
+environments = st.dictionaries(
+    st.text(max_size=10),
+    st.recursive(
+        plain_scalars,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=12,
+    ),
+    max_size=4,
+) | st.dictionaries(st.text(max_size=10), plain_scalars, max_size=4).map(lambda f: {"flags": f})
+
+
+@st.composite
+def valid_snapshots(draw) -> rngvault.Snapshot:
+    held = draw(st.dictionaries(_states.names, _states.states, max_size=4))
+    probes = draw(
+        st.dictionaries(
+            st.sampled_from(sorted(held)) if held else st.nothing(),
+            st.lists(plain_scalars, max_size=_format.MAX_PROBE_VALUES),
+            max_size=len(held),
+        )
+    )
+    return rngvault.Snapshot(
+        states=held,
+        metadata=draw(_states.metadata),
+        environment=draw(environments),
+        probes=probes,
+        created=draw(st.floats(0, 2**40)),
+    )
+
 
 @properties
-@given(snapshots)
+@given(valid_snapshots())
 def test_decode_of_encode_gives_back_the_snapshot(snapshot):
     """Round trip: every family's states, big ints, arrays of each dtype and the metadata come
     back equal, and re-encoding gives the same bytes (one encoding per snapshot)."""
@@ -552,7 +597,7 @@ def test_arrays_of_every_dtype_and_shape_round_trip_bit_for_bit(dtype, shape, se
     """An array comes back with the same dtype, shape and bytes (NaN payloads included)."""
     raw = np.random.default_rng(seed).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
     array = np.frombuffer(raw, dtype=dtype).reshape(shape)
-    decoded = msgpack.unpackb(_format._pack({"a": array}), ext_hook=_format._ext_hook)["a"]
+    decoded = msgpack.unpackb(_codec.pack_value({"a": array}), ext_hook=_codec.decode_ext)["a"]
     assert (decoded.dtype, decoded.shape, decoded.tobytes()) == (array.dtype, shape, raw)
     assert decoded.flags.writeable
 
@@ -561,7 +606,7 @@ def test_arrays_of_every_dtype_and_shape_round_trip_bit_for_bit(dtype, shape, se
 @given(st.integers())
 def test_integers_of_any_size_round_trip(value):
     """Every Python int survives, as a msgpack int or as BIGINT."""
-    decoded = msgpack.unpackb(_format._pack({"v": value}), ext_hook=_format._ext_hook)
+    decoded = msgpack.unpackb(_codec.pack_value({"v": value}), ext_hook=_codec.decode_ext)
     assert decoded == {"v": value}
 
 
@@ -627,3 +672,428 @@ def test_generated_torch_states_restore_into_a_torch_generator(state):
     snapshot = rngvault.Snapshot({"g": rngvault.State("torch.cpu", {"state": state})})
     report = rngvault.restore(snapshot, {"g": torch.Generator()}, include_globals=False)
     assert report["g"].verified is True
+
+
+# -- decode refuses hostile input, with DecodeError only ------------------------------------
+
+
+def bigint(value: int) -> msgpack.ExtType:
+    """``value`` as BIGINT (ext 1), in the writer's canonical length."""
+    return msgpack.ExtType(1, value.to_bytes(_codec.bigint_length(value), "big", signed=True))
+
+
+def assemble(snapshot: rngvault.Snapshot | None = None, **values: bytes) -> bytes:
+    """The encoding of ``snapshot`` (python_snapshot() by default) with the given top-level
+    values replaced by exactly the given bytes; unless given, the digest is the SHA-256 of
+    the states bytes as they end up, so that nothing but the replaced bytes is wrong."""
+    raw = unpack(rngvault.encode(snapshot or python_snapshot()))
+    body = {key: msgpack.packb(value, use_bin_type=True) for key, value in raw.items()}
+    body.update(values)
+    if "digest" not in values:
+        body["digest"] = msgpack.packb(hashlib.sha256(body["states"]).hexdigest())
+    pairs = b"".join(msgpack.packb(key) + body[key] for key in sorted(body))
+    return bytes([0x80 | len(body)]) + pairs
+
+
+def fixed_states(change) -> bytes:
+    """python_snapshot() with ``change(raw_states)`` applied and the digest made to match."""
+    states = unpack(rngvault.encode(python_snapshot()))["states"]
+    change(states)
+    return assemble(states=msgpack.packb(states, use_bin_type=True))
+
+
+def test_an_int_too_large_for_a_float_as_created_is_refused():
+    """A BIGINT of 2**1100 as the creation time is an error, not an OverflowError."""
+    refuse(modified(lambda raw: raw.update(created=bigint(2**1100))), "created", "1101 bits")
+
+
+def test_an_int_too_large_for_a_float_in_a_float_field_is_refused():
+    """A BIGINT of 2**1100 as python's gauss_next is refused naming the generator."""
+
+    def change(states):
+        states["rng"]["fields"]["gauss_next"] = bigint(2**1100)
+
+    refuse(fixed_states(change), "invalid state", "'rng'")
+
+
+def test_an_int_beyond_the_bigint_limit_is_refused():
+    """BIGINT payloads are at most MAX_BIGINT_BYTES: 2**15000 (4516 digits, past Python's
+    int-to-str limit) is refused before any message could print it."""
+    message = refuse(modified(lambda raw: raw.update(version=bigint(2**15000))), "version")
+    assert f"at most {_codec.MAX_BIGINT_BYTES}" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda raw: raw.update(version=bigint(2**2000)), "format version an integer of 2001 bits"),
+        (lambda raw: raw["metadata"].update(rank=bigint(2**2000)), "rank an integer of 2001 bits"),
+        (lambda raw: raw["metadata"].update(step=[bigint(2**2000)]), "metadata.step"),
+    ],
+    ids=["version", "rank", "step"],
+)
+def test_huge_ints_are_shown_by_their_size(change, needle):
+    """Messages name a huge int by its bit length, never by its digits."""
+    message = refuse(modified(change), needle)
+    assert not re.search(r"\d{25}", message), message
+
+
+@pytest.mark.parametrize(
+    ("change", "needles"),
+    [
+        (lambda raw: raw["metadata"].update(metrics={b"loss": 1.0}), ["metadata", "bin"]),
+        (lambda raw: raw.update(environment={b"numpy": "2.4"}), ["environment", "not a str"]),
+        (lambda raw: raw.update(probes={b"rng": [1.0]}), ["probes", "not a str"]),
+        (lambda raw: raw.update(zz={1: 2}), ["'zz'", "int 1, not a str"]),
+        (lambda raw: raw["environment"].update(x={(1, 2): 3}), ["array", "not a str"]),
+    ],
+    ids=["metrics-bin", "environment-bin", "probes-bin", "unknown-key-int", "array-key"],
+)
+def test_map_keys_that_are_not_str_are_refused(change, needles):
+    """Every map key is a str, wherever the map is."""
+    refuse(modified(change), *needles)
+
+
+def test_a_bin_key_in_a_state_is_refused():
+    """A bin key among a state's fields is refused (the states map is checked as well)."""
+
+    def change(states):
+        states["rng"]["fields"][b"index"] = 5
+
+    refuse(fixed_states(change), "states['rng']['fields']", "not a str")
+
+
+TIMESTAMP = msgpack.Timestamp(1_700_000_000, 0)  # packed as ext -1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda raw: raw["environment"].update(taken=TIMESTAMP),
+        lambda raw: raw["metadata"]["metrics"].update(taken=TIMESTAMP),
+        lambda raw: raw.update(created=TIMESTAMP),
+        lambda raw: raw.update(zz={"taken": [TIMESTAMP]}),
+        lambda raw: raw.update(probes={"rng": [TIMESTAMP]}),
+    ],
+    ids=["environment", "metrics", "created", "unknown-key", "probes"],
+)
+def test_a_msgpack_timestamp_is_refused_anywhere(change):
+    """ext -1 (msgpack's Timestamp, which msgpack-python decodes itself) is no value of the
+    format, outside states..."""
+    refuse(modified(change), "timestamp (ext -1)")
+
+
+def test_a_msgpack_timestamp_is_refused_in_a_state():
+    """...and inside one."""
+
+    def change(states):
+        states["rng"]["fields"]["gauss_next"] = TIMESTAMP
+
+    refuse(fixed_states(change), "states['rng']['fields']['gauss_next']", "timestamp (ext -1)")
+
+
+def map_bytes(*pairs: tuple[str, bytes]) -> bytes:
+    """A msgpack map of these keys and already encoded values, in this order, duplicates
+    included (at most 15 pairs)."""
+    return bytes([0x80 | len(pairs)]) + b"".join(msgpack.packb(k) + v for k, v in pairs)
+
+
+def map_of(*pairs: tuple[str, object]) -> bytes:
+    return map_bytes(*((key, msgpack.packb(value, use_bin_type=True)) for key, value in pairs))
+
+
+def test_a_duplicate_top_level_key_is_refused():
+    """Two readers must not see two different snapshots: a key given twice is refused."""
+    data = rngvault.encode(python_snapshot())
+    twice = msgpack.packb("zz") + msgpack.packb(1) + msgpack.packb("zz") + msgpack.packb(2)
+    refuse(bytes([data[0] + 2]) + data[1:] + twice, "duplicate top-level key 'zz'")
+
+
+@pytest.mark.parametrize(
+    ("part", "value"),
+    [
+        ("environment", map_of(("numpy", "2.4"), ("numpy", "1.26"))),
+        ("metadata", map_of(("rank", 0), ("rank", 1), ("world_size", 2))),
+        ("probes", map_of(("rng", [0.5]), ("rng", [0.25]))),
+    ],
+)
+def test_a_duplicate_key_inside_a_value_is_refused(part, value):
+    """A map holding a key twice is refused outside states, naming the part..."""
+    refuse(assemble(**{part: value}), part, "duplicate map key")
+
+
+def test_a_duplicate_key_in_a_state_is_refused():
+    """...and inside states, even where the digest is that of the states without the
+    duplicate (what a reader keeping the last value would check)."""
+    fields = unpack(rngvault.encode(python_snapshot()))["states"]["rng"]["fields"]
+    twice = map_of(*fields.items(), ("index", 5))
+    states = map_bytes(("rng", map_bytes(("family", msgpack.packb("python")), ("fields", twice))))
+    collapsed = {"rng": {"family": "python", "fields": {**fields, "index": 5}}}
+    digest = hashlib.sha256(msgpack.packb(collapsed, use_bin_type=True)).hexdigest()
+    refuse(assemble(states=states, digest=msgpack.packb(digest)), "duplicate map key 'index'")
+
+
+def nested(levels: int) -> object:
+    """An int inside ``levels`` arrays."""
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("part", ["environment", "zz", "metadata"])
+def test_nesting_beyond_max_depth_is_refused(part):
+    """Maps and arrays nest at most MAX_DEPTH deep, the top-level map counting 1: a value of
+    the environment (depth 2) holds at most MAX_DEPTH - 2 levels of arrays."""
+    levels = _format.MAX_DEPTH - 2
+    deepest = modified(lambda raw: raw.setdefault(part, {}).update(x=nested(levels)))
+    too_deep = modified(lambda raw: raw.setdefault(part, {}).update(x=nested(levels + 1)))
+    if part != "metadata":  # metadata's unknown keys are checked for depth, then ignored
+        assert rngvault.decode(deepest).environment is not None
+    refuse(too_deep, part, f"nested deeper than {_format.MAX_DEPTH} levels")
+
+
+def test_nesting_in_a_state_beyond_max_depth_is_refused():
+    """The same bound holds inside states, before any family looks at the state."""
+
+    def change(states):
+        states["rng"]["fields"]["gauss_next"] = nested(_format.MAX_DEPTH)
+
+    refuse(fixed_states(change), "states['rng']['fields']['gauss_next']", "nested deeper")
+
+
+def test_more_items_than_max_items_outside_states_are_refused():
+    """A body of many tiny arrays is refused once MAX_ITEMS of them are read."""
+    tiny = [[0]] * (_format.MAX_ITEMS // 2 + 1)
+    refuse(modified(lambda raw: raw["environment"].update(x=tiny)), "more than", "items")
+
+
+def test_the_item_bound_holds_over_all_values_together():
+    """Values each under MAX_ITEMS but over it together are refused too."""
+
+    def change(raw):
+        raw["environment"].update(x=[0] * (_format.MAX_ITEMS // 2))
+        raw.update(zz=[0] * (_format.MAX_ITEMS // 2 + 1))
+
+    refuse(modified(change), "'zz'", "more than")
+
+
+def test_more_extension_values_than_max_exts_outside_states_are_refused():
+    """Extension values outside states are counted: at most MAX_EXTS."""
+    many = [bigint(2**70)] * (_format.MAX_EXTS + 1)
+    refuse(modified(lambda raw: raw.update(zz=many)), "more than", "extension values")
+
+
+def test_more_than_max_states_generators_are_refused():
+    """A snapshot holds at most MAX_STATES generators (4096)."""
+    assert _format.MAX_STATES == 4096
+    state = rngvault.State("torch.cuda", {"state": bytes(16)})
+    states = {f"g{i}": state for i in range(_format.MAX_STATES + 1)}
+    data = rngvault.encode(rngvault.Snapshot(states, created=0.0))
+    refuse(data, "4097 generators; at most 4096")
+
+
+@pytest.mark.parametrize(
+    ("probes", "needles"),
+    [
+        ({"rng": 5}, ["probes['rng']", "expected an array, got int 5"]),
+        ({"other": [0.5]}, ["'other'", "not in states"]),
+        ({"rng": [[0.5]]}, ["probes['rng'][0]", "got an array"]),
+        ({"rng": [b"\x00"]}, ["probes['rng'][0]", "bin"]),
+        ({"rng": [0.5] * 17}, ["probes['rng']", "17 values; at most 16"]),
+    ],
+    ids=["not-an-array", "unknown-generator", "nested", "bin", "too-long"],
+)
+def test_probes_of_another_shape_are_refused(probes, needles):
+    """probes maps names of the snapshot's generators to at most MAX_PROBE_VALUES scalars."""
+    refuse(modified(lambda raw: raw.update(probes=probes)), *needles)
+
+
+@pytest.mark.parametrize(
+    ("environment", "needles"),
+    [
+        ({"flags": [1]}, ["environment['flags']", "expected a map"]),
+        ({"flags": {"x": [1]}}, ["environment['flags']['x']", "got an array"]),
+        ({"numpy": b"2.4"}, ["environment['numpy']", "bin"]),
+        ({"n": bigint(2**70)}, ["environment['n']", "71 bits"]),
+        ({"a": msgpack.ExtType(2, msgpack.packb(["u1", [1], b"\x00"]))}, ["NDARRAY"]),
+    ],
+    ids=["flags-array", "flag-array", "bin", "bigint", "ndarray"],
+)
+def test_environments_of_another_shape_are_refused(environment, needles):
+    """The environment is JSON-like (nil, bool, int64/uint64, float, str, array, map), and
+    its flags a map of scalars."""
+    refuse(modified(lambda raw: raw.update(environment=environment)), *needles)
+
+
+def test_values_at_every_bound_decode():
+    """The bounds are inclusive: MAX_PROBE_VALUES values in a probe, MAX_EXTS extension values
+    and MAX_ITEMS items outside states all decode."""
+
+    def change(raw):
+        raw.update(probes={"rng": [0.5] * _format.MAX_PROBE_VALUES})
+        raw.update(zz=[bigint(2**70)] * _format.MAX_EXTS)
+        used = (
+            2
+            + _format.MAX_EXTS
+            + 1
+            + sum(
+                len(raw[key])
+                + sum(len(v) for v in raw[key].values() if isinstance(v, (dict, list)))
+                for key in ("metadata", "environment", "probes")
+            )
+        )
+        raw.update(zy=[0] * (_format.MAX_ITEMS - used))
+
+    assert len(rngvault.decode(modified(change)).probes["rng"]) == _format.MAX_PROBE_VALUES
+
+
+def test_encode_refuses_what_decode_would_refuse():
+    """encode checks the environment, metadata and probes with decode's rules."""
+    states = python_snapshot().states
+    with pytest.raises(rngvault.EncodeError, match=r"probes\['rng'\]"):
+        rngvault.encode(rngvault.Snapshot(states, probes={"rng": 5}))
+    with pytest.raises(rngvault.EncodeError, match=r"environment\['x'\]"):
+        rngvault.encode(rngvault.Snapshot(states, environment={"x": b"bytes"}))
+
+
+# -- the states must be in canonical form --------------------------------------------------
+
+# A python state whose key has a small first word (written as a fixint) and a second word
+# below 2**31 (the one word that a signed int 32 could hold in as many bytes as uint 32).
+SMALL_KEY = (5, 70000, *range(2**31, 2**31 + 622))
+LARGE_KEY = (*SMALL_KEY[1:], 2**31 - 1)
+
+
+def python_state(key: tuple[int, ...]) -> rngvault.Snapshot:
+    fields = {"key": key, "index": 624, "gauss_next": 0.5}
+    return rngvault.Snapshot({"rng": rngvault.State("python", fields)}, created=1.0)
+
+
+def pcg_state() -> rngvault.Snapshot:
+    """A PCG64 state whose ``state`` is a 16-byte BIGINT (fixext 16) and ``inc`` 13 bytes."""
+    fields = {
+        "bit_generator": "PCG64",
+        "state": {"state": 2**120 + 12345, "inc": 2**100 + 1},
+        "has_uint32": 0,
+        "uinteger": 0,
+        "seed_seq": None,
+    }
+    return rngvault.Snapshot({"g": rngvault.State("numpy.bitgen", fields)}, created=1.0)
+
+
+def mt_state() -> rngvault.Snapshot:
+    fields = {
+        "bit_generator": "MT19937",
+        "state": {"key": np.arange(1, 625, dtype=np.uint32), "pos": 624},
+        "seed_seq": None,
+    }
+    return rngvault.Snapshot({"g": rngvault.State("numpy.bitgen", fields)}, created=1.0)
+
+
+def unsorted_fields(snapshot: rngvault.Snapshot) -> bytes:
+    fields = dict(
+        reversed(list(unpack(rngvault.encode(snapshot))["states"]["rng"]["fields"].items()))
+    )
+    return msgpack.packb({"rng": {"family": "python", "fields": fields}}, use_bin_type=True)
+
+
+# (snapshot, canonical bytes of its states, the same states written otherwise)
+NOT_CANONICAL = {
+    "index-uint32": (
+        python_state(SMALL_KEY),
+        b"\xa5index\xcd\x02\x70",
+        b"\xa5index\xce\0\0\x02\x70",
+    ),
+    "index-int16": (python_state(SMALL_KEY), b"\xa5index\xcd\x02\x70", b"\xa5index\xd1\x02\x70"),
+    "key-word-int32": (
+        python_state(LARGE_KEY),
+        b"\xdc\x02\x70\xce\x00\x01\x11\x70",
+        b"\xdc\x02\x70\xd2\x00\x01\x11\x70",
+    ),
+    "key-word-small-as-uint32": (
+        python_state(SMALL_KEY),
+        b"\xdc\x02\x70\x05",
+        b"\xdc\x02\x70\xce\0\0\0\x05",
+    ),
+    "key-word-uint64": (
+        python_state(LARGE_KEY),
+        b"\xdc\x02\x70\xce\x00\x01\x11\x70",
+        b"\xdc\x02\x70\xcf\0\0\0\0\x00\x01\x11\x70",
+    ),
+    "key-array32": (python_state(SMALL_KEY), b"\xdc\x02\x70", b"\xdd\0\0\x02\x70"),
+    "float32": (
+        python_state(SMALL_KEY),
+        b"\xcb" + struct.pack(">d", 0.5),
+        b"\xca" + struct.pack(">f", 0.5),
+    ),
+    "str8": (python_state(SMALL_KEY), b"\xa6family", b"\xd9\x06family"),
+    "map16": (python_state(SMALL_KEY), b"\xa6fields\x83", b"\xa6fields\xde\0\x03"),
+    "bigint-long": (
+        pcg_state(),
+        b"\xc7\x0d\x01\x10",
+        b"\xc7\x0e\x01\x00\x10",
+    ),
+    "bigint-ext8-for-fixext16": (pcg_state(), b"\xd8\x01\x01\x00", b"\xc7\x10\x01\x01\x00"),
+    "bigint-small-value": (pcg_state(), b"\xa8uinteger\x00", b"\xa8uinteger\xd4\x01\x00"),
+    "ndarray-shape-uint32": (  # ext 16 of 2507 bytes, then 2509 with the longer dimension
+        mt_state(),
+        b"\xc8\x09\xcb\x02\x93\xa2u4\x91\xcd\x02\x70",
+        b"\xc8\x09\xcd\x02\x93\xa2u4\x91\xce\0\0\x02\x70",
+    ),
+}
+
+
+@pytest.mark.parametrize("digest_of", ["canonical", "as-written"])
+@pytest.mark.parametrize("case", list(NOT_CANONICAL))
+def test_states_not_in_canonical_form_are_refused(case, digest_of):
+    """One state has one encoding: a writer using another (a longer or signed int form, an
+    unsorted map, float 32, a longer str, map, array or ext header, a longer BIGINT, a BIGINT
+    for a plain int, a non-canonical NDARRAY payload) is refused, whether its digest is that
+    of the canonical encoding or of its own bytes: no state gets a second digest."""
+    snapshot, canonical, other = NOT_CANONICAL[case]
+    states = _codec.encode_states(snapshot.states)
+    assert states.count(canonical) == 1, "the test's canonical bytes are not where expected"
+    written = states.replace(canonical, other)
+    digest = states if digest_of == "canonical" else written
+    data = assemble(
+        snapshot, states=written, digest=msgpack.packb(hashlib.sha256(digest).hexdigest())
+    )
+    refuse(data, "canonical")
+
+
+def test_unsorted_fields_are_refused_naming_the_map():
+    """Map keys in another order than sorted are refused, naming the map and the keys."""
+    snapshot = python_state(SMALL_KEY)
+    canonical = hashlib.sha256(_codec.encode_states(snapshot.states)).hexdigest()
+    data = assemble(snapshot, states=unsorted_fields(snapshot), digest=msgpack.packb(canonical))
+    refuse(data, "states['rng']['fields']", "not in sorted order", "'key' before 'index'")
+
+
+@pytest.mark.parametrize(
+    "snapshot",
+    [python_state(SMALL_KEY), python_state(LARGE_KEY), pcg_state(), mt_state()],
+    ids=["small-key", "large-key", "pcg", "mt"],
+)
+def test_canonical_states_decode_to_their_digest(snapshot):
+    """The canonical bytes of these states (each case above unchanged) decode, and the digest
+    is the SHA-256 of the states bytes as written."""
+    data = rngvault.encode(snapshot)
+    states = _codec.encode_states(snapshot.states)
+    decoded = rngvault.decode(data)
+    assert decoded.digest == hashlib.sha256(states).hexdigest() == snapshot.digest
+    assert decoded.states == snapshot.states
+
+
+def test_bigint_length_is_the_writers_rule():
+    """The canonical BIGINT length is (bit_length + 8) // 8, one byte more than two's
+    complement needs for negative powers of two: -2**71 takes 10 bytes, its 9-byte form is
+    refused (here as metadata.step, where any int may stand)."""
+    assert _codec.bigint_length(-(2**71)) == 10
+    assert _codec.decode_bigint(b"\xff\x80" + bytes(8)) == -(2**71)
+    with pytest.raises(rngvault.DecodeError, match="canonical encoding has"):
+        _codec.decode_bigint(b"\x80" + bytes(8))
+    written = modified(lambda raw: raw["metadata"].update(step=bigint(-(2**71))))
+    assert rngvault.decode(written).metadata.step == -(2**71)
+    nine = msgpack.ExtType(1, b"\x80" + bytes(8))
+    refuse(modified(lambda raw: raw["metadata"].update(step=nine)), "metadata", "canonical")
