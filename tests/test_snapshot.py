@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import hashlib
+import inspect
 import random
 
 import numpy as np
 import pytest
 
 import rngvault
-from rngvault import _format
+import rngvault._snapshot
+from rngvault import _codec, _format
 from rngvault._snapshot import values_equal
 
 
@@ -143,3 +147,81 @@ def test_values_equal(a, b, equal):
     of any kind by items, and scalars by type and value."""
     assert values_equal(a, b) is equal
     assert values_equal(b, a) is equal
+
+
+def test_encode_does_not_touch_the_snapshot():
+    """encode() computes the digest it writes without caching it on the snapshot."""
+    snapshot = snapshot_of(g=random.Random(1))
+    data = rngvault.encode(snapshot)
+    assert "digest" not in vars(snapshot)
+    assert rngvault.decode(data).digest == snapshot.digest
+
+
+def test_decode_gives_the_digest_it_checked(monkeypatch):
+    """A decoded snapshot carries the digest decode verified; it is not computed again."""
+    data = rngvault.encode(snapshot_of(g=random.Random(1)))
+
+    def fail(states):
+        raise AssertionError("the digest was computed again")
+
+    monkeypatch.setattr(rngvault._snapshot, "states_digest", fail)
+    decoded = rngvault.decode(data)
+    assert (
+        decoded.digest
+        == _format.decode(data).digest
+        == hashlib.sha256(_codec.encode_states(decoded.states)).hexdigest()
+    )
+
+
+def test_replaced_states_get_their_own_digest():
+    """dataclasses.replace with other states gives the digest of those states, also from a
+    decoded snapshot (whose digest was given by decode)."""
+    a = snapshot_of(g=random.Random(1))
+    b = snapshot_of(g=random.Random(2))
+    decoded = rngvault.decode(rngvault.encode(a))
+    assert decoded.digest == a.digest
+    assert dataclasses.replace(decoded, states=b.states).digest == b.digest
+    assert dataclasses.replace(a, states=b.states).digest == b.digest
+
+
+def test_decoded_states_are_marked_validated():
+    """States decode built were validated by their family; states built by users are not
+    marked, and the mark takes no part in equality or repr."""
+    snapshot = snapshot_of(g=random.Random(1))
+    state = snapshot.states["g"]
+    decoded = rngvault.decode(rngvault.encode(snapshot)).states["g"]
+    assert decoded.validated is True and state.validated is False
+    assert decoded == state == rngvault.State(state.family, state.fields, True)
+    assert repr(decoded) == repr(rngvault.State(decoded.family, decoded.fields))
+
+
+def test_the_digest_needs_no_import_of_the_format_module():
+    """The digest lives with the codec, which imports neither _snapshot nor _format, and
+    _snapshot imports it at the top (no import inside a function: no cycle to work around)."""
+    for module, forbidden in (
+        (_codec, {"rngvault._snapshot", "rngvault._format"}),
+        (rngvault._snapshot, {"rngvault._format"}),
+    ):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {
+            node.module
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and not _type_checking_only(tree, node)
+        }
+        assert not imported & forbidden, module.__name__
+    snapshot_tree = ast.parse(inspect.getsource(rngvault._snapshot))
+    top_level = {node.module for node in snapshot_tree.body if isinstance(node, ast.ImportFrom)}
+    assert "rngvault._codec" in top_level
+
+
+def _type_checking_only(tree: ast.Module, node: ast.ImportFrom) -> bool:
+    """Whether ``node`` sits in an ``if TYPE_CHECKING:`` block of ``tree``."""
+    return any(
+        isinstance(block, ast.If)
+        and isinstance(block.test, ast.Name)
+        and block.test.id == "TYPE_CHECKING"
+        and node in block.body
+        for block in tree.body
+    )
