@@ -104,8 +104,18 @@ def _bigint(value: int) -> msgpack.ExtType:
     return msgpack.ExtType(EXT_BIGINT, value.to_bytes(length, "big", signed=True))
 
 
+def packb(value: Any, size: int = 4096, default: Any = None) -> bytes:
+    """msgpack.packb with a first buffer of ``size`` bytes (it grows as needed).
+
+    msgpack's own first buffer is 256 KiB: above malloc's mmap threshold, or trimmed off the
+    heap again when freed, its pages fault in anew on every call, which costs more than
+    packing a snapshot does.
+    """
+    return msgpack.Packer(default=default, use_bin_type=True, buf_size=size).pack(value)
+
+
 def _ndarray_payload(code: str, shape: tuple[int, ...], data: bytes) -> bytes:
-    return msgpack.packb([code, list(shape), data], use_bin_type=True)
+    return packb([code, list(shape), data], len(data) + 64)
 
 
 def _default(value: Any) -> Any:
@@ -158,7 +168,7 @@ def _canon(value: Any) -> Any:
 
 def pack_value(value: Any) -> bytes:
     """The canonical encoding of one value (TypeError/ValueError for what it cannot hold)."""
-    return msgpack.packb(_canon(value), default=_default, use_bin_type=True)
+    return packb(_canon(value), default=_default)
 
 
 def encode_states(states: Mapping[str, State]) -> bytes:
@@ -169,7 +179,7 @@ def encode_states(states: Mapping[str, State]) -> bytes:
         for name in sorted(states)
     }
     try:
-        return msgpack.packb(canon, default=_default, use_bin_type=True)
+        return packb(canon, 32 * 1024, _default)
     except (TypeError, ValueError) as exc:
         raise StateError(f"cannot encode the states: {exc}") from exc
 
@@ -206,6 +216,10 @@ def decode_bigint(data: bytes) -> int:
 
 def decode_ndarray(data: bytes) -> np.ndarray:
     """The array of an NDARRAY payload, refused unless the payload is canonical."""
+    for length in _HEADER_LENGTHS:
+        known = _HEADERS.get(data[:length])
+        if known is not None and len(data) - length == known[2]:
+            return _array(data, length, known[0], known[1])
     try:
         code, shape, raw = msgpack.unpackb(data, raw=False, use_list=False)
     except Exception as exc:  # anything msgpack may raise on garbage, or a wrong arity
@@ -226,27 +240,39 @@ def decode_ndarray(data: bytes) -> np.ndarray:
             f"NDARRAY extension: shape {list(shape)} of {code} needs "
             f"{math.prod(shape) * dtype.itemsize} bytes, got {len(raw)}"
         )
-    if data[: len(data) - len(raw)] != _ndarray_header(code, shape, raw):
+    header = _ndarray_payload(code, shape, raw)[: -len(raw) or None]
+    if data[: len(data) - len(raw)] != header:
         raise DecodeError("NDARRAY extension (ext 2) whose payload is not in canonical form")
     try:
-        array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+        array = _array(raw, 0, dtype, shape)
     except ValueError as exc:  # dimensions numpy cannot index, around an empty array
         raise DecodeError(f"NDARRAY extension with a bad shape {list(shape)}: {exc}") from None
-    return array.astype(dtype.newbyteorder("="))
+    _remember_header(header, dtype, shape, len(raw))
+    return array
 
 
-# The canonical payload header (before the data) of the arrays seen, by dtype and shape: the
-# families' arrays have a few shapes, so this is looked up far more often than packed.
-_HEADERS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+def _array(data: bytes, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable array in native byte order of the little-endian elements after ``offset``."""
+    if dtype.isnative:  # a bytearray copy is the cheapest writable buffer
+        array = np.frombuffer(bytearray(memoryview(data)[offset:]), dtype=dtype)
+    else:
+        array = np.frombuffer(data, dtype=dtype, offset=offset).astype(dtype.newbyteorder("="))
+    return array if len(shape) == 1 else array.reshape(shape)
 
 
-def _ndarray_header(code: str, shape: tuple[int, ...], raw: bytes) -> bytes:
-    header = _HEADERS.get((code, shape))
-    if header is None:
-        header = _ndarray_payload(code, shape, raw)[: -len(raw) or None]
-        if len(_HEADERS) < 64:  # any shape may come from the wire: keep a few
-            _HEADERS[code, shape] = header
-    return header
+# The canonical payload headers (all but the data) of arrays decoded so far, with their
+# dtype, shape and data size: the families' arrays have a few shapes, so most payloads are
+# recognised by their header (a header of one dtype and shape, and data of its size, is
+# the canonical payload of such an array). Any shape may come from the wire: a few are kept.
+_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], int]] = {}
+_HEADER_LENGTHS: tuple[int, ...] = ()
+
+
+def _remember_header(header: bytes, dtype: np.dtype, shape: tuple[int, ...], size: int) -> None:
+    global _HEADER_LENGTHS
+    if len(_HEADERS) < 16:
+        _HEADERS[header] = (dtype, shape, size)
+        _HEADER_LENGTHS = tuple(sorted({*_HEADER_LENGTHS, len(header)}))
 
 
 def decode_ext(code: int, data: bytes) -> Any:

@@ -37,6 +37,7 @@ from rngvault._codec import (
     encode_states,
     kind,
     pack_value,
+    packb,
     show,
     states_digest,
 )
@@ -95,7 +96,7 @@ def encode(snapshot: Snapshot) -> bytes:
     encode writes, decode reads: EncodeError names the part and the value otherwise.
     """
     states = encode_states(snapshot.states)
-    packer = msgpack.Packer(use_bin_type=True)
+    packer = msgpack.Packer(use_bin_type=True, buf_size=256)
     pack = packer.pack
     try:
         values = {
@@ -239,28 +240,28 @@ def _read_top_level(data: bytes) -> tuple[dict[str, Any], int, int]:
                 raise DecodeError(_NOT_A_SNAPSHOT)
     except msgpack.OutOfData:
         raise DecodeError(
-            f"not valid msgpack (corrupt or truncated): the data ends inside {hooks.where!r}"
+            f"not valid msgpack (corrupt or truncated): the data ends inside {hooks.where}"
         ) from None
     except DecodeError:
         raise
     except (ValueError, OverflowError, msgpack.UnpackException) as exc:
         # Some msgpack errors (FormatError, StackError) carry no message: name them instead.
         detail = str(exc) or type(exc).__name__
-        raise DecodeError(f"not valid msgpack in {hooks.where!r}: {detail}") from None
+        raise DecodeError(f"not valid msgpack (in {hooks.where}): {detail}") from None
     if top.get("format") != FORMAT_TAG:
         raise DecodeError(_NOT_A_SNAPSHOT)
     if unpacker.tell() != len(data):
         raise DecodeError("trailing bytes after the snapshot")
-    for key in _REQUIRED:
-        if key not in top:
-            raise DecodeError(f"missing top-level field {key!r}")
+    if not top.keys() >= _KNOWN_REQUIRED:
+        missing = next(key for key in _REQUIRED if key not in top)
+        raise DecodeError(f"missing top-level field {missing!r}")
     assert span is not None  # "states" is required
-    for key, value in top.items():
-        if key not in _KNOWN:
-            _check_nesting(value, f"top-level key {key!r}", 2)
+    for key in top.keys() - _KNOWN:
+        _check_nesting(top[key], f"top-level key {key!r}", 2)
     return top, span[0], span[1]
 
 
+_KNOWN_REQUIRED = frozenset(_REQUIRED)
 _KNOWN = frozenset({*_REQUIRED, "probes"})
 
 
@@ -428,10 +429,14 @@ def _optional_int(raw: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
+_METADATA_KEYS = frozenset({"step", "epoch", "tags", "metrics", "rank", "world_size"})
+
+
 def _decode_metadata(raw: Any) -> Metadata:
     if type(raw) is not dict:
         raise DecodeError(f"metadata: expected a map, got {_got(raw)}")
-    _check_nesting(raw, "metadata", 2)
+    for key in raw.keys() - _METADATA_KEYS:  # ignored, but bounded like every value
+        _check_nesting(raw[key], f"metadata[{key!r}]", 3)
     tags = raw.get("tags", ())
     if type(tags) is not tuple:
         raise DecodeError(f"metadata.tags: expected an array, got {_got(tags)}")
@@ -546,11 +551,14 @@ class _States:
         """The states map and each state's {family, fields}; the fields by walk_map."""
         _check_keys(raw, ())
         for name, entry in raw.items():
-            if not _GENERATOR_NAME.fullmatch(name):
-                raise DecodeError(
-                    f"states: invalid generator name {show(name)} "
-                    f"(names match {GENERATOR_NAME_RULE})"
-                )
+            if name not in _VALID_NAMES:
+                if not _GENERATOR_NAME.fullmatch(name):
+                    raise DecodeError(
+                        f"states: invalid generator name {show(name)} "
+                        f"(names match {GENERATOR_NAME_RULE})"
+                    )
+                if len(_VALID_NAMES) < MAX_STATES:
+                    _VALID_NAMES.add(name)
             if type(entry) is not dict:
                 raise DecodeError(f"states[{name!r}]: expected a map, got {_got(entry)}")
             if [*entry] != _ENTRY_KEYS:
@@ -568,7 +576,15 @@ class _States:
     def walk_map(self, value: dict[str, Any], path: tuple, depth: int) -> None:
         if depth > MAX_DEPTH:
             raise DecodeError(f"{_path('states', path)}: nested deeper than {MAX_DEPTH} levels")
-        _check_keys(value, path)
+        keys = [*value]
+        try:
+            in_order = keys == sorted(keys)
+        except TypeError:  # str and bin keys mixed
+            in_order = False
+        # msgpack's strict_map_key leaves str and bin keys: sorted keys are all str if the
+        # first one is.
+        if not in_order or (keys and type(keys[0]) is not str):
+            _check_keys(value, path)
         for key, item in value.items():
             kind_ = type(item)
             if kind_ not in _WALKED:
@@ -612,7 +628,7 @@ class _States:
         """The states' bytes are the canonical encoding of what they decode to."""
         span = self.span
         if not self.holes:
-            packed = msgpack.packb(raw, use_bin_type=True)
+            packed = packb(raw, len(span) + 64)
             if packed != span:
                 raise self.not_canonical(0, packed)
             return
@@ -624,7 +640,9 @@ class _States:
             with packer.getbuffer() as written:
                 marks.append((written.nbytes, hole))
 
-        packer = msgpack.Packer(use_bin_type=True, autoreset=False, default=mark)
+        packer = msgpack.Packer(
+            use_bin_type=True, autoreset=False, default=mark, buf_size=len(span) + 64
+        )
         packer.pack(raw)
         packed = packer.bytes()
         at = done = 0  # where the comparison is in span and in packed
@@ -660,7 +678,7 @@ class _States:
         # Any other array: walked and packed like the rest.
         if self.walk_array(hole.items, hole.path, hole.depth):
             self.fixups.append((hole.container, hole.key, hole.items, hole.path))
-        encoded = msgpack.packb(hole.items, use_bin_type=True)
+        encoded = packb(hole.items, 9 * len(hole.items) + 64)
         if not span.startswith(encoded, at):
             raise self.not_canonical(at, encoded)
         return at + len(encoded)
@@ -687,6 +705,8 @@ class _States:
 
 
 _ENTRY_KEYS = ["family", "fields"]
+# Generator names already seen to match the rule (names repeat from snapshot to snapshot).
+_VALID_NAMES: set[str] = set()
 # What the walk looks into; every other value (nil, bool, int, float, str, bin) is a leaf.
 _WALKED = frozenset({dict, tuple, msgpack.ExtType, datetime.datetime})
 
