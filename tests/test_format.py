@@ -6,6 +6,7 @@ import hashlib
 import random
 import re
 import struct
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -1097,3 +1098,22 @@ def test_bigint_length_is_the_writers_rule():
     assert rngvault.decode(written).metadata.step == -(2**71)
     nine = msgpack.ExtType(1, b"\x80" + bytes(8))
     refuse(modified(lambda raw: raw["metadata"].update(step=nine)), "metadata", "canonical")
+
+
+def test_the_bigint_examples_of_the_format_doc_are_what_encode_writes():
+    """Each row of docs/format.md's BIGINT table (value, bit_length, bytes, the encoding's
+    leading bytes) is what the encoder writes."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "format.md").read_text()
+    section = doc.split("### Ext 1, BIGINT", 1)[1].split("###", 1)[0]
+    rows = re.findall(r"^\| (-?2\^\d+(?: [-+] \d+)?) \| (\d+) \| (\d+) \| `([^`]*)`", section, re.M)
+    assert len(rows) == 7
+    for value_text, bits, size, encoded in rows:
+        value = eval(value_text.replace("^", "**"))
+        written = _codec.pack_value(value)
+        assert (value.bit_length(), _codec.bigint_length(value)) == (int(bits), int(size))
+        leading = bytes.fromhex(encoded.split("…")[0])
+        assert written.startswith(leading), (value_text, written.hex(" "))
+        header = 2 if 0xD4 <= written[0] <= 0xD8 else 3  # fixext, or ext 8 with its length
+        assert len(written) == header + int(size), value_text
+        if "…" not in encoded:
+            assert written == leading, value_text
