@@ -18,7 +18,6 @@ imports nothing of rngvault but its errors, so ``Snapshot.digest`` can use it di
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import math
 from collections.abc import Mapping
@@ -78,8 +77,7 @@ _KINDS = {
     list: "array",
     dict: "map",
     np.ndarray: "NDARRAY",
-    # msgpack-python decodes ext -1 itself; rngvault's readers ask for it as a datetime
-    datetime.datetime: "msgpack timestamp (ext -1)",
+    msgpack.Timestamp: "msgpack timestamp (ext -1)",  # msgpack-python decodes ext -1 itself
 }
 
 

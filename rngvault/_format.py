@@ -19,7 +19,6 @@ stand in the file. ``decode`` reads any input in bounded time and memory and rai
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
@@ -125,6 +124,8 @@ def encode(snapshot: Snapshot) -> bytes:
 
 def _check_extras_as_written(values: Mapping[str, bytes], names: Collection[str]) -> None:
     for key in ("environment", "metadata", "probes"):
+        if values[key] == b"\x80":  # an empty map (no environment or probes) is valid
+            continue
         hooks = _Extras()
         hooks.where = key
         value = msgpack.unpackb(
@@ -196,10 +197,11 @@ def _read_top_level(data: bytes) -> tuple[dict[str, Any], int, int]:
         None,
         raw=False,
         use_list=False,
-        timestamp=3,  # ext -1 as datetime, which no check accepts (the format has no ext -1)
         strict_map_key=False,  # the pairs hook names a non-str key
         object_pairs_hook=hooks.pairs,
         list_hook=hooks.array,
+        # msgpack-python turns ext -1 into a Timestamp itself, never calling ext_hook: the
+        # checks below refuse Timestamp values wherever they are (the format has no ext -1).
         ext_hook=hooks.ext,
         max_buffer_size=max(len(data), 1),
         max_array_len=MAX_ITEMS,
@@ -278,7 +280,7 @@ def _created(value: Any) -> float:
 
 def _got(value: Any) -> str:
     """What a wrong value is, for "expected X, got Y" messages."""
-    if value is None or type(value) is datetime.datetime:
+    if value is None or type(value) is msgpack.Timestamp:
         return kind(value)
     if type(value) in _SCALARS and not (type(value) is int and not INT_MIN <= value <= INT_MAX):
         return f"{kind(value)} {show(value)}"
@@ -364,9 +366,9 @@ def _check_nesting(value: Any, where: str, depth: int) -> None:
             raise DecodeError(f"{where}: nested deeper than {MAX_DEPTH} levels")
         items = value.items() if kind_ is dict else enumerate(value)
         for key, item in items:
-            if type(item) in (dict, tuple, datetime.datetime):
+            if type(item) in (dict, tuple, msgpack.Timestamp):
                 _check_nesting(item, f"{where}[{key!r}]", depth + 1)
-    elif kind_ is datetime.datetime:
+    elif kind_ is msgpack.Timestamp:
         raise DecodeError(f"{where}: a msgpack timestamp (ext -1), which the format does not have")
 
 
@@ -529,7 +531,6 @@ class _States:
                 span,
                 raw=False,
                 use_list=False,
-                timestamp=3,
                 strict_map_key=True,
                 ext_hook=self.ext,
                 max_array_len=MAX_ITEMS,
@@ -708,7 +709,7 @@ _ENTRY_KEYS = ["family", "fields"]
 # Generator names already seen to match the rule (names repeat from snapshot to snapshot).
 _VALID_NAMES: set[str] = set()
 # What the walk looks into; every other value (nil, bool, int, float, str, bin) is a leaf.
-_WALKED = frozenset({dict, tuple, msgpack.ExtType, datetime.datetime})
+_WALKED = frozenset({dict, tuple, msgpack.ExtType, msgpack.Timestamp})
 
 
 def _check_keys(value: dict[str, Any], path: tuple) -> None:
@@ -767,7 +768,7 @@ def _first_duplicate_key(span: bytes) -> Any:
             seen.add(key)
         return {}
 
-    msgpack.unpackb(span, raw=False, timestamp=3, object_pairs_hook=pairs, ext_hook=_new_ext_hook)
+    msgpack.unpackb(span, raw=False, object_pairs_hook=pairs, ext_hook=_new_ext_hook)
     return found[0] if found else None
 
 
