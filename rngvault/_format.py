@@ -71,7 +71,7 @@ MAX_STATES = 4096  # generators in one snapshot
 MAX_DEPTH = 8  # maps and arrays nest at most this deep, the top-level map counting 1
 MAX_ITEMS = 2**17  # array elements and map entries outside states; also per array or map
 MAX_EXTS = 1024  # extension values outside states
-MAX_EXTS_PER_STATE = 72  # extension values in states per generator (a seed sequence: 66)
+MAX_EXTS_PER_STATE = 72  # extension values in states, per generator (a valid one has <= 67)
 MAX_PROBE_VALUES = 16  # values in one generator's probe (version 1 probes have 1 to 4)
 MAX_TOP_LEVEL_KEYS = 64
 
