@@ -373,8 +373,8 @@ def _check_nesting(value: Any, where: str, depth: int) -> None:
 
 
 def _check_plain(value: Any, where: str, depth: int) -> None:
-    """A JSON-like value: nil, bool, int (int64/uint64), float, str, array and map, nested at
-    most MAX_DEPTH deep."""
+    """A JSON-like value: nil, bool, int, float, str, array and map, nested at most MAX_DEPTH
+    deep."""
     kind_ = type(value)
     if kind_ is dict or kind_ is tuple:
         if depth > MAX_DEPTH:
@@ -382,7 +382,7 @@ def _check_plain(value: Any, where: str, depth: int) -> None:
         items = value.items() if kind_ is dict else enumerate(value)
         for key, item in items:
             _check_plain(item, f"{where}[{key!r}]", depth + 1)
-    elif kind_ not in _SCALARS or (kind_ is int and not INT_MIN <= value <= INT_MAX):
+    elif kind_ not in _SCALARS:
         raise DecodeError(
             f"{where}: expected nil, bool, int, float, str, array or map, got {_got(value)}"
         )
@@ -416,7 +416,7 @@ def _check_probes(value: Any, names: Collection[str]) -> dict[str, Any]:
         if len(draws) > MAX_PROBE_VALUES:
             raise DecodeError(f"probes[{name!r}]: {len(draws)} values; at most {MAX_PROBE_VALUES}")
         for index, draw in enumerate(draws):
-            if type(draw) not in _SCALARS or (type(draw) is int and not INT_MIN <= draw <= INT_MAX):
+            if type(draw) not in _SCALARS:
                 raise DecodeError(
                     f"probes[{name!r}][{index}]: expected nil, bool, int, float or str, "
                     f"got {_got(draw)}"
