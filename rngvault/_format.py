@@ -213,7 +213,14 @@ def _read_top_level(data: bytes) -> tuple[dict[str, Any], int, int]:
     except msgpack.OutOfData:
         raise DecodeError("not valid msgpack (corrupt or truncated): no data") from None
     except ValueError:
-        raise DecodeError(_NOT_A_SNAPSHOT) from None
+        if data[0] == 0xC1:
+            raise DecodeError(
+                "not an rngvault snapshot, nor valid msgpack: it starts with the byte c1, which "
+                "msgpack never uses"
+            ) from None
+        raise DecodeError(
+            f"not an rngvault snapshot: the data is a msgpack {_header_kind(data[0])}, not a map"
+        ) from None
     if count > MAX_TOP_LEVEL_KEYS:
         raise DecodeError(f"the top-level map has {count} entries; at most {MAX_TOP_LEVEL_KEYS}")
     top: dict[str, Any] = {}
