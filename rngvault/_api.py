@@ -142,7 +142,7 @@ def restore(
             errors.append(f"generator {name!r}: unknown family {state.family!r}")
             continue
         try:
-            if not getattr(state, "validated", False):  # decode validated it already
+            if not state.validated:  # decode validated it already
                 family.validate(state.fields)
         except StateError as exc:
             errors.append(str(exc.for_generator(name)))

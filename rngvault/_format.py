@@ -58,6 +58,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_states",
+    "encode_with_digest",
     "states_digest",
 ]
 
@@ -66,8 +67,8 @@ _REQUIRED = ("format", "version", "created", "digest", "states", "metadata", "en
 _NOT_A_SNAPSHOT = "not an rngvault snapshot (no 'format': 'rngvault-snapshot' map)"
 
 # The decode bounds, documented in docs/format.md ("Bounds").
-MAX_SNAPSHOT_BYTES = 64 * 2**20  # 4096 torch CPU states take 21 MB
-MAX_STATES = 4096  # generators in one snapshot
+MAX_SNAPSHOT_BYTES = 64 * 2**20  # 1024 DataLoaders with two torch CPU states each: 10 MB
+MAX_STATES = 1024  # generators in one snapshot: their validation stays within 50 ms
 MAX_DEPTH = 8  # maps and arrays nest at most this deep, the top-level map counting 1
 MAX_ITEMS = 2**17  # array elements and map entries outside states; also per array or map
 MAX_EXTS = 1024  # extension values outside states
@@ -94,13 +95,23 @@ def encode(snapshot: Snapshot) -> bytes:
     The environment, metadata and probes are checked with decode's own rules, so that what
     encode writes, decode reads: EncodeError names the part and the value otherwise.
     """
+    return encode_with_digest(snapshot)[0]
+
+
+def encode_with_digest(snapshot: Snapshot) -> tuple[bytes, str]:
+    """``encode(snapshot)`` and the digest it wrote, from one encoding of the states."""
+    if len(snapshot.states) > MAX_STATES:
+        raise EncodeError(
+            f"a snapshot holds at most {MAX_STATES} generators; this one has {len(snapshot.states)}"
+        )
     states = encode_states(snapshot.states)
+    digest = hashlib.sha256(states).hexdigest()
     packer = msgpack.Packer(use_bin_type=True, buf_size=256)
     pack = packer.pack
     try:
         values = {
             "created": pack(float(snapshot.created)),
-            "digest": pack(hashlib.sha256(states).hexdigest()),
+            "digest": pack(digest),
             "environment": pack_value(snapshot.environment),
             "format": pack(FORMAT_TAG),
             "metadata": pack_value(snapshot.metadata.to_dict()),
@@ -119,7 +130,7 @@ def encode(snapshot: Snapshot) -> bytes:
     parts = [packer.pack_map_header(len(values))]
     for key in sorted(values):
         parts += (pack(key), values[key])
-    return b"".join(parts)
+    return b"".join(parts), digest
 
 
 def _check_extras_as_written(values: Mapping[str, bytes], names: Collection[str]) -> None:

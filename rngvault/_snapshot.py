@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-from rngvault._codec import states_digest
+from rngvault._codec import packb, states_digest
 
 FORMAT_VERSION = 1
 
@@ -18,16 +19,20 @@ Scalar = int | float | str | bool
 
 
 def values_equal(a: Any, b: Any) -> bool:
-    """Deep equality that treats numpy arrays by value and tuples like lists."""
+    """Deep equality that treats numpy arrays by value and tuples like lists; types must
+    match (``1``, ``1.0`` and ``True`` differ), and NaN equals NaN (same state)."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
             and isinstance(b, np.ndarray)
             and a.dtype == b.dtype
             and a.shape == b.shape
-            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+            and (
+                a.tobytes() == b.tobytes()  # the common case, at C speed
+                or bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+            )
         )
-    if isinstance(a, Mapping):
+    if type(a) is dict or isinstance(a, Mapping):
         return (
             isinstance(b, Mapping)
             and a.keys() == b.keys()
@@ -36,15 +41,32 @@ def values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, (tuple, list)):
         if not isinstance(b, (tuple, list)) or len(a) != len(b):
             return False
-        # Sequences of plain ints (MT keys, 624 words) compare at C speed.
-        if set(map(type, a)) == {int} == set(map(type, b)):
-            return tuple(a) == tuple(b)
+        if len(a) > _LONG:  # MT keys (624 words): at C speed
+            same = _same_plain(a, b)
+            if same is not None:
+                return same
         return all(values_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, (bytes, bytearray)) or isinstance(b, (bytes, bytearray)):
         return isinstance(b, (bytes, bytearray)) and isinstance(a, (bytes, bytearray)) and a == b
     if isinstance(a, float) and isinstance(b, float):
         return a == b or (a != a and b != b)  # NaN equals NaN here: same bits, same state
     return type(a) is type(b) and a == b
+
+
+_LONG = 16
+_INTS = {int}
+
+
+def _same_plain(a: Sequence[Any], b: Sequence[Any]) -> bool | None:
+    """For long sequences: True when their msgpack encodings match (same values and types,
+    bit for bit), False when they are plain ints that differ; None when only an element by
+    element comparison can tell (arrays, big ints, NaNs with other bits)."""
+    try:
+        if packb(a, 5 * len(a) + 8) == packb(b, 5 * len(b) + 8):
+            return True
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return False if set(map(type, a)) == _INTS else None
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -222,6 +244,16 @@ class Snapshot:
     @cached_property
     def digest(self) -> str:
         return states_digest(self.states)
+
+    def _with(self, *, digest: str | None = None, **changes: Any) -> Snapshot:
+        """A copy with ``changes`` to anything but the states, keeping the digest: the one
+        given (what ``encode_with_digest`` hashed), else the one already known."""
+        assert "states" not in changes, "a copy with other states has another digest"
+        copy = dataclasses.replace(self, **changes)
+        known = digest if digest is not None else self.__dict__.get("digest")
+        if known is not None:
+            copy.__dict__["digest"] = known
+        return copy
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Snapshot):

@@ -22,7 +22,7 @@ from rngvault._errors import (
     RngVaultError,
     StoreError,
 )
-from rngvault._format import decode, encode
+from rngvault._format import decode, encode_with_digest
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import EnvironmentDifference, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State
@@ -220,13 +220,13 @@ class Vault:
         environment = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )
-        complete = dataclasses.replace(
-            snapshot,
+        complete = snapshot._with(
             environment=environment,
             probes=_probes.compute(snapshot.states, devices) if self.probes else {},
-            ref=SnapshotRef(self.run, name, snapshot.digest, self.rank),
         )
-        self.store.put(self.run, name, encode(complete), complete)
+        data, digest = encode_with_digest(complete)  # the states are encoded once
+        complete = complete._with(ref=SnapshotRef(self.run, name, digest, self.rank), digest=digest)
+        self.store.put(self.run, name, data, complete)
         if self.reference is not None and self._divergence is None:
             self._check_divergence(name, complete)
         return complete
@@ -324,7 +324,7 @@ class Vault:
         rank = self.rank if rank is None else rank
         self._read_own_writes()
         snapshot = decode(self.store.get(run, name, rank, digest=digest))
-        return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank))
+        return snapshot._with(ref=SnapshotRef(run, name, snapshot.digest, rank))
 
     def snapshots(self, run: str | None = None) -> list[SnapshotInfo]:
         """Every snapshot of ``run`` (this run by default) with its metadata, oldest first."""
@@ -514,4 +514,4 @@ def fetch(
     if store is None:  # one client per server: connection reuse across fetches
         store = _FETCH_STORES[key] = open_store(location, token=token)
     snapshot = decode(store.get(run, name, rank or 0))
-    return dataclasses.replace(snapshot, ref=SnapshotRef(run, name, snapshot.digest, rank or 0))
+    return snapshot._with(ref=SnapshotRef(run, name, snapshot.digest, rank or 0))

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import rngvault
@@ -349,185 +349,7 @@ def test_malformed_extension_is_refused(code, payload, needle):
 
 # -- property tests ------------------------------------------------------------------------
 
-u32 = st.integers(0, 2**32 - 1)
-u64 = st.integers(0, 2**64 - 1)
-flags = st.integers(0, 1)
-floats = st.floats(allow_nan=True, allow_infinity=True)
-seeds = st.integers(0, 2**32 - 1)
-
-
-def mt_keys(dtype):
-    """624 32-bit words, not all zero: random ones, a single set bit, or all ones."""
-    random_words = seeds.map(
-        lambda s: np.random.default_rng(s).integers(0, 2**32, 624, dtype=np.uint64)
-    )
-    one_bit = st.integers(0, 623).map(lambda i: np.eye(1, 624, i, dtype=np.uint64)[0])
-    all_ones = st.just(np.full(624, 2**32 - 1, dtype=np.uint64))
-    keys = st.one_of(random_words, one_bit, all_ones).filter(lambda k: k.any())
-    if dtype is tuple:
-        return keys.map(lambda k: tuple(int(x) for x in k))
-    return keys.map(lambda k: k.astype(dtype))
-
-
-def arrays(dtype, n):
-    return seeds.map(
-        lambda s: np.random.default_rng(s).integers(0, 2**64, n, dtype=np.uint64).astype(dtype)
-    )
-
-
-python_fields = st.fixed_dictionaries(
-    {"key": mt_keys(tuple), "index": st.integers(0, 624), "gauss_next": st.none() | floats}
-)
-legacy_fields = st.fixed_dictionaries(
-    {"key": mt_keys(np.uint32), "pos": st.integers(0, 624), "has_gauss": flags, "gauss": floats}
-)
-seed_seqs = st.none() | st.fixed_dictionaries(
-    {
-        "entropy": st.integers(0, 2**256) | st.lists(u32, max_size=8).map(tuple),
-        "spawn_key": st.lists(st.integers(0, 2**80), max_size=4).map(tuple),
-        "pool_size": st.integers(4, 64),
-        "n_children_spawned": u32,
-    }
-)
-buffered = {"has_uint32": flags, "uinteger": u32, "seed_seq": seed_seqs}
-u128 = st.integers(0, 2**128 - 1)
-bitgen_fields = st.one_of(
-    st.fixed_dictionaries(
-        {
-            "bit_generator": st.sampled_from(["PCG64", "PCG64DXSM"]),
-            "state": st.fixed_dictionaries({"state": u128, "inc": u128}),
-            **buffered,
-        }
-    ),
-    st.fixed_dictionaries(
-        {
-            "bit_generator": st.just("MT19937"),
-            "state": st.fixed_dictionaries({"key": mt_keys(np.uint32), "pos": st.integers(0, 624)}),
-            "seed_seq": seed_seqs,
-        }
-    ),
-    st.fixed_dictionaries(
-        {
-            "bit_generator": st.just("Philox"),
-            "state": st.fixed_dictionaries(
-                {"counter": arrays(np.uint64, 4), "key": arrays(np.uint64, 2)}
-            ),
-            "buffer": arrays(np.uint64, 4),
-            "buffer_pos": st.integers(0, 4),
-            **buffered,
-        }
-    ),
-    st.fixed_dictionaries(
-        {
-            "bit_generator": st.just("SFC64"),
-            "state": st.fixed_dictionaries({"state": arrays(np.uint64, 4)}),
-            **buffered,
-        }
-    ),
-)
-
-
-@st.composite
-def torch_cpu_states(draw) -> bytes:
-    """A 5056-byte CPU generator state as torch writes it, with every field drawn.
-
-    torch writes normal_x and normal_rho (unused since torch 1.x) as zero, normal_y and the
-    float normal only when their flag is set, and zero padding; it ignores those bytes on
-    input, so a state with other values there restores exactly but does not read back
-    byte for byte.
-    """
-    data = bytearray(5056)
-    struct.pack_into(
-        "<QiiQ", data, 0, draw(u64), draw(st.integers(1, 624)), 1, draw(st.integers(0, 624))
-    )
-    data[24 : 24 + 624 * 8] = draw(mt_keys(np.uint64)).astype("<u8").tobytes()
-    normal_valid, float_valid = draw(flags), draw(flags)
-    normal_y = draw(floats) if normal_valid else 0.0
-    float_normal = draw(st.floats(width=32)) if float_valid else 0.0
-    struct.pack_into("<dddi", data, 5016, 0.0, normal_y, 0.0, normal_valid)
-    struct.pack_into("<fB", data, 5048, float_normal, float_valid)
-    return bytes(data)
-
-
-cuda_states = st.tuples(u64, st.integers(0, 2**62 - 1)).map(
-    lambda so: struct.pack("<QQ", so[0], so[1] * 4)
-)
-dataloader_fields = st.fixed_dictionaries(
-    {
-        "generator": st.none() | torch_cpu_states(),
-        "sampler_generator": st.none() | torch_cpu_states(),
-        "sampler": st.none()
-        | st.fixed_dictionaries(
-            {"seed": st.integers(-(2**63), 2**64 - 1), "epoch": st.integers(-(2**63), 2**63 - 1)}
-        ),
-    }
-)
-states = st.one_of(
-    python_fields.map(lambda f: rngvault.State("python", f)),
-    legacy_fields.map(lambda f: rngvault.State("numpy.legacy", f)),
-    bitgen_fields.map(lambda f: rngvault.State("numpy.bitgen", f)),
-    torch_cpu_states().map(lambda s: rngvault.State("torch.cpu", {"state": s})),
-    cuda_states.map(lambda s: rngvault.State("torch.cuda", {"state": s})),
-    dataloader_fields.map(lambda f: rngvault.State("dataloader", f)),
-)
-names = st.from_regex(r"[A-Za-z0-9._:-]{1,128}", fullmatch=True)
-
-shapes = st.lists(st.integers(0, 4), max_size=3).map(tuple)
-ndarrays = st.builds(
-    lambda dtype, shape, seed: np.frombuffer(
-        np.random.default_rng(seed).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize),
-        dtype=dtype,
-    ).reshape(shape),
-    st.sampled_from(DTYPES),
-    shapes,
-    seeds,
-)
-values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()  # any size: BIGINT beyond 64 bits
-    | floats
-    | st.text(max_size=20)
-    | st.binary(max_size=20)
-    | ndarrays,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
-metadata = st.builds(
-    lambda step, epoch, tags, metrics, world: rngvault.Metadata(
-        step=step,
-        epoch=epoch,
-        tags=tuple(tags),
-        metrics=metrics,
-        rank=world[0],
-        world_size=world[1],
-    ),
-    st.none() | st.integers(),
-    st.none() | st.integers(),
-    st.lists(st.text(max_size=10), max_size=3),
-    st.dictionaries(
-        st.text(max_size=8),
-        st.integers(-(2**63), 2**64 - 1)
-        | st.floats(allow_nan=False)
-        | st.text(max_size=8)
-        | st.booleans(),
-        max_size=3,
-    ),
-    st.integers(1, 1024).flatmap(lambda n: st.tuples(st.integers(0, n - 1), st.just(n))),
-)
-snapshots = st.builds(
-    lambda states, metadata, environment, probes, created: rngvault.Snapshot(
-        states=states, metadata=metadata, environment=environment, probes=probes, created=created
-    ),
-    st.dictionaries(names, states, max_size=4),
-    metadata,
-    st.dictionaries(st.text(max_size=10), values, max_size=4),
-    st.dictionaries(names, values, max_size=2),
-    st.floats(0, 2**40),
-)
-properties = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+properties = _states.properties
 
 # Snapshots whose environment and probes have the shapes decode takes (docs/format.md):
 # the environment JSON-like, probes short arrays of scalars for generators the snapshot holds.
@@ -584,7 +406,7 @@ def test_decode_of_encode_gives_back_the_snapshot(snapshot):
 
 
 @properties
-@given(states)
+@given(_states.states)
 def test_every_generated_state_is_valid_and_describable(state):
     """The strategies make states each family's validate() accepts and describe() can show."""
     family = get_family(state.family)
@@ -593,7 +415,7 @@ def test_every_generated_state_is_valid_and_describable(state):
 
 
 @properties
-@given(st.sampled_from(DTYPES), shapes, seeds)
+@given(st.sampled_from(DTYPES), _states.shapes, _states.seeds)
 def test_arrays_of_every_dtype_and_shape_round_trip_bit_for_bit(dtype, shape, seed):
     """An array comes back with the same dtype, shape and bytes (NaN payloads included)."""
     raw = np.random.default_rng(seed).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
@@ -649,9 +471,11 @@ def _bitgen_target(fields):
 
 
 restorable = st.one_of(
-    python_fields.map(lambda f: (rngvault.State("python", f), random.Random(0))),
-    legacy_fields.map(lambda f: (rngvault.State("numpy.legacy", f), np.random.RandomState(0))),
-    bitgen_fields.map(lambda f: (rngvault.State("numpy.bitgen", f), _bitgen_target(f))),
+    _states.python_fields.map(lambda f: (rngvault.State("python", f), random.Random(0))),
+    _states.legacy_fields.map(
+        lambda f: (rngvault.State("numpy.legacy", f), np.random.RandomState(0))
+    ),
+    _states.bitgen_fields.map(lambda f: (rngvault.State("numpy.bitgen", f), _bitgen_target(f))),
 )
 
 
@@ -666,7 +490,7 @@ def test_generated_states_restore_into_real_generators(state_and_target):
 
 
 @properties
-@given(torch_cpu_states())
+@given(_states.torch_cpu_states())
 def test_generated_torch_states_restore_into_a_torch_generator(state):
     """Every CPU state validate() accepts is taken by torch and captured back unchanged."""
     torch = pytest.importorskip("torch")
@@ -885,13 +709,27 @@ def test_more_extension_values_than_max_exts_outside_states_are_refused():
     refuse(modified(lambda raw: raw.update(zz=many)), "more than", "extension values")
 
 
-def test_more_than_max_states_generators_are_refused():
-    """A snapshot holds at most MAX_STATES generators (4096)."""
-    assert _format.MAX_STATES == 4096
+def over_max_states() -> bytes:
+    """A snapshot of MAX_STATES + 1 generators, written by hand (encode refuses it)."""
+    state = rngvault.State("torch.cuda", {"state": bytes(16)})
+    data = rngvault.encode(rngvault.Snapshot({"g": state}, created=0.0))
+    states = {f"g{i:04d}": {"family": "torch.cuda", "fields": {"state": bytes(16)}}
+              for i in range(_format.MAX_STATES + 1)}  # fmt: skip
+    raw = unpack(data)
+    raw["states"] = states
+    raw["digest"] = hashlib.sha256(msgpack.packb(states)).hexdigest()
+    return pack(raw)
+
+
+def test_more_than_max_states_generators_are_refused_by_encode_and_decode():
+    """A snapshot holds at most MAX_STATES generators (1024): encode will not write more,
+    decode will not read more."""
+    assert _format.MAX_STATES == 1024
     state = rngvault.State("torch.cuda", {"state": bytes(16)})
     states = {f"g{i}": state for i in range(_format.MAX_STATES + 1)}
-    data = rngvault.encode(rngvault.Snapshot(states, created=0.0))
-    refuse(data, "4097 generators; at most 4096")
+    with pytest.raises(rngvault.EncodeError, match="at most 1024 generators; this one has 1025"):
+        rngvault.encode(rngvault.Snapshot(states, created=0.0))
+    refuse(over_max_states(), "1025 generators; at most 1024")
 
 
 @pytest.mark.parametrize(

@@ -184,6 +184,26 @@ def test_replaced_states_get_their_own_digest():
     assert dataclasses.replace(a, states=b.states).digest == b.digest
 
 
+def test_copies_with_a_ref_keep_the_digest_and_encode_hashes_the_states_once(monkeypatch, tmp_path):
+    """A Vault stores and reads snapshots without encoding their states a second time to
+    digest them: encode_with_digest gives the digest it wrote, and _with() carries it."""
+    snapshot = snapshot_of(g=random.Random(1))
+    data, digest = _format.encode_with_digest(snapshot)
+    assert data == rngvault.encode(snapshot) and digest == rngvault.decode(data).digest
+
+    def fail(states):
+        raise AssertionError("the digest was computed again")
+
+    monkeypatch.setattr(rngvault._snapshot, "states_digest", fail)
+    decoded = rngvault.decode(data)
+    ref = rngvault.SnapshotRef("a/b", "s", digest)
+    assert decoded._with(ref=ref).digest == digest
+    with rngvault.Vault(tmp_path, run="a/b") as vault:
+        taken = vault.snapshot("s", durable=True)
+        assert taken.ref is not None and taken.digest == taken.ref.digest
+        assert vault.get("s").digest == taken.digest
+
+
 def test_decoded_states_are_marked_validated():
     """States decode built were validated by their family; states built by users are not
     marked, and the mark takes no part in equality or repr."""
