@@ -96,7 +96,12 @@ def real(fields: Mapping[str, Any], key: str, path: str = "", *, optional: bool 
             field=path + key,
             value=value,
         )
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the largest float
+        raise StateError(
+            f"{_show(value)} is too large for a float", field=path + key, value=value
+        ) from None
 
 
 def array(

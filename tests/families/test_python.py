@@ -204,3 +204,12 @@ def test_key_that_twists_into_zeros_is_refused(assert_refused):
     report = rngvault.restore(rngvault.Snapshot({"g": live}), {"g": target}, include_globals=False)
     assert report.restored == ["g"]
     assert any(target.getrandbits(32) for _ in range(624 * 4))  # slow to mix, but not stuck
+
+
+def test_an_int_too_large_for_a_float_is_refused_naming_the_field():
+    """gauss_next takes ints that widen to a float; 2**1100 does not, and is refused by
+    validate (not an OverflowError), naming the field."""
+    fields = {"key": (2**31,) + (5,) * 623, "index": 624, "gauss_next": 2**1100}
+    with pytest.raises(rngvault.StateError) as info:
+        python.validate(fields)
+    assert info.value.field == "gauss_next" and "1101-bit int" in str(info.value)
