@@ -239,7 +239,7 @@ def test_environment_differences_are_graded_and_strict_refuses(tmp_path: Path) -
 
 def test_probes_detect_same_state_different_numbers(tmp_path: Path) -> None:
     """Probes that no longer match the stored state are reported by verify and restore."""
-    vault, _aug, snap = _store_with(tmp_path, "tampered", probes=None)
+    vault, _aug, snap = _store_with(tmp_path, "tampered", probes={})
     probes = dict(Vault(tmp_path, run="alice/exp").get("tmp").probes)
     probes["augment"] = [0.0, 0.0, 0.0, 0]
     tampered = dataclasses.replace(snap, probes=probes)
@@ -595,7 +595,8 @@ def test_rank_must_be_an_int(tmp_path: Path) -> None:
         ({"CUBLAS_WORKSPACE_CONFIG": 5}, "not one CUDA documents"),
         ({"cudnn.benchmark": "yes", "cudnn.deterministic": True}, "not true/false"),
         ({"deterministic_algorithms": 2**70}, "not true/false"),
-        ({"PYTHONHASHSEED": ["7"]}, "not a valid value"),
+        ({"deterministic_warn_only": "no", "deterministic_algorithms": True}, "not true/false"),
+        ({"PYTHONHASHSEED": "seven"}, "not a valid value"),
     ],
 )
 def test_hostile_recorded_flags_become_notes_after_an_exact_restore(

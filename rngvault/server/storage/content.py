@@ -1,10 +1,9 @@
 """What a backend keeps for one PUT: an envelope, content-addressed state blobs, listing info.
 
-rngvault encodes each state's entry (``{"family", "fields"}``) canonically, so one generator
-state has the same bytes in every snapshot of every run. Backends keep each entry once, keyed
-by the SHA-256 of those bytes, and keep the rest of the body (the envelope) with the entries
-cut out; ``join`` splices them back, byte for byte. A body whose states map is not canonical
-(another encoder) is kept whole in its envelope: exact first, deduplicated when possible.
+Every state entry (``{"family", "fields"}``) of a body that ``decode`` accepted is in canonical
+form, so one generator state has the same bytes in every snapshot of every run. Backends keep
+each entry once, keyed by the SHA-256 of those bytes, and keep the rest of the body (the
+envelope) with the entries cut out; ``join`` splices them back, byte for byte.
 """
 
 from __future__ import annotations
@@ -79,7 +78,7 @@ def snapshot_info(
 
 def prepare(body: bytes, snapshot: Snapshot) -> Prepared:
     """Split a decoded, validated body into its envelope and state blobs."""
-    envelope, holes, blobs = _split(body, snapshot.digest)
+    envelope, holes, blobs = _split(body)
     return Prepared(
         body_sha256=hashlib.sha256(body).digest(),
         digest=snapshot.digest,
@@ -91,17 +90,11 @@ def prepare(body: bytes, snapshot: Snapshot) -> Prepared:
     )
 
 
-def _split(
-    body: bytes, digest: str
-) -> tuple[bytes, tuple[tuple[int, bytes], ...], dict[bytes, bytes]]:
+def _split(body: bytes) -> tuple[bytes, tuple[tuple[int, bytes], ...], dict[bytes, bytes]]:
     found = state_spans(body)
-    if found is None:
-        return body, (), {}
-    start, end, entries = found
+    assert found is not None, "prepare() takes bodies that decode accepted"
+    _start, _end, entries = found
     spans = [(begin, finish) for _name, begin, finish in entries]
-    if hashlib.sha256(body[start:end]).hexdigest() != digest:
-        # Not the canonical encoding (decode checked the canonical one): keep it whole.
-        return body, (), {}
     parts, holes, blobs = [], [], {}
     position = removed = 0
     for begin, finish in spans:
