@@ -18,9 +18,17 @@ FORMAT_VERSION = 1
 Scalar = int | float | str | bool
 
 
-def values_equal(a: Any, b: Any) -> bool:
+def values_equal(a: Any, b: Any, *, exact_types: bool = True) -> bool:
     """Deep equality that treats numpy arrays by value and tuples like lists; types must
-    match (``1``, ``1.0`` and ``True`` differ), and NaN equals NaN (same state)."""
+    match (``1``, ``1.0`` and ``True`` differ), and NaN equals NaN (same state).
+
+    ``exact_types=False`` lets long sequences (MT keys) be equal by ``==`` alone, for
+    comparisons whose sides are known to hold the same types (a state validated, or read
+    from the library, against the same generator's capture).
+    """
+    kind = type(a)
+    if kind is type(b) and kind in _SIMPLE:  # most fields: decided without isinstance
+        return bool(a == b)
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
@@ -36,12 +44,14 @@ def values_equal(a: Any, b: Any) -> bool:
         return (
             isinstance(b, Mapping)
             and a.keys() == b.keys()
-            and all(values_equal(a[k], b[k]) for k in a)
+            and all(values_equal(a[k], b[k], exact_types=exact_types) for k in a)
         )
     if isinstance(a, (tuple, list)):
         if not isinstance(b, (tuple, list)) or len(a) != len(b):
             return False
         if len(a) > _LONG:  # MT keys (624 words): at C speed
+            if not exact_types and _loosely_equal(a, b):
+                return True
             same = _same_plain(a, b)
             if same is not None:
                 return same
@@ -55,6 +65,14 @@ def values_equal(a: Any, b: Any) -> bool:
 
 _LONG = 16
 _INTS = {int}
+_SIMPLE = frozenset({int, str, bool, bytes, type(None)})
+
+
+def _loosely_equal(a: Sequence[Any], b: Sequence[Any]) -> bool:
+    try:
+        return bool(tuple(a) == tuple(b))
+    except ValueError:  # arrays inside: compared element by element
+        return False
 
 
 def _same_plain(a: Sequence[Any], b: Sequence[Any]) -> bool | None:

@@ -36,7 +36,8 @@ def _map(fields: Any, path: str) -> None:
 
 def get(fields: Mapping[str, Any], key: str, path: str = "") -> Any:
     """The field ``key`` of ``fields``; a missing field is a StateError."""
-    _map(fields, path)
+    if type(fields) is not dict:  # decoded fields are dicts: checked once, here
+        _map(fields, path)
     value = fields.get(key, _MISSING)
     if value is _MISSING:
         raise StateError("missing field", field=path + key)
@@ -48,7 +49,10 @@ def check_keys(
 ) -> None:
     """Reject fields no family version ever wrote, so corruption cannot pass as extra data.
     ``path`` is where ``fields`` is (``"state"``); the error names the first unknown one."""
-    _map(fields, path)
+    if type(fields) is not dict:
+        _map(fields, path)
+    if fields.keys() <= allowed:  # the common case, at C speed
+        return
     extra = sorted(set(fields) - allowed, key=repr)
     if extra:
         first = extra[0] if isinstance(extra[0], str) else repr(extra[0])
@@ -61,7 +65,9 @@ def check_keys(
 def integer(fields: Mapping[str, Any], key: str, lo: int, hi: int, path: str = "") -> int:
     """An int field with ``lo <= value <= hi`` (bool is not an int here)."""
     value = get(fields, key, path)
-    if isinstance(value, (np.integer,)):
+    if type(value) is int and lo <= value <= hi:  # the common case first
+        return value
+    if isinstance(value, np.integer):
         value = int(value)
     if type(value) is not int:
         raise StateError(
@@ -104,6 +110,9 @@ def real(fields: Mapping[str, Any], key: str, path: str = "", *, optional: bool 
         ) from None
 
 
+_DTYPE = {name: np.dtype(name) for name in ("uint32", "uint64")}
+
+
 def array(
     fields: Mapping[str, Any], key: str, dtype: str, length: int, path: str = ""
 ) -> np.ndarray:
@@ -111,7 +120,7 @@ def array(
     value = get(fields, key, path)
     if not isinstance(value, np.ndarray):
         raise StateError(f"expected a {dtype} array, got {type(value).__name__}", field=path + key)
-    if value.dtype != np.dtype(dtype) or value.shape != (length,):
+    if value.dtype != _DTYPE[dtype] or value.shape != (length,):
         raise StateError(
             f"expected {dtype}[{length}], got {value.dtype}{list(value.shape)}",
             field=path + key,
