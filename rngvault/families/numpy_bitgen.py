@@ -47,8 +47,14 @@ def _seed_seq(bit_generator: np.random.BitGenerator) -> Fields | None:
     if not isinstance(seq, np.random.SeedSequence):
         return None
     entropy = seq.entropy
-    if entropy is not None and not isinstance(entropy, int):
-        entropy = tuple(int(x) for x in np.asarray(entropy).ravel())
+    if isinstance(entropy, np.ndarray):
+        entropy = tuple(int(x) for x in entropy.ravel())
+    elif isinstance(entropy, (list, tuple)):
+        # Element by element, as NumPy mixes them: np.asarray would make [1, 2**63 + 1] a
+        # float64 array and lose the big one's low bits.
+        entropy = tuple(int(x) for x in entropy)
+    elif isinstance(entropy, np.integer):
+        entropy = int(entropy)
     return {
         "entropy": entropy,
         "spawn_key": seq.spawn_key,

@@ -240,3 +240,16 @@ def test_mt19937_restore_into_the_same_seed_sequence_writes_the_struct_exactly(d
     numpy_bitgen.restore(target, fields)
     assert target.state["state"]["pos"] == fields["state"]["pos"]
     assert np.array_equal(target.random_raw(1300), expected)
+
+
+def test_an_entropy_list_mixing_small_and_big_ints_is_captured_exactly():
+    """NumPy mixes an entropy list element by element; capture keeps each element exactly
+    (np.asarray would turn [1, 2**63 + 1] into floats and lose bits), so the children
+    spawned after a restore are the original's."""
+    entropy = [1, 2**63 + 1, np.uint64(2**64 - 1)]
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(entropy)))
+    fields = numpy_bitgen.capture(rng)
+    assert fields["seed_seq"]["entropy"] == (1, 2**63 + 1, 2**64 - 1)
+    target = np.random.Generator(np.random.PCG64(0))
+    numpy_bitgen.restore(target, fields)
+    assert [c.random() for c in target.spawn(2)] == [c.random() for c in rng.spawn(2)]
