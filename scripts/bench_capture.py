@@ -14,7 +14,8 @@ in this one run:
 (e) the frameworks' path: the raw calls, then ``torch.save`` of the states dict to a file;
 
 then the ratios capture / raw (target <= 1.1) and (e) / (capture + encode) (target >= 5),
-and each generator's raw call against its family's capture function. Every step is timed
+where decode and restore spend (the steps that make most of each, timed beside them), and
+each generator's raw call against its family's capture function. Every step is timed
 in blocks of consecutive calls, the blocks of all steps interleaved in random order (see
 ``interleaved_medians``), so that the ratios compare steps measured under the same load.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import platform
 import random
 import statistics
@@ -32,11 +34,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import torch
 
 import rngvault
-from rngvault.families import family_of
+from rngvault import _format
+from rngvault._snapshot import values_equal
+from rngvault._split import state_spans
+from rngvault.families import family_of, get_family
 
 
 def interleaved_medians(
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             repeat,
         )
         torch_save_bytes = path.stat().st_size
+    breakdown = _breakdown(data, objects, repeat)
     parts = {}
     for name in objects:
         capture, obj = family_calls[name]
@@ -172,11 +179,60 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'frameworks path / (capture + encode)':<52} {save_ratio:>10.2f}  (target >= 5)")
     print(f"snapshot size: msgpack {len(data)} bytes, torch.save {torch_save_bytes} bytes")
     print()
+    print("where decode and restore spend (medians, interleaved in a run of their own):")
+    for label, value in breakdown.items():
+        print(f"    {label:<64} {value:>8.1f}")
+    print()
     print(f"{'per generator':<20} {'raw µs':>8} {'capture µs':>11} {'difference':>11}")
     for name, pair in parts.items():
         difference = pair["capture"] - pair["raw"]
         print(f"{name:<20} {pair['raw']:>8.2f} {pair['capture']:>11.2f} {difference:>+11.2f}")
     return 0
+
+
+def _breakdown(data: bytes, objects: dict[str, object], repeat: int) -> dict[str, float]:
+    """decode and restore, and the steps that make most of each, timed side by side."""
+    decoded = rngvault.decode(data)
+    start, end, _entries = state_spans(data)
+    span = data[start:end]
+    plan = [
+        (get_family(state.family), objects[name], state) for name, state in decoded.states.items()
+    ]
+    assert all(family is not None for family, _obj, _state in plan)
+    captured = [family.capture(obj) for family, obj, _state in plan]  # type: ignore[union-attr]
+    steps: dict[str, Callable[[], object]] = {
+        "decode": lambda: rngvault.decode(data),
+        "  read the top level but the states (msgpack, bounded)": lambda: _format._read_top_level(
+            data
+        ),
+        "  SHA-256 of the states' bytes (the digest)": lambda: hashlib.sha256(span).digest(),
+        "  unpack the states (msgpack in C)": lambda: msgpack.unpackb(
+            span, raw=False, use_list=False, ext_hook=msgpack.ExtType
+        ),
+        "  the families' validate(), 7 states": lambda: [
+            family.validate(state.fields)  # type: ignore[union-attr]
+            for family, _obj, state in plan
+        ],
+        "restore (of the decoded snapshot)": lambda: rngvault.restore(
+            decoded, {n: o for n, o in objects.items() if n not in _GLOBALS}
+        ),
+        "  the families' capture(), 7 targets (done twice: rollback, verify)": lambda: [
+            family.capture(obj)  # type: ignore[union-attr]
+            for family, obj, _state in plan
+        ],
+        "  the families' restore(), 7 targets": lambda: [
+            family.restore(obj, state.fields)  # type: ignore[union-attr]
+            for family, obj, state in plan
+        ],
+        "  verify: captured == stored, 7 states": lambda: [
+            values_equal(fields, state.fields, exact_types=False)
+            for fields, (_family, _obj, state) in zip(captured, plan, strict=True)
+        ],
+    }
+    return interleaved_medians(steps, repeat)
+
+
+_GLOBALS = frozenset({"python.global", "numpy.global", "torch.cpu"})
 
 
 if __name__ == "__main__":
