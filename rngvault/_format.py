@@ -54,6 +54,7 @@ __all__ = [
     "MAX_PROBE_VALUES",
     "MAX_SNAPSHOT_BYTES",
     "MAX_STATES",
+    "MAX_STATE_BYTES",
     "MAX_TOP_LEVEL_KEYS",
     "decode",
     "encode",
@@ -73,6 +74,7 @@ MAX_DEPTH = 8  # maps and arrays nest at most this deep, the top-level map count
 MAX_ITEMS = 2**17  # array elements and map entries outside states; also per array or map
 MAX_EXTS = 1024  # extension values outside states
 MAX_EXTS_PER_STATE = 72  # extension values in states, per generator (a valid one has <= 67)
+MAX_STATE_BYTES = 16 * 2**10  # one state's encoding (the largest valid one, a DataLoader: 10 KB)
 MAX_PROBE_VALUES = 16  # values in one generator's probe (version 1 probes have 1 to 4)
 MAX_TOP_LEVEL_KEYS = 64
 
@@ -188,7 +190,7 @@ def decode(data: bytes | bytearray | memoryview) -> Snapshot:
     if type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef"):
         raise DecodeError(f"digest: expected 64 lowercase hex digits, got {_got(digest)}")
     span = data[start:end]
-    states = _States(span).read()
+    states = _read_states(span)
     actual = hashlib.sha256(span).hexdigest()
     if actual != digest:
         raise DecodeError(
@@ -509,15 +511,72 @@ class _Hole:
         self.depth = depth
 
 
-class _States:
-    """Reads the ``states`` value: unpacked once in C, with extension values kept raw; then
-    one walk checks map keys (str, sorted), depth and timestamps and notes the extension
-    values and long arrays; packed again in C without the long arrays and compared byte for
-    byte with the input (the long arrays are compared from their bytes); only then are the
-    extension values decoded and each state validated by its family."""
+def _read_states(span: bytes) -> dict[str, State]:
+    """The ``states`` value, one generator at a time: each entry's bytes are found by
+    skipping them in C and must fit in MAX_STATE_BYTES before any object is built from them,
+    and each state is read and validated (``_States``) before the next is looked at, so that
+    no body costs more than its first bad state (16 MiB of tiny arrays took seconds when the
+    whole map was built first)."""
+    count = _map_length(span)
+    if count is None:
+        raise DecodeError(f"states: expected a map, got {_header_kind(span[0])}")
+    if count > MAX_STATES:
+        raise DecodeError(f"states: {count} generators; at most {MAX_STATES}")
+    header = msgpack.Packer().pack_map_header(count)
+    if not span.startswith(header):
+        raise DecodeError(
+            f"states: not the canonical encoding: a map of {count} entries starts with "
+            f"{header.hex(' ')}, not {span[: len(header) + 2].hex(' ')}"
+        )
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(span), 1))
+    unpacker.feed(span)
+    unpacker.read_map_header()
+    states: dict[str, State] = {}
+    previous = None
+    try:
+        for _ in range(count):
+            start = unpacker.tell()
+            if _header_kind(span[start]) != "str":  # before building a key of another kind
+                raise DecodeError(f"states: a map key is {_header_kind(span[start])}, not a str")
+            name = unpacker.unpack()
+            middle = unpacker.tell()
+            unpacker.skip()
+            end = unpacker.tell()
+            if previous is not None and name <= previous:
+                what = "duplicate map key" if name == previous else "map keys not in sorted order"
+                raise DecodeError(
+                    f"states: {what} ({show(previous)} before {show(name)}): not the canonical "
+                    "encoding"
+                )
+            if end - middle > MAX_STATE_BYTES:
+                raise DecodeError(
+                    f"states[{show(name)}]: {end - middle} bytes; a state takes at most "
+                    f"{MAX_STATE_BYTES}"
+                )
+            # The entry as a map of one, read by the same checks as a whole map would be.
+            states.update(_States(b"\x81" + span[start:end], base=start - 1).read())
+            previous = name
+    except DecodeError:
+        raise
+    except msgpack.OutOfData:
+        raise DecodeError("states: the data ends inside the states map") from None
+    except (ValueError, OverflowError, IndexError, msgpack.UnpackException) as exc:
+        raise DecodeError(f"states: {str(exc) or type(exc).__name__}") from None
+    return states
 
-    def __init__(self, span: bytes) -> None:
+
+class _States:
+    """Reads a ``states`` map (``_read_states`` gives it one entry at a time): unpacked once
+    in C, with extension values kept raw; then one walk checks map keys (str, sorted), depth
+    and timestamps and notes the extension values and long arrays; packed again in C without
+    the long arrays and compared byte for byte with the input (the long arrays are compared
+    from their bytes); only then are the extension values decoded and each state validated
+    by its family. ``base`` is where ``span`` starts in the whole states value (for
+    messages)."""
+
+    def __init__(self, span: bytes, base: int = 0) -> None:
         self.span = span
+        self.base = base
         self.exts = 0
         self.max_exts = 0
         self.holes: list[_Hole] = []
@@ -626,6 +685,8 @@ class _States:
         """Walk an array; True if it holds extension values (to decode)."""
         if depth > MAX_DEPTH:
             raise DecodeError(f"{_path('states', path)}: nested deeper than {MAX_DEPTH} levels")
+        if _WALKED.isdisjoint(map(type, items)):  # scalars only (an MT key): at C speed
+            return False
         holds_ext = False
         for index, item in enumerate(items):
             kind_ = type(item)
@@ -716,7 +777,7 @@ class _States:
         written, expected = span[offset : offset + 6], canonical[offset - at : offset - at + 6]
         return DecodeError(
             f"{_state_at(span, offset)}: not the canonical encoding (docs/format.md, "
-            f'"Canonical encoding"): byte {offset} of the states value is '
+            f'"Canonical encoding"): byte {offset + self.base} of the states value is '
             f"{written.hex(' ') or 'past the end'}..., the canonical encoding has "
             f"{expected.hex(' ') or 'nothing more'}... (a longer or signed int, str, bin, array, "
             "map or ext header, or a float 32, where msgpack's shortest form belongs)"

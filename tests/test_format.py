@@ -6,6 +6,7 @@ import hashlib
 import random
 import re
 import struct
+import time
 from pathlib import Path
 
 import msgpack
@@ -685,6 +686,24 @@ def test_nesting_in_a_state_beyond_max_depth_is_refused():
         states["rng"]["fields"]["gauss_next"] = nested(_format.MAX_DEPTH)
 
     refuse(fixed_states(change), "states['rng']['fields']['gauss_next']", "nested deeper")
+
+
+def test_a_state_larger_than_max_state_bytes_is_refused_before_it_is_built():
+    """16 MiB of one-element arrays inside one state is refused from the state's size (a
+    skip in C), before any object is built from it: milliseconds, not the seconds that
+    building and walking it took."""
+    tiny = [[0]] * 131_000
+
+    def change(states):
+        states["rng"]["fields"]["key"] = tiny
+        for i in range(60):
+            states[f"rng{i:02d}"] = {"family": "python", "fields": {"key": tiny}}
+
+    data = fixed_states(change)
+    assert len(data) > 15 * 2**20
+    started = time.process_time()
+    refuse(data, "states['rng']", "bytes; a state takes at most 16384")
+    assert time.process_time() - started < 1.0  # bounded work, with a wide margin for load
 
 
 def test_more_items_than_max_items_outside_states_are_refused():
