@@ -512,10 +512,11 @@ class _Hole:
 
 
 def _read_states(span: bytes) -> dict[str, State]:
-    """The ``states`` value, one generator at a time: each entry's bytes are found by
-    skipping them in C and must fit in MAX_STATE_BYTES before any object is built from them,
-    and each state is read and validated (``_States``) before the next is looked at, so that
-    no body costs more than its first bad state (16 MiB of tiny arrays took seconds when the
+    """The ``states`` value, a bounded part at a time: each entry's bytes are found by
+    skipping them in C and must fit in MAX_STATE_BYTES before any object is built from them;
+    then consecutive entries up to _GROUP_BYTES are read and validated together (``_States``)
+    before the next ones are looked at. A typical snapshot is one group; no body costs more
+    than the groups up to its first bad state (16 MiB of tiny arrays took seconds when the
     whole map was built first)."""
     count = _map_length(span)
     if count is None:
@@ -531,13 +532,15 @@ def _read_states(span: bytes) -> dict[str, State]:
     unpacker = msgpack.Unpacker(raw=False, max_buffer_size=max(len(span), 1))
     unpacker.feed(span)
     unpacker.read_map_header()
-    states: dict[str, State] = {}
+    entries: list[tuple[int, int]] = []  # where each entry (name and state) starts and ends
     previous = None
     try:
         for _ in range(count):
             start = unpacker.tell()
-            if _header_kind(span[start]) != "str":  # before building a key of another kind
-                raise DecodeError(f"states: a map key is {_header_kind(span[start])}, not a str")
+            first_byte = span[start]
+            if not (0xA0 <= first_byte <= 0xBF or 0xD9 <= first_byte <= 0xDB):
+                # a key of another kind is refused before anything is built from it
+                raise DecodeError(f"states: a map key is {_header_kind(first_byte)}, not a str")
             name = unpacker.unpack()
             middle = unpacker.tell()
             unpacker.skip()
@@ -553,8 +556,7 @@ def _read_states(span: bytes) -> dict[str, State]:
                     f"states[{show(name)}]: {end - middle} bytes; a state takes at most "
                     f"{MAX_STATE_BYTES}"
                 )
-            # The entry as a map of one, read by the same checks as a whole map would be.
-            states.update(_States(b"\x81" + span[start:end], base=start - 1).read())
+            entries.append((start, end))
             previous = name
     except DecodeError:
         raise
@@ -562,7 +564,23 @@ def _read_states(span: bytes) -> dict[str, State]:
         raise DecodeError("states: the data ends inside the states map") from None
     except (ValueError, OverflowError, IndexError, msgpack.UnpackException) as exc:
         raise DecodeError(f"states: {str(exc) or type(exc).__name__}") from None
+    states: dict[str, State] = {}
+    first = 0
+    while first < len(entries):
+        last = first + 1
+        while last < len(entries) and entries[last][1] - entries[first][0] <= _GROUP_BYTES:
+            last += 1
+        if first == 0 and last == len(entries):  # the whole map (a typical snapshot)
+            return _States(span).read()
+        start, end = entries[first][0], entries[last - 1][1]
+        # The group as a map of its own, read by the same checks as the whole map would be.
+        group = msgpack.Packer().pack_map_header(last - first)
+        states.update(_States(group + span[start:end], base=start - len(group)).read())
+        first = last
     return states
+
+
+_GROUP_BYTES = 64 * 2**10
 
 
 class _States:
