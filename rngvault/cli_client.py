@@ -279,8 +279,11 @@ def cmd_push(args: argparse.Namespace) -> int:
     """Validate a snapshot file and store it (its rank comes from its metadata)."""
     data, snapshot = _read_snapshot(args.file)
     store = _store(args)
-    created = store.put(_run(args.run), check_name(args.name), data, snapshot)
-    left = store.flush()
+    try:
+        created = store.put(_run(args.run), check_name(args.name), data, snapshot)
+        left = store.flush()
+    finally:
+        store.close()  # what is left waits in the spool on disk, for `rngvault spool flush`
     where = f"in the spool (the server is away; {left} waiting)" if left else store.location
     state = "stored" if created else "already stored (identical)"
     print(

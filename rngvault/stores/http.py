@@ -36,6 +36,10 @@ from rngvault.stores.spool import Spool, SpoolEntry
 MSGPACK = "application/msgpack"
 _STORES: weakref.WeakSet[HttpStore] = weakref.WeakSet()
 DEFAULT_TIMEOUT = 10.0
+# Retry jitter from a generator of rngvault's own: never the ``random`` module's, whose
+# stream belongs to the user's run (a retry thread drawing from it would move their
+# generator).
+_JITTER = random.Random()
 MAX_BACKOFF = 60.0
 
 
@@ -185,7 +189,7 @@ class HttpStore:
     def _backoff(self) -> None:
         self._failures += 1
         delay = min(MAX_BACKOFF, 0.25 * 2 ** min(self._failures, 10))
-        self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.5)
+        self._retry_at = time.monotonic() + delay * _JITTER.uniform(0.5, 1.5)
 
     def _drain(self) -> int:
         """Send spooled snapshots, oldest first; stop at the first transport failure.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import random
 import threading
 import time
 import warnings
@@ -123,6 +124,23 @@ def test_an_unavailable_server_spools_then_catches_up(
     assert len(store.spool) == 0
     for i in range(5):
         assert server.stored[_path(f"s{i}")] == rngvault.encode(_snapshot(i))
+
+
+def test_retries_never_draw_from_the_users_random_module(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """The retry jitter comes from a generator of rngvault's own: spooling and backing off
+    leave the ``random`` module's stream (the user's) where it was."""
+    random.seed(1234)
+    before = random.getstate()
+    store = make_store()
+    server.mode = "503"
+    with pytest.warns(SpoolWarning):
+        for i in range(3):
+            _put(store, f"s{i}", i)
+    assert store.flush() == 3
+    assert random.getstate() == before
+    store.close()
 
 
 def test_a_new_store_sends_what_an_earlier_process_spooled(
