@@ -24,6 +24,7 @@ from rngvault._errors import (
     TransportError,
 )
 from rngvault._format import decode, encode
+from rngvault._probes import ProbeCheck, ProbeVerdict
 from rngvault._report import EnvironmentDifference, GeneratorOutcome, RestoreReport
 from rngvault._seeding import ReproducibilityWarning, per_worker, seed_everything, seed_worker
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
@@ -54,6 +55,8 @@ __all__ = [
     "Metadata",
     "MissingExtraError",
     "NotFoundError",
+    "ProbeCheck",
+    "ProbeVerdict",
     "ReproducibilityWarning",
     "RestoreError",
     "RestoreReport",

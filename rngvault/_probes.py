@@ -36,7 +36,7 @@ def compute(
     return out
 
 
-class Verdict(enum.Enum):
+class ProbeVerdict(enum.Enum):
     """What checking one generator's recorded probe found."""
 
     OK = "ok"
@@ -48,26 +48,26 @@ class Verdict(enum.Enum):
 class ProbeCheck(str):
     """The verdict for one generator: a string (``"ok"``, ``"differs: recorded [...], here
     [...]"``, ``"no probe recorded"``, ``"cannot be probed here"``) that also carries the
-    ``Verdict`` and the values compared, so code tests ``.verdict``, never the text.
+    ``ProbeVerdict`` and the values compared, so code tests ``.verdict``, never the text.
 
     Attributes:
-        verdict: the ``Verdict``.
+        verdict: the ``ProbeVerdict``.
         recorded: the probe stored with the snapshot, if any.
         here: the probe computed here, if any.
     """
 
-    verdict: Verdict
+    verdict: ProbeVerdict
     recorded: tuple[Any, ...] | None
     here: tuple[Any, ...] | None
 
     def __new__(
         cls,
-        verdict: Verdict,
+        verdict: ProbeVerdict,
         recorded: tuple[Any, ...] | None = None,
         here: tuple[Any, ...] | None = None,
     ) -> ProbeCheck:
         text = verdict.value
-        if verdict is Verdict.DIFFERS:
+        if verdict is ProbeVerdict.DIFFERS:
             text = f"differs: recorded {list(recorded or ())}, here {list(here or ())}"
         found = super().__new__(cls, text)
         found.verdict, found.recorded, found.here = verdict, recorded, here
@@ -84,11 +84,11 @@ def check(
     out = {}
     for name in states:
         if name not in recorded:
-            out[name] = ProbeCheck(Verdict.NOT_RECORDED)
+            out[name] = ProbeCheck(ProbeVerdict.NOT_RECORDED)
         elif name not in now:
-            out[name] = ProbeCheck(Verdict.CANNOT_PROBE, tuple(recorded[name]))
+            out[name] = ProbeCheck(ProbeVerdict.CANNOT_PROBE, tuple(recorded[name]))
         else:
             mine, theirs = tuple(now[name]), tuple(recorded[name])
-            verdict = Verdict.OK if values_equal(mine, theirs) else Verdict.DIFFERS
+            verdict = ProbeVerdict.OK if values_equal(mine, theirs) else ProbeVerdict.DIFFERS
             out[name] = ProbeCheck(verdict, theirs, mine)
     return out

@@ -464,7 +464,7 @@ class Vault:
             f"{generator}: same state, different numbers ({found}): a library version or "
             "platform changed the algorithm"
             for generator, found in checks.items()
-            if found.verdict is _probes.Verdict.DIFFERS
+            if found.verdict is _probes.ProbeVerdict.DIFFERS
         ]
 
     def verify(self, name: str, run: str | None = None) -> dict[str, _probes.ProbeCheck]:

@@ -191,7 +191,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _print_json(verdicts)
     else:
         _print_table(sorted(verdicts.items()), ("GENERATOR", "PROBE"))
-    bad = [name for name, found in verdicts.items() if found.verdict is _probes.Verdict.DIFFERS]
+    bad = [
+        name for name, found in verdicts.items() if found.verdict is _probes.ProbeVerdict.DIFFERS
+    ]
     if bad:
         raise RngVaultError(f"{len(bad)} generator(s) draw other numbers here: {', '.join(bad)}")
     return 0

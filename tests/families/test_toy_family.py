@@ -134,7 +134,7 @@ def test_probes_and_json_rendering(toy: Family) -> None:
     assert probes["toy"] == [twin.next() for _ in range(3)]
     assert generator.x == 5  # untouched
     assert _probes.check(states, probes)["toy"] == "ok"
-    assert _probes.check(states, {"toy": [0, 0, 0]})["toy"].verdict is _probes.Verdict.DIFFERS
+    assert _probes.check(states, {"toy": [0, 0, 0]})["toy"].verdict is _probes.ProbeVerdict.DIFFERS
     rendered = snapshot_to_json(rngvault.Snapshot(states))["generators"]["toy"]
     assert rendered == {"family": "toy.lcg", "position": "LCG state 0x0000000000000005",
                         "state": {"x": 5}}  # fmt: skip
