@@ -279,7 +279,7 @@ def _read_top_level(data: bytes) -> tuple[dict[str, Any], int, int]:
         raise DecodeError(f"missing top-level field {missing!r}")
     assert span is not None  # "states" is required
     for key in top.keys() - _KNOWN:
-        _check_nesting(top[key], f"top-level key {key!r}", 2)
+        _check_tree(top[key], f"top-level key {key!r}", 2)
     return top, span[0], span[1]
 
 
@@ -377,41 +377,33 @@ class _Extras:
             raise DecodeError(f"{self.where}: {exc}") from None
 
 
-def _check_nesting(value: Any, where: str, depth: int) -> None:
-    """Any value of the format (nil, bool, int, float, str, bin, NDARRAY, array, map) whose
-    containers nest at most MAX_DEPTH deep; ``depth`` is the depth ``value`` would have."""
+def _check_tree(value: Any, where: str, depth: int, *, plain: bool = False) -> None:
+    """A value whose containers nest at most MAX_DEPTH deep (``depth`` is the depth
+    ``value`` would have), with no msgpack timestamp (ext -1) anywhere; with ``plain``, a
+    JSON-like one too (nil, bool, int, float, str, array and map), as the environment is."""
     kind_ = type(value)
     if kind_ is dict or kind_ is tuple:
         if depth > MAX_DEPTH:
             raise DecodeError(f"{where}: nested deeper than {MAX_DEPTH} levels")
         items = value.items() if kind_ is dict else enumerate(value)
         for key, item in items:
-            if type(item) in (dict, tuple, msgpack.Timestamp):
-                _check_nesting(item, f"{where}[{key!r}]", depth + 1)
+            if plain or type(item) in _TREE:  # other leaves need no look unless plain
+                _check_tree(item, f"{where}[{key!r}]", depth + 1, plain=plain)
     elif kind_ is msgpack.Timestamp:
         raise DecodeError(f"{where}: a msgpack timestamp (ext -1), which the format does not have")
-
-
-def _check_plain(value: Any, where: str, depth: int) -> None:
-    """A JSON-like value: nil, bool, int, float, str, array and map, nested at most MAX_DEPTH
-    deep."""
-    kind_ = type(value)
-    if kind_ is dict or kind_ is tuple:
-        if depth > MAX_DEPTH:
-            raise DecodeError(f"{where}: nested deeper than {MAX_DEPTH} levels")
-        items = value.items() if kind_ is dict else enumerate(value)
-        for key, item in items:
-            _check_plain(item, f"{where}[{key!r}]", depth + 1)
-    elif kind_ not in _SCALARS:
+    elif plain and kind_ not in _SCALARS:
         raise DecodeError(
             f"{where}: expected nil, bool, int, float, str, array or map, got {_got(value)}"
         )
 
 
+_TREE = frozenset({dict, tuple, msgpack.Timestamp})
+
+
 def _check_environment(value: Any) -> dict[str, Any]:
     if type(value) is not dict:
         raise DecodeError(f"environment: expected a map, got {_got(value)}")
-    _check_plain(value, "environment", 2)
+    _check_tree(value, "environment", 2, plain=True)
     flags = value.get("flags")
     if "flags" in value:
         if type(flags) is not dict:
@@ -458,7 +450,7 @@ def _decode_metadata(raw: Any) -> Metadata:
     if type(raw) is not dict:
         raise DecodeError(f"metadata: expected a map, got {_got(raw)}")
     for key in raw.keys() - _METADATA_KEYS:  # ignored, but bounded like every value
-        _check_nesting(raw[key], f"metadata[{key!r}]", 3)
+        _check_tree(raw[key], f"metadata[{key!r}]", 3)
     tags = raw.get("tags", ())
     if type(tags) is not tuple:
         raise DecodeError(f"metadata.tags: expected an array, got {_got(tags)}")
