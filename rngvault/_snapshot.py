@@ -93,7 +93,8 @@ class State:
 
     Attributes:
         family: the generator family (``"python"``, ``"numpy.bitgen"``, ``"torch.cpu"``...).
-        fields: the family's fields; treat them as read-only.
+        fields: the family's fields; treat them as read-only (decode makes its maps
+            read-only: a restore trusts what decode checked).
         validated: True when ``rngvault.decode`` built the state, which checks the fields
             with the family's ``validate`` (a restore need not check them again).
     """

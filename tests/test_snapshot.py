@@ -245,3 +245,25 @@ def _type_checking_only(tree: ast.Module, node: ast.ImportFrom) -> bool:
         and node in block.body
         for block in tree.body
     )
+
+
+def test_decoded_fields_are_read_only_so_restore_can_trust_them():
+    """A restore does not validate again what decode validated: the maps of decoded fields
+    are read-only (a pos of 700 would make NumPy read past its key), and a key array changed
+    in place since is refused while applying, with the targets put back."""
+    rs = np.random.RandomState(5)
+    decoded = rngvault.decode(rngvault.encode(snapshot_of(rs=rs)))
+    fields = decoded.states["rs"].fields
+    with pytest.raises(TypeError):
+        fields["pos"] = 700  # type: ignore[index]
+    bitgen = rngvault.decode(rngvault.encode(snapshot_of(mt=np.random.MT19937(1))))
+    with pytest.raises(TypeError):
+        bitgen.states["mt"].fields["state"]["pos"] = 700  # type: ignore[index]
+    fields["key"].dtype = np.uint64  # in place: 312 words now, same bytes
+    target = np.random.RandomState(6)
+    before = target.get_state(legacy=False)
+    with pytest.raises(rngvault.RestoreError, match="'rs'"):
+        rngvault.restore(decoded, {"rs": target}, include_globals=False)
+    after = target.get_state(legacy=False)
+    assert np.array_equal(after["state"]["key"], before["state"]["key"])
+    assert after["state"]["pos"] == before["state"]["pos"]

@@ -40,6 +40,10 @@ def _mt_struct_read(bit_generator: np.random.MT19937) -> tuple[np.ndarray, int]:
 def _mt_struct_write(bit_generator: np.random.MT19937, key: Any, pos: int) -> None:
     raw = np.ascontiguousarray(key, dtype=np.uint32).tobytes()
     raw += int(pos).to_bytes(4, sys.byteorder, signed=True)
+    # The fields were validated, but an array can be changed in place since: never copy
+    # other than exactly the struct's bytes, nor a pos the struct cannot take.
+    if len(raw) != _MT_BYTES or not 0 <= pos <= N:
+        raise ValueError(f"an MT19937 state needs 624 words and pos 0..624, not {len(raw)} bytes")
     ctypes.memmove(bit_generator.ctypes.state_address, raw, _MT_BYTES)
 
 
