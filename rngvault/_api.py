@@ -142,8 +142,9 @@ def restore(
             errors.append(f"generator {name!r}: unknown family {state.family!r}")
             continue
         try:
-            if not state.validated:  # decode validated it already
-                family.validate(state.fields)
+            # Decoded states too: their fields are plain maps and arrays, which may have
+            # been changed since decode checked them.
+            family.validate(state.fields)
         except StateError as exc:
             errors.append(str(exc.for_generator(name)))
             continue

@@ -23,7 +23,6 @@ import hashlib
 from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from itertools import pairwise
-from types import MappingProxyType
 from typing import Any
 
 import msgpack
@@ -884,14 +883,6 @@ def _decoded(value: Any, path: tuple) -> Any:
     return value
 
 
-def _frozen(fields: dict[str, Any]) -> Mapping[str, Any]:
-    """Validated fields as read-only maps (arrays, bytes and tuples are left as they are):
-    a restore trusts what decode checked, so the checked values must stay as they were."""
-    return MappingProxyType(
-        {key: _frozen(value) if type(value) is dict else value for key, value in fields.items()}
-    )
-
-
 def _validated(raw: dict[str, Any]) -> dict[str, State]:
     """Each state (walked: a {family: str, fields: map}) checked by its family's validate()."""
     states: dict[str, State] = {}
@@ -911,5 +902,5 @@ def _validated(raw: dict[str, Any]) -> dict[str, State]:
             raise DecodeError(
                 f"invalid state: generator {name!r}: {type(exc).__name__}: {exc}"
             ) from None
-        states[name] = State(family_name, _frozen(fields), True)
+        states[name] = State(family_name, fields)
     return states

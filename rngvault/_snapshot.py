@@ -93,15 +93,11 @@ class State:
 
     Attributes:
         family: the generator family (``"python"``, ``"numpy.bitgen"``, ``"torch.cpu"``...).
-        fields: the family's fields; treat them as read-only (decode makes its maps
-            read-only: a restore trusts what decode checked).
-        validated: True when ``rngvault.decode`` built the state, which checks the fields
-            with the family's ``validate`` (a restore need not check them again).
+        fields: the family's fields; treat them as read-only.
     """
 
     family: str
     fields: Mapping[str, Any]
-    validated: bool = field(default=False, compare=False, repr=False)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, State):

@@ -109,3 +109,16 @@ def test_the_cached_normal_is_not_located_where_the_object_reads_otherwise(
     monkeypatch.setattr(_numpy.ctypes, "string_at", lambda address, size: bytes(size))
     monkeypatch.setattr(_numpy.ctypes, "memmove", refuse)
     assert _numpy._find_gauss() == -1
+
+
+def test_a_struct_write_copies_exactly_the_structs_bytes_or_nothing() -> None:
+    """A key of another length (an array changed in place after it was checked) or a pos
+    outside 0..624 is refused before anything is written into NumPy's struct."""
+    assert _numpy.mt_fast() is True
+    bit_generator = np.random.MT19937(3)
+    before = bit_generator.state["state"]
+    for key, pos in [(np.ones(312, np.uint32), 5), (np.ones(624, np.uint32), 700)]:
+        with pytest.raises(ValueError, match="624 words and pos 0..624"):
+            _numpy.write_mt(bit_generator, key, pos)
+    after = bit_generator.state["state"]
+    assert after["pos"] == before["pos"] and np.array_equal(after["key"], before["key"])
