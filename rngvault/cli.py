@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import rngvault
-from rngvault import cli_client
+from rngvault import cli_client, cli_store
 from rngvault._errors import MissingExtraError, RngVaultError
 
 Subparsers = Any  # argparse's _SubParsersAction, private
@@ -192,37 +192,12 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- backup ---------------------------------------------------------------------------------
-
-
-def add_backup(sub: Subparsers) -> None:
-    p = sub.add_parser("backup", help="copy a live SQLite store consistently")
-    p.add_argument("--db", help="database URL (RNGVAULT_DB, default: data dir)")
-    p.add_argument("file", type=Path, help="where to write the copy (must not exist)")
-    p.set_defaults(func=cmd_backup)
-
-
-def cmd_backup(args: argparse.Namespace) -> int:
-    """Copy the store with SQLite's online backup: consistent while the server runs."""
-    from rngvault.server.storage import scheme_of
-    from rngvault.server.storage.sqlite import backup
-
-    url = _settings(db=args.db).db
-    if scheme_of(url) != "sqlite":
-        raise RngVaultError(f"backup copies SQLite stores; for {url.split('://')[0]} use pg_dump")
-    if args.file.exists():
-        raise RngVaultError(f"{args.file} exists: choose a new file for the backup")
-    backup(url, args.file)
-    print(f"backed up {url} to {args.file}", file=sys.stderr)
-    return 0
-
-
 # -- main -----------------------------------------------------------------------------------
 
 COMMANDS: list[Callable[[Subparsers], None]] = [
     add_serve,
     add_token,
-    add_backup,
+    *cli_store.COMMANDS,
     *cli_client.COMMANDS,
 ]
 

@@ -20,6 +20,7 @@ from rngvault._snapshot import Snapshot
 T = TypeVar("T")
 
 __all__ = [
+    "Collected",
     "InvalidCursorError",
     "Page",
     "RunInfo",
@@ -134,6 +135,32 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class Collected:
+    """What a retention pass (``Store.collect``) deleted, or would delete in a dry run.
+
+    Attributes:
+        runs: how many runs matched the pattern.
+        snapshots: how many snapshot names were (or would be) deleted.
+        ranks: how many rank entries those snapshots held.
+        blobs: how many state blobs no snapshot referred to any more and were freed
+            (0 in a dry run).
+        dry_run: nothing was deleted; the counts say what would have been.
+        sample: up to ``SAMPLE`` of the deleted snapshots, as (namespace, run, name), oldest
+            first, so that a dry run can show what it would remove.
+    """
+
+    runs: int
+    snapshots: int
+    ranks: int
+    blobs: int
+    dry_run: bool
+    sample: tuple[tuple[str, str, str], ...]
+
+
+SAMPLE = 100
+
+
 class Store(Protocol):
     """A storage backend. Methods raise ``NotFoundError``, ``ConflictError``,
     ``StoreFullError``, ``InvalidCursorError`` or ``StoreError``, never a driver's own error."""
@@ -169,6 +196,28 @@ class Store(Protocol):
 
     async def delete_run(self, namespace: str, run: str) -> int:
         """Delete a run; returns how many snapshots were removed."""
+        ...
+
+    async def collect(
+        self,
+        pattern: str,
+        *,
+        keep_last: int | None = None,
+        stored_before: float | None = None,
+        namespaces: str = "*",
+        dry_run: bool = False,
+    ) -> Collected:
+        """Retention: in every run whose ``"namespace/run"`` matches ``pattern`` (a glob of
+        ``*`` and ``?``) and whose namespace matches ``namespaces`` (the token's pattern),
+        delete the snapshots that every given rule selects: those beyond the ``keep_last``
+        most recently stored of their run, and those stored before ``stored_before`` (seconds
+        since the epoch). At least one rule is given. A run left with no snapshots is removed.
+        Deletes in bounded batches, each its own transaction, so other requests go on
+        meanwhile; frees state blobs no snapshot refers to any more."""
+        ...
+
+    async def vacuum(self) -> int:
+        """Return free space to the operating system; returns the bytes returned (best known)."""
         ...
 
     async def count_snapshots(self) -> int:
