@@ -11,7 +11,7 @@ import rngvault
 from rngvault.server import errors
 from rngvault.server.auth import Authenticator, authenticator_for
 from rngvault.server.metrics import Metrics, MetricsMiddleware
-from rngvault.server.routes import ops, runs, snapshots
+from rngvault.server.routes import admin, ops, runs, snapshots
 from rngvault.server.settings import Settings
 from rngvault.server.storage import open_store
 from rngvault.server.storage.base import Store
@@ -57,7 +57,7 @@ def create_app(
     if store is not None:
         app.state.store = store
     errors.install(app)
-    for router in (snapshots.router, runs.router, ops.router):
+    for router in (snapshots.router, runs.router, admin.router, ops.router):
         app.include_router(router)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
