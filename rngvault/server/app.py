@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import rngvault
 from rngvault.server import errors
-from rngvault.server.auth import Authenticator, authenticator_for
+from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for
 from rngvault.server.metrics import Metrics, MetricsMiddleware
 from rngvault.server.routes import admin, ops, runs, snapshots
 from rngvault.server.settings import Settings
@@ -59,10 +59,15 @@ def create_app(
     errors.install(app)
     for router in (snapshots.router, runs.router, admin.router, ops.router):
         app.include_router(router)
+    app.add_middleware(LocalOnly, auth=auth, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app
 
 
 def app_from_env() -> FastAPI:
-    """For ``uvicorn --factory rngvault.server.app:app_from_env``: settings from RNGVAULT_*."""
+    """For ``uvicorn --factory rngvault.server.app:app_from_env``: settings from RNGVAULT_*,
+    with the rules of ``rngvault serve``: no tokens on a non-loopback ``RNGVAULT_HOST`` only
+    with ``RNGVAULT_INSECURE_OPEN``, and an open server answers only clients on this machine
+    (``LocalOnly``) whatever address uvicorn was told to bind. The connection limits and
+    timeouts of ``rngvault serve`` are uvicorn's own options here."""
     return create_app(Settings.from_env())

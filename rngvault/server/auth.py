@@ -5,6 +5,10 @@ Routes declare what they need with ``Depends(Require("read"))`` (or ``"write"``,
 the namespace the request names (path parameter, else ``namespace`` query parameter).
 Without a tokens file the server is open: every request acts as an admin for every
 namespace, which ``authenticator_for`` allows only on a loopback host unless told otherwise.
+An open server also checks every request itself (``LocalOnly``), however it was started:
+the client must be on this machine (unless ``insecure_open``) and the ``Host`` header must
+name it, so that neither a process bound to ``0.0.0.0`` by mistake nor a web page that
+rebinds its own DNS name to 127.0.0.1 reaches the store.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rngvault._errors import RngVaultError
-from rngvault.server.errors import ApiError
-from rngvault.server.settings import Settings, is_loopback
+from rngvault.server.errors import ApiError, error_response, printable
+from rngvault.server.settings import LOOPBACK_NAMES, Settings, is_loopback
 from rngvault.server.tokens import SCOPES, TokenFile, TokenRecord, token_hash, token_id
 
 log = logging.getLogger("rngvault.server")
@@ -146,11 +151,74 @@ class Require:
 
 
 async def metrics_allowed(request: Request) -> None:
-    """/metrics: open to clients on this machine, a valid token otherwise (not declared in
-    OpenAPI as a security requirement, since local scrapers need none)."""
+    """/metrics: open to clients on this machine, an admin token otherwise, since the
+    counts are store-wide (not declared in OpenAPI as a security requirement, since local
+    scrapers need none)."""
     client = request.client.host if request.client else ""
     if not is_loopback(client):
-        request.app.state.auth.authenticate(request.headers.get("authorization"))
+        principal = request.app.state.auth.authenticate(request.headers.get("authorization"))
+        if principal.scope != "admin" or principal.namespace != "*":
+            raise ApiError(
+                403,
+                "forbidden",
+                f"token {principal.token_id} may not read /metrics: its counts cover every "
+                "namespace, so it needs an admin token for namespaces '*'",
+            )
+
+
+def host_of(header: str) -> str:
+    """The host name of a ``Host`` header, without its port: ``[::1]:8000`` -> ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
+class LocalOnly:
+    """ASGI middleware: while the server has no tokens, answer only requests from this
+    machine (403 otherwise, unless ``insecure_open``) whose ``Host`` names this machine
+    (``localhost``, ``127.0.0.1``, ``[::1]`` with any port, or ``allowed_hosts``; 421
+    otherwise). A server with tokens passes every request through."""
+
+    def __init__(self, app: ASGIApp, auth: Authenticator, settings: Settings) -> None:
+        self.app = app
+        self.auth = auth
+        self.hosts = frozenset(LOOPBACK_NAMES + settings.allowed_hosts)
+        self.any_host = "*" in self.hosts
+        self.any_client = settings.insecure_open
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.auth.open:
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> ASGIApp | None:
+        client = scope.get("client")
+        if not self.any_client and client is not None and not is_loopback(str(client[0])):
+            return error_response(
+                403,
+                "forbidden",
+                f"this server has no tokens, so it answers only clients on its own machine, "
+                f"not {printable(str(client[0]))}: create a token ('rngvault token create') "
+                "to serve other machines",
+            )
+        if self.any_host:
+            return None
+        header = next((v for k, v in scope["headers"] if k == b"host"), b"")
+        host = host_of(header.decode("latin-1"))
+        if host not in self.hosts:
+            return error_response(
+                421,
+                "misdirected_request",
+                f"this server has no tokens, so it answers only requests addressed to "
+                f"localhost, 127.0.0.1 or [::1], not Host {printable(header.decode('latin-1'))!r}"
+                " (a web page may be trying to reach it): use one of those names, add this "
+                "one to RNGVAULT_ALLOWED_HOSTS, or create a token",
+            )
+        return None
 
 
 def authenticator_for(settings: Settings) -> Authenticator:

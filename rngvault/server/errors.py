@@ -8,12 +8,16 @@ status  error                   when
 400     invalid_name            a namespace, run or snapshot name breaks the naming rule
 400     invalid_cursor          a paging cursor this server did not make
 401     unauthorized            no token, an unknown, expired or revoked token
-403     forbidden               the token's scope or namespace pattern does not allow it
+403     forbidden               the token's scope or namespace pattern does not allow it;
+                                a server without tokens refuses clients on other machines
 404     not_found               no such run, snapshot, rank or generator; no such route
 406     not_acceptable          the Accept header asks for neither msgpack nor JSON
 409     conflict                the snapshot name is taken by other content
 413     too_large               the body is over the server's limit
 415     unsupported_media_type  a PUT body that is not ``application/msgpack``
+421     misdirected_request     a server without tokens, asked for a host that is not
+                                this machine (``Host`` other than localhost, 127.0.0.1,
+                                [::1] or the allowed hosts)
 422     invalid_snapshot        the body is not a valid rngvault snapshot (says why)
 422     invalid_request         a malformed query parameter or header
 503     storage_unavailable     the database cannot be reached
@@ -74,6 +78,14 @@ class ApiError(Exception):
         self.headers = headers
 
 
+def printable(text: str, limit: int = 200) -> str:
+    """``text`` safe for one log line or message: control characters escaped, length capped."""
+    out = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit]
+    )
+    return out + ("..." if len(text) > limit else "")
+
+
 def error_response(
     status: int, error: str, detail: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -98,7 +110,9 @@ async def _rngvault_error(request: Request, exc: Exception) -> JSONResponse:
     for kind, status, error in _STATUS:
         if isinstance(exc, kind):
             if status >= 500:
-                log.error("%s %s: %s", request.method, request.url.path, exc)
+                log.error(
+                    "%s %s: %s", request.method, printable(request.url.path), printable(str(exc))
+                )
             return error_response(status, error, str(exc))
     return error_response(400, "bad_request", str(exc))
 

@@ -20,6 +20,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rngvault.server.errors import printable
+
 log = logging.getLogger("rngvault.server")
 
 
@@ -120,5 +122,10 @@ class MetricsMiddleware:
             if status >= 400:
                 level = logging.WARNING if status >= 500 else logging.INFO
                 log.log(
-                    level, "%s %s %d %.1fms", scope["method"], scope["path"], status, elapsed * 1000
+                    level,
+                    "%s %s %d %.1fms",
+                    printable(scope["method"], 20),
+                    printable(scope["path"]),
+                    status,
+                    elapsed * 1000,
                 )

@@ -10,6 +10,10 @@ setting                     environment variable         default
 ``max_body``                ``RNGVAULT_MAX_BODY``        16 MiB (bytes; ``16MiB`` works too)
 ``insecure_open``           ``RNGVAULT_INSECURE_OPEN``   off
 ``access_log``              ``RNGVAULT_ACCESS_LOG``      off (errors are always logged)
+``allowed_hosts``           ``RNGVAULT_ALLOWED_HOSTS``   none beyond the loopback names
+``max_connections``         ``RNGVAULT_MAX_CONNECTIONS`` 1000 (and below the file limit)
+``header_timeout``          ``RNGVAULT_HEADER_TIMEOUT``  10 (seconds)
+``keep_alive``              ``RNGVAULT_KEEP_ALIVE``      5 (seconds)
 ==========================  ===========================  ==================================
 
 The data directory is rngvault's per-user one: ``$RNGVAULT_HOME``, else
@@ -38,6 +42,10 @@ _FALSE = {"", "0", "false", "no", "off"}
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY = 16 * 2**20
+DEFAULT_MAX_CONNECTIONS = 1000
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_KEEP_ALIVE = 5.0
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
 
 def parse_size(text: str) -> int:
@@ -57,13 +65,34 @@ def parse_bool(text: str, name: str) -> bool:
 
 
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
+    if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback  # ::ffff:127.0.0.1, a dual-stack socket's view
+    return address.is_loopback
+
+
+def _host_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip().lower() for n in text.split(",") if n.strip())
+    for name in names:
+        if name != "*" and not re.fullmatch(r"[a-z0-9.\-:\[\]]+", name):
+            raise ValueError(f"allowed host {name!r} is not a host name or address")
+    return names
+
+
+def _positive(value: Any, name: str, kind: type) -> Any:
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not 0 < number < 2**31:  # also refuses NaN and infinity
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +109,14 @@ class Settings:
         max_body: the largest request body accepted, in bytes (413 beyond).
         insecure_open: allow running without tokens on a non-loopback host.
         access_log: log every request (uvicorn's access log); off, only errors are logged.
+        allowed_hosts: more ``Host`` names an open server (no tokens) answers, besides
+            ``localhost``, ``127.0.0.1`` and ``[::1]``; ``*`` allows any. Requests naming
+            another host are refused (421), which keeps web pages from reaching an open
+            server through DNS rebinding.
+        max_connections: the most connections ``rngvault serve`` keeps open (capped below
+            the process's file limit); past it, the connection idle longest is closed.
+        header_timeout: seconds a connection may take to send a request's headers.
+        keep_alive: seconds an idle keep-alive connection stays open.
     """
 
     host: str = DEFAULT_HOST
@@ -90,6 +127,10 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     insecure_open: bool = False
     access_log: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive: float = DEFAULT_KEEP_ALIVE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ, **given: Any) -> Settings:
@@ -109,6 +150,16 @@ class Settings:
             values["tokens_required"] = tokens is not None
             max_body = given.get("max_body", env.get("max_body", DEFAULT_MAX_BODY))
             values["max_body"] = max_body if isinstance(max_body, int) else parse_size(max_body)
+            hosts = given.get("allowed_hosts", env.get("allowed_hosts", ""))
+            values["allowed_hosts"] = (
+                _host_names(hosts) if isinstance(hosts, str) else _host_names(",".join(hosts))
+            )
+            for name, kind, default in (
+                ("max_connections", int, DEFAULT_MAX_CONNECTIONS),
+                ("header_timeout", float, DEFAULT_HEADER_TIMEOUT),
+                ("keep_alive", float, DEFAULT_KEEP_ALIVE),
+            ):
+                values[name] = _positive(given.get(name, env.get(name, default)), name, kind)
         except ValueError as exc:
             raise RngVaultError(f"invalid setting: {exc}") from None
         for flag in ("insecure_open", "access_log"):
