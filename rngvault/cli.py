@@ -68,14 +68,32 @@ def add_serve(sub: Subparsers) -> None:
         help="serve a non-loopback address without tokens (anyone may write)",
     )
     p.add_argument("--access-log", action="store_true", default=None, help="log every request")
+    p.add_argument(
+        "--allowed-hosts",
+        help="more Host names a server without tokens answers, comma-separated "
+        "(RNGVAULT_ALLOWED_HOSTS; * for any)",
+    )
+    p.add_argument(
+        "--max-connections",
+        help="most open connections, kept below the file limit (RNGVAULT_MAX_CONNECTIONS, "
+        "default 1000)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        help="seconds a connection has to send a request's headers (RNGVAULT_HEADER_TIMEOUT, "
+        "default 10)",
+    )
+    p.add_argument(
+        "--keep-alive",
+        help="seconds an idle connection stays open (RNGVAULT_KEEP_ALIVE, default 5)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the snapshot store with uvicorn until interrupted."""
     try:
-        import uvicorn
-
+        from rngvault.server import serving
         from rngvault.server.app import create_app
     except ImportError as exc:
         raise MissingExtraError(exc.name or "fastapi", "server", "rngvault serve") from None
@@ -89,6 +107,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         insecure_open=args.insecure_open,
         access_log=args.access_log,
+        allowed_hosts=args.allowed_hosts,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        keep_alive=args.keep_alive,
     )
     app = create_app(settings)
     asyncio.run(_check_store(settings.db))
@@ -97,14 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rngvault.server.storage import redact
 
     logging.getLogger("rngvault.server").info("database %s; %s", redact(settings.db), mode)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=settings.access_log,
-        log_level="info",
-        timeout_graceful_shutdown=10,
-    )
+    serving.run(app, settings)
     return 0
 
 

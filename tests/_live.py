@@ -32,16 +32,26 @@ class ServerProcess:
         url: the base URL once started (kept across restarts).
     """
 
-    def __init__(self, home: Path, db: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        db: Path,
+        *extra: str,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        files: int | None = None,
+    ) -> None:
         self.home = home
         self.db = db
         self.extra = extra
+        self.env = env or {}
+        self.files = files  # the server's limit on open files (soft and hard), if given
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        env = {**os.environ, "RNGVAULT_HOME": str(self.home)}
+        env = {**os.environ, "RNGVAULT_HOME": str(self.home), **self.env}
         command = [
             sys.executable,
             "-m",
@@ -54,7 +64,9 @@ class ServerProcess:
             *self.extra,
         ]
         with open(self.home / f"server-{self.port}.log", "ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._limits
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -67,6 +79,12 @@ class ServerProcess:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"the server did not answer /healthz in {timeout}s: {self.log()}")
+
+    def _limits(self) -> None:
+        if self.files is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.files, self.files))
 
     def log(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.home.glob("server-*.log"))
