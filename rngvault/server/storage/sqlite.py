@@ -2,12 +2,27 @@
 
 URL: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (a plain path works
 too). ``?max_page_count=N`` caps the database at N pages, a size quota that answers 507
-when reached.
+when reached. ``?reserve_mb=N`` (default 64) is the room kept for deletes.
+
+Room for deletes: deleting needs a little space too (WAL frames, the odd b-tree page), so
+writes that add data stop short of full. A put is refused (507) when the free space of the
+database's file system would fall below the reserve, and puts may use the page cap less
+``min(reserve, cap / 10)``: deletes, retention and vacuum get the whole cap.
+
+Deletes run in batches of ``BATCH`` snapshots (or rank entries), each its own transaction,
+so writes to other runs go on between them. Freed pages are reused by later writes;
+``vacuum`` returns them to the file system. New databases are created with
+``auto_vacuum=INCREMENTAL`` so that ``vacuum`` works in bounded steps while the server
+serves; an older database is converted by its first ``vacuum`` (one full ``VACUUM``).
+The WAL is checkpointed after large deletes and truncated to ``JOURNAL_LIMIT``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import os
 import queue
 import sqlite3
 import time
@@ -20,23 +35,31 @@ from rngvault._errors import StoreError
 from rngvault._snapshot import Snapshot
 from rngvault.server.storage import migrations, sqlite_sql
 from rngvault.server.storage.base import (
+    SAMPLE,
+    Collected,
     Page,
     RunInfo,
     SnapshotInfo,
     SnapshotKey,
     Stored,
+    StoreFullError,
     decode_cursor,
     run_page,
     snapshot_page,
 )
 from rngvault.server.storage.content import prepare
-from rngvault.server.storage.writer import Writer, map_error
+from rngvault.server.storage.writer import Writer, log, map_error
 
 T = TypeVar("T")
 READERS = 8
 BUSY_TIMEOUT = 30.0  # seconds to wait for a lock another process holds
 INLINE_PUT = 256 * 1024  # larger bodies are written from the writer's thread,
 INLINE_STATES = 256  # and so are snapshots with more states (one insert each)
+BATCH = 500  # snapshots (and rank entries) one delete transaction removes at most
+VACUUM_STEP = 2048  # pages one incremental vacuum transaction returns
+JOURNAL_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
+RESERVE_MB = 64
+_OPTIONS = ("max_page_count", "reserve_mb")
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, int]]:
@@ -48,7 +71,7 @@ def parse_url(url: str) -> tuple[Path, dict[str, int]]:
         raise StoreError(f"invalid SQLite URL {url!r}: write sqlite:///path/to/file.db")
     options: dict[str, int] = {}
     for key, values in parse_qs(parts.query).items():
-        if key != "max_page_count" or not values[-1].isdigit():
+        if key not in _OPTIONS or not values[-1].isdigit():
             raise StoreError(f"invalid SQLite URL option {key!r} in {url!r}")
         options[key] = int(values[-1])
     path = parts.path[1:]
@@ -90,9 +113,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
 class SQLiteStore:
     """A ``Store`` in one SQLite file."""
 
-    def __init__(self, path: Path, *, max_page_count: int | None = None) -> None:
+    def __init__(
+        self, path: Path, *, max_page_count: int | None = None, reserve_mb: int = RESERVE_MB
+    ) -> None:
         self.path = path
         self._max_page_count = max_page_count
+        self._reserve = reserve_mb * 1024 * 1024
+        self._put_pages: int | None = None  # the page cap puts run under
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._ids = sqlite_sql.Ids()
         self._writer = Writer(self._open_writer, BUSY_TIMEOUT, forget=self._ids.clear)
@@ -101,10 +128,15 @@ class SQLiteStore:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = connect(self.path)
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on new files only
             conn.execute("PRAGMA journal_mode=WAL")
-            if self._max_page_count:
-                conn.execute(f"PRAGMA max_page_count={int(self._max_page_count)}")
+            conn.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT}")
             _migrate(conn)
+            if self._max_page_count:
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                keep = min(self._reserve // page_size, self._max_page_count // 10)
+                self._put_pages = self._max_page_count - keep
+                conn.execute(f"PRAGMA max_page_count={self._put_pages}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite database {str(self.path)!r}: {exc}") from None
         except OSError as exc:
@@ -150,7 +182,9 @@ class SQLiteStore:
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
         return await self._writer.run(
-            lambda conn: sqlite_sql.put(conn, key, prepared, self._ids),
+            lambda conn: sqlite_sql.put(
+                conn, key, prepared, self._ids, functools.partial(self._room, conn)
+            ),
             heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
         )
 
@@ -180,16 +214,130 @@ class SQLiteStore:
         )
         return snapshot_page(rows, limit)
 
+    def _room(self, conn: sqlite3.Connection, size: int) -> None:
+        """StoreFullError unless ``size`` more bytes leave the reserve free: free space on
+        the disk plus the database's own free pages (which later writes reuse)."""
+        if not self._reserve:
+            return
+        try:
+            stat = os.statvfs(self.path.parent)
+        except (OSError, AttributeError):  # no statvfs (Windows): SQLite reports a full disk
+            return
+        free = stat.f_bavail * stat.f_frsize
+        if free - size >= self._reserve:
+            return
+        pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        free += pages * conn.execute("PRAGMA page_size").fetchone()[0]
+        if free - size < self._reserve:
+            raise StoreFullError(
+                f"the database's disk has {free // 2**20} MiB free, less than the "
+                f"{self._reserve // 2**20} MiB kept for deletes: nothing was written; "
+                "delete snapshots or runs, or free disk space"
+            )
+
+    def _deleting(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        """``fn`` with the whole page cap: deletes may use the room puts leave."""
+        if self._put_pages is None:
+            return fn
+
+        def with_reserve(conn: sqlite3.Connection) -> T:
+            conn.execute(f"PRAGMA max_page_count={int(self._max_page_count or 0)}")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute(f"PRAGMA max_page_count={self._put_pages}")
+
+        return with_reserve
+
+    async def _delete(self, doomed: sqlite_sql.Doomed | None) -> sqlite_sql.Removed:
+        """Delete ``doomed`` in batches, each its own transaction; checkpoint after."""
+        removed, batches = sqlite_sql.Removed(), 0
+        while doomed is not None:
+            step = functools.partial(
+                sqlite_sql.delete_batch, doomed=doomed, ids=self._ids, limit=BATCH
+            )
+            done, doomed = await self._writer.run(self._deleting(step), heavy=True)
+            removed, batches = removed + done, batches + 1
+        if batches > 2:
+            await self._checkpoint()
+        return removed
+
+    async def _checkpoint(self) -> None:
+        """Move the WAL into the database and truncate it, if no reader is in the way (a
+        reader's snapshot is never waited for: the WAL is then reused, and truncated to
+        ``JOURNAL_LIMIT`` at its next reset)."""
+
+        def checkpoint(conn: sqlite3.Connection) -> None:
+            conn.execute("PRAGMA busy_timeout=100")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+
+        try:
+            await self._writer.run(checkpoint, bare=True)
+        except StoreError as exc:  # what was deleted stays deleted; the next one may do it
+            log.warning("WAL checkpoint failed: %s", exc)
+
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
-        return await self._writer.run(
-            lambda conn: sqlite_sql.delete_snapshot(conn, namespace, run, name, self._ids),
-            heavy=True,
+        doomed = await self._writer.run(
+            lambda conn: sqlite_sql.doomed_snapshot(conn, namespace, run, name)
         )
+        removed = await self._delete(doomed)
+        await self._writer.run(lambda conn: sqlite_sql.touch_run(conn, doomed.run_id))
+        return removed.ranks
 
     async def delete_run(self, namespace: str, run: str) -> int:
-        return await self._writer.run(
-            lambda conn: sqlite_sql.delete_run(conn, namespace, run, self._ids), heavy=True
+        doomed = await self._writer.run(lambda conn: sqlite_sql.doomed_run(conn, namespace, run))
+        return (await self._delete(doomed)).snapshots
+
+    async def collect(
+        self,
+        pattern: str,
+        *,
+        keep_last: int | None = None,
+        stored_before: float | None = None,
+        namespaces: str = "*",
+        dry_run: bool = False,
+    ) -> Collected:
+        if keep_last is None and stored_before is None:
+            raise ValueError("collect needs keep_last or stored_before")
+        if keep_last is not None and keep_last < 0:
+            raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+        plan = await self._read(
+            lambda conn: sqlite_sql.plan_collect(
+                conn, pattern, namespaces, keep_last, stored_before, SAMPLE
+            )
         )
+        removed = sqlite_sql.Removed(plan.snapshots, plan.ranks, 0)
+        if not dry_run:
+            removed = sqlite_sql.Removed()
+            for doomed in plan.doomed:
+                removed += await self._delete(doomed)
+        return Collected(
+            runs=plan.runs,
+            snapshots=removed.snapshots,
+            ranks=removed.ranks,
+            blobs=removed.blobs,
+            dry_run=dry_run,
+            sample=plan.sample,
+        )
+
+    async def vacuum(self) -> int:
+        before = self._disk_size()
+        mode = await self._read(lambda conn: conn.execute("PRAGMA auto_vacuum").fetchone()[0])
+        if mode != _INCREMENTAL:
+            await self._writer.run(self._deleting(_convert), bare=True)
+        else:
+            while await self._writer.run(self._deleting(_vacuum_step), bare=True):
+                pass
+        await self._checkpoint()
+        return max(0, before - self._disk_size())
+
+    def _disk_size(self) -> int:
+        """Bytes of the database file and its WAL."""
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
 
     async def count_snapshots(self) -> int:
         return await self._read(sqlite_sql.count_snapshots)
@@ -203,20 +351,37 @@ class SQLiteStore:
             self._readers.get_nowait().close()
 
 
+_INCREMENTAL = 2  # PRAGMA auto_vacuum's number for INCREMENTAL
+
+
+def _convert(conn: sqlite3.Connection) -> None:
+    """A full VACUUM that also turns on incremental vacuum (outside a transaction)."""
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    conn.execute("VACUUM")
+
+
+def _vacuum_step(conn: sqlite3.Connection) -> bool:
+    """Return up to ``VACUUM_STEP`` free pages in a transaction of their own (outside one:
+    ``execute`` of this pragma returns a single page, only a script runs it to the end);
+    True while free pages are left."""
+    conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP})")
+    return bool(conn.execute("PRAGMA freelist_count").fetchone()[0])
+
+
 def backup(url: str, target: Path) -> None:
-    """Copy a live database to ``target`` with SQLite's online backup (consistent, no lock)."""
+    """Copy a live database to ``target`` with ``VACUUM INTO``: one read transaction, so the
+    copy is consistent while the server writes (and never blocks it), and compact (free
+    pages are left out). The copy is synced to disk before this returns."""
     path, _options = parse_url(url)
     if not path.exists():
         raise StoreError(f"no SQLite database at {str(path)!r}")
     try:
-        source = connect(path, readonly=True)
+        source = connect(path)  # query_only would refuse VACUUM INTO; it only reads
         try:
-            dest = sqlite3.connect(target)
-            try:
-                source.backup(dest, pages=1024)
-            finally:
-                dest.close()
+            source.execute("VACUUM INTO ?", (str(target),))
         finally:
             source.close()
-    except sqlite3.Error as exc:
+        with open(target, "rb+") as copy:
+            os.fsync(copy.fileno())
+    except (sqlite3.Error, OSError) as exc:
         raise StoreError(f"backup of {str(path)!r} to {str(target)!r} failed: {exc}") from None

@@ -6,8 +6,11 @@ reader's read transaction, so every query of one function sees the same database
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rngvault._errors import ConflictError, NotFoundError
@@ -72,7 +75,15 @@ def _insert_or_get(
     return int(conn.execute(select, key).fetchone()[0]), False
 
 
-def put(conn: sqlite3.Connection, key: SnapshotKey, prepared: Prepared, ids: Ids) -> Stored:
+def put(
+    conn: sqlite3.Connection,
+    key: SnapshotKey,
+    prepared: Prepared,
+    ids: Ids,
+    room: Callable[[int], None] = lambda size: None,
+) -> Stored:
+    """Store one rank; ``room(size)`` raises StoreFullError when new data may not be added
+    (an identical retry is answered before it is asked)."""
     now = time.time()
     run_id = ids.runs.get((key.namespace, key.run))
     if run_id is None:
@@ -105,6 +116,7 @@ def put(conn: sqlite3.Connection, key: SnapshotKey, prepared: Prepared, ids: Ids
                 f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run} is "
                 "already stored with other content; snapshots are immutable: use a new name"
             )
+    room(prepared.size)
     entry_id = conn.execute(
         "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -220,56 +232,177 @@ def list_snapshots(
     return result
 
 
-def _delete_entries(conn: sqlite3.Connection, snapshot_ids: list[int]) -> int:
-    """Delete the snapshots' entries, then every state blob no entry refers to any more."""
-    removed = 0
-    for snapshot_id in snapshot_ids:
-        entry_ids = [
-            r[0]
-            for r in conn.execute("SELECT id FROM entries WHERE snapshot_id = ?", (snapshot_id,))
-        ]
-        for entry_id in entry_ids:
-            state_ids = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT state_id FROM entry_states WHERE entry_id = ?", (entry_id,)
-                )
-            }
-            conn.execute("DELETE FROM entry_states WHERE entry_id = ?", (entry_id,))
-            conn.executemany(
-                "DELETE FROM states WHERE id = ?1 AND NOT EXISTS"
-                " (SELECT 1 FROM entry_states WHERE state_id = ?1)",
-                [(s,) for s in state_ids],
-            )
-        removed += conn.execute(
-            "DELETE FROM entries WHERE snapshot_id = ?", (snapshot_id,)
-        ).rowcount
-        conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
-    return removed
+@dataclass(frozen=True, slots=True)
+class Doomed:
+    """Snapshots of one run to delete: ``after < id <= upto``, stored before ``before``.
+
+    Ids only grow, so snapshots stored once a delete began are never in its range.
+    """
+
+    run_id: int
+    after: int
+    upto: int
+    before: float | None = None
 
 
-def delete_snapshot(conn: sqlite3.Connection, namespace: str, run: str, name: str, ids: Ids) -> int:
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """What delete jobs removed: snapshot names, rank entries, state blobs."""
+
+    snapshots: int = 0
+    ranks: int = 0
+    blobs: int = 0
+
+    def __add__(self, other: Removed) -> Removed:
+        return Removed(
+            self.snapshots + other.snapshots, self.ranks + other.ranks, self.blobs + other.blobs
+        )
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def delete_batch(
+    conn: sqlite3.Connection, doomed: Doomed, ids: Ids, limit: int
+) -> tuple[Removed, Doomed | None]:
+    """Delete up to ``limit`` snapshots and ``limit`` rank entries of ``doomed``, the state
+    blobs nothing refers to any more, and the run once it is empty. Returns what it removed
+    and what is left to do (None when done). A snapshot whose ranks do not all fit is
+    finished by the next batch; until then it lists with fewer ranks."""
     ids.clear()
+    where = "run_id = ? AND id > ? AND id <= ?"
+    args: list[Any] = [doomed.run_id, doomed.after, doomed.upto]
+    if doomed.before is not None:
+        where += " AND stored < ?"
+        args.append(doomed.before)
+    chosen = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM snapshots WHERE {where} ORDER BY id LIMIT ?", (*args, limit)
+        )
+    ]
+    if not chosen:
+        conn.execute("DELETE FROM runs WHERE id = ? AND snapshots <= 0", (doomed.run_id,))
+        return Removed(), None
+    entries = [
+        r[0]
+        for r in conn.execute(
+            f"SELECT id FROM entries WHERE snapshot_id IN ({_marks(chosen)})"
+            " ORDER BY snapshot_id, rank LIMIT ?",
+            (*chosen, limit),
+        )
+    ]
+    blobs = ranks = 0
+    if entries:
+        states = conn.execute(
+            f"SELECT DISTINCT state_id FROM entry_states WHERE entry_id IN ({_marks(entries)})",
+            entries,
+        ).fetchall()
+        conn.execute(f"DELETE FROM entry_states WHERE entry_id IN ({_marks(entries)})", entries)
+        blobs = conn.executemany(
+            "DELETE FROM states WHERE id = ?1 AND NOT EXISTS"
+            " (SELECT 1 FROM entry_states WHERE state_id = ?1)",
+            states,
+        ).rowcount
+        ranks = conn.execute(
+            f"DELETE FROM entries WHERE id IN ({_marks(entries)})", entries
+        ).rowcount
+    done = conn.execute(
+        f"DELETE FROM snapshots WHERE id IN ({_marks(chosen)}) AND NOT EXISTS"
+        " (SELECT 1 FROM entries WHERE snapshot_id = snapshots.id)",
+        chosen,
+    ).rowcount
+    conn.execute("UPDATE runs SET snapshots = snapshots - ? WHERE id = ?", (done, doomed.run_id))
+    left = conn.execute(
+        f"SELECT min(id) FROM snapshots WHERE id IN ({_marks(chosen)})", chosen
+    ).fetchone()[0]
+    after = chosen[-1] if left is None else left - 1
+    return Removed(done, ranks, blobs), dataclasses.replace(doomed, after=after)
+
+
+def doomed_snapshot(conn: sqlite3.Connection, namespace: str, run: str, name: str) -> Doomed:
+    """The one snapshot ``delete_snapshot`` removes (NotFoundError if there is none)."""
     run_id = _run_id(conn, namespace, run)
     snapshot_id = _snapshot_id(conn, run_id, SnapshotKey(namespace, run, name))
-    removed = _delete_entries(conn, [snapshot_id])
-    conn.execute(
-        "UPDATE runs SET snapshots = snapshots - 1, updated = ? WHERE id = ?",
-        (time.time(), run_id),
-    )
-    conn.execute("DELETE FROM runs WHERE id = ? AND snapshots = 0", (run_id,))
-    return removed
+    return Doomed(run_id, snapshot_id - 1, snapshot_id)
 
 
-def delete_run(conn: sqlite3.Connection, namespace: str, run: str, ids: Ids) -> int:
-    ids.clear()
+def doomed_run(conn: sqlite3.Connection, namespace: str, run: str) -> Doomed:
+    """Every snapshot the run holds now (NotFoundError if there is no such run)."""
     run_id = _run_id(conn, namespace, run)
-    snapshot_ids = [
-        r[0] for r in conn.execute("SELECT id FROM snapshots WHERE run_id = ?", (run_id,))
-    ]
-    _delete_entries(conn, snapshot_ids)
-    conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-    return len(snapshot_ids)
+    upto = conn.execute("SELECT max(id) FROM snapshots WHERE run_id = ?", (run_id,)).fetchone()
+    return Doomed(run_id, 0, upto[0] or 0)
+
+
+def touch_run(conn: sqlite3.Connection, run_id: int) -> None:
+    conn.execute("UPDATE runs SET updated = ? WHERE id = ?", (time.time(), run_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a retention pass selects: per run, the range to delete; counts; a sample."""
+
+    runs: int
+    doomed: tuple[Doomed, ...]
+    snapshots: int
+    ranks: int
+    sample: tuple[tuple[str, str, str], ...]
+
+
+def plan_collect(
+    conn: sqlite3.Connection,
+    pattern: str,
+    namespaces: str,
+    keep_last: int | None,
+    before: float | None,
+    sample: int,
+) -> Plan:
+    """Select what ``Store.collect`` deletes, in one read transaction."""
+    runs = conn.execute(
+        "SELECT id, namespace, name FROM runs"
+        " WHERE namespace || '/' || name GLOB ? AND namespace GLOB ? ORDER BY namespace, name",
+        (pattern, namespaces),
+    ).fetchall()
+    doomed, found = [], []
+    snapshots = ranks = 0
+    for run_id, namespace, name in runs:
+        if keep_last:
+            cut = conn.execute(
+                "SELECT id FROM snapshots WHERE run_id = ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                (run_id, keep_last - 1),
+            ).fetchone()
+            if cut is None:
+                continue
+            upto = cut[0] - 1
+        else:
+            upto = conn.execute(
+                "SELECT coalesce(max(id), 0) FROM snapshots WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
+        where, args = "s.run_id = ? AND s.id <= ?", [run_id, upto]
+        if before is not None:
+            where += " AND s.stored < ?"
+            args.append(before)
+        count = conn.execute(f"SELECT count(*) FROM snapshots s WHERE {where}", args).fetchone()
+        if not count[0]:
+            continue
+        snapshots += count[0]
+        ranks += conn.execute(
+            f"SELECT count(*) FROM snapshots s JOIN entries e ON e.snapshot_id = s.id"
+            f" WHERE {where}",
+            args,
+        ).fetchone()[0]
+        doomed.append(Doomed(run_id, 0, upto, before))
+        found += [
+            (stored, snapshot_id, (namespace, name, snapshot))
+            for snapshot_id, snapshot, stored in conn.execute(
+                f"SELECT s.id, s.name, s.stored FROM snapshots s WHERE {where}"
+                " ORDER BY s.id LIMIT ?",
+                (*args, sample),
+            )
+        ]
+    found.sort(key=lambda f: (f[0], f[1]))
+    return Plan(len(runs), tuple(doomed), snapshots, ranks, tuple(f[2] for f in found[:sample]))
 
 
 def count_snapshots(conn: sqlite3.Connection) -> int:

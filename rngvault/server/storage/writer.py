@@ -24,6 +24,10 @@ write lock, the batch waits for it in the writer's thread instead (up to the bus
 ``forget`` is called whenever rows the store may have cached can have changed under it:
 after a rollback, and when another connection committed since the last batch (SQLite's
 ``data_version``).
+
+Maintenance that SQLite refuses inside a transaction (``VACUUM``, ``wal_checkpoint``) runs
+as a *bare* job: alone, in the writer's thread, outside any transaction, waiting for other
+connections' locks up to the busy timeout.
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from rngvault._errors import RngVaultError, StoreError
 from rngvault.server.storage.base import StoreFullError
 
 T = TypeVar("T")
-Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool]
+# (function, future, heavy, bare)
+Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool, bool]
 
 log = logging.getLogger("rngvault.server")
 _SQLITE_FULL = 13
@@ -47,11 +52,19 @@ _SQLITE_BUSY = 5
 MAX_BATCH = 256
 
 
+FULL_MESSAGE = (
+    "the database or its disk is full, nothing was written: "
+    "delete snapshots or runs to make room (deletes still work)"
+)
+
+
 def map_error(exc: sqlite3.Error) -> StoreError:
-    """The rngvault error for an SQLite error (the one place they are translated)."""
+    """The rngvault error for an SQLite error (the one place they are translated). Clients
+    see the messages; SQLite's own text of a full disk goes to the log only."""
     code = getattr(exc, "sqlite_errorcode", None)
     if code is not None and code & 0xFF == _SQLITE_FULL:
-        return StoreFullError(f"the database is full, nothing was written: {exc}")
+        log.warning("SQLite: %s", exc)
+        return StoreFullError(FULL_MESSAGE)
     return StoreError(f"SQLite error: {exc}")
 
 
@@ -95,13 +108,16 @@ class Writer:
         self._conn = await self._in_thread(self._connect)
         self._conn.execute("PRAGMA busy_timeout=0")  # the loop never waits for a lock
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False) -> T:
+    async def run(
+        self, fn: Callable[[sqlite3.Connection], T], *, heavy: bool = False, bare: bool = False
+    ) -> T:
         """``fn(connection)`` in the next transaction; returns after that transaction
-        committed. ``heavy`` jobs run in the writer's thread instead of on the loop."""
+        committed. ``heavy`` jobs run in the writer's thread instead of on the loop; ``bare``
+        ones there too, alone and outside any transaction."""
         if self._closed or self._conn is None:
             raise StoreError("the store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._pending.append((fn, future, heavy))
+        self._pending.append((fn, future, heavy, bare))
         if self._drain is None or self._drain.done():
             # A task of its own: a cancelled request must not cancel a batch mid-commit.
             self._drain = asyncio.create_task(self._run_pending())
@@ -137,9 +153,13 @@ class Writer:
         batch: list[Job] = []
         try:
             while self._pending:
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
-                await self._run_batch(batch)
+                size = next(
+                    (i for i, job in enumerate(self._pending[:MAX_BATCH]) if job[3]),
+                    MAX_BATCH,
+                )
+                batch = self._pending[: size or 1]
+                del self._pending[: size or 1]
+                await (self._run_bare(batch[0]) if size == 0 else self._run_batch(batch))
                 batch = []
         finally:
             # Only reached with jobs left when this task was cancelled (the event loop is
@@ -178,6 +198,34 @@ class Writer:
                 raise
             return
         _resolve(batch, outcomes)
+
+    async def _run_bare(self, job: Job) -> None:
+        conn = self._conn
+        assert conn is not None
+        try:
+            outcome = await self._in_thread(self._bare_job, conn, job[0])
+        except sqlite3.Error as exc:
+            await self._rollback()
+            _fail([job], map_error(exc))
+        except RngVaultError as exc:
+            await self._rollback()
+            _fail([job], exc)
+        except BaseException as exc:
+            await self._rollback()
+            _fail([job], StoreError(f"maintenance failed: {type(exc).__name__}: {exc}"))
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            _resolve([job], [(True, outcome)])
+
+    def _bare_job(self, conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """In the writer's thread, outside a transaction; what it changes may move rows."""
+        self._forget()
+        conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("PRAGMA busy_timeout=0")
 
     async def _transaction(self, batch: list[Job]) -> list[tuple[bool, Any]]:
         conn = self._conn
@@ -248,7 +296,7 @@ class Writer:
 
 
 def _resolve(batch: list[Job], outcomes: list[tuple[bool, Any]]) -> None:
-    for (_fn, future, _heavy), (ok, value) in zip(batch, outcomes, strict=True):
+    for (_fn, future, _heavy, _bare), (ok, value) in zip(batch, outcomes, strict=True):
         if future.done():  # its request was cancelled; the write stands
             continue
         if ok:
@@ -258,6 +306,6 @@ def _resolve(batch: list[Job], outcomes: list[tuple[bool, Any]]) -> None:
 
 
 def _fail(batch: list[Job], error: Exception) -> None:
-    for _fn, future, _heavy in batch:
+    for _fn, future, _heavy, _bare in batch:
         if not future.done():
             future.set_exception(error)
