@@ -193,3 +193,135 @@ async def test_snapshots_survive_closing_and_reopening(store_url: str, make_body
         await second.check()
     finally:
         await second.close()
+
+
+async def _names(store: Store, namespace: str, run: str) -> list[str]:
+    try:
+        page = await store.list_snapshots(namespace, run, limit=1000)
+    except NotFoundError:
+        return []
+    return [s.name for s in page.items]
+
+
+async def _stored_at(store: Store, namespace: str, run: str) -> dict[str, float]:
+    page = await store.list_snapshots(namespace, run, limit=1000)
+    return {s.name: s.stored for s in page.items}
+
+
+async def test_collect_keeps_the_last_n_of_each_matching_run(store: Store, make_body: Body) -> None:
+    for run in ("resnet-a", "resnet-b", "vit"):
+        for i in range(5):
+            await put(store, key(f"s{i}", run=run), make_body(i, shared=9))
+    collected = await store.collect("alice/resnet-*", keep_last=2)
+    assert (collected.runs, collected.snapshots, collected.ranks) == (2, 6, 6)
+    assert not collected.dry_run
+    assert await _names(store, "alice", "resnet-a") == ["s3", "s4"]
+    assert await _names(store, "alice", "resnet-b") == ["s3", "s4"]
+    assert await _names(store, "alice", "vit") == [f"s{i}" for i in range(5)]
+    assert sorted(collected.sample) == sorted(
+        ("alice", run, f"s{i}") for run in ("resnet-a", "resnet-b") for i in range(3)
+    )
+    assert await store.count_snapshots() == 9
+    again = await store.collect("alice/resnet-*", keep_last=2)
+    assert (again.runs, again.snapshots, again.blobs) == (2, 0, 0)
+
+
+async def test_collect_by_age_and_by_both_rules(store: Store, make_body: Body) -> None:
+    """stored_before alone deletes what is older; with keep_last only what both select."""
+    for i in range(6):
+        await put(store, key(f"s{i}"), make_body(i))
+        await asyncio.sleep(0.01)
+    stored = await _stored_at(store, "alice", "resnet")
+    cut = (stored["s3"] + stored["s4"]) / 2  # s0..s3 are older
+    both = await store.collect("alice/resnet", keep_last=5, stored_before=cut)
+    assert both.snapshots == 1 and both.sample == (("alice", "resnet", "s0"),)
+    assert await _names(store, "alice", "resnet") == [f"s{i}" for i in range(1, 6)]
+    by_age = await store.collect("alice/*", stored_before=cut)
+    assert by_age.snapshots == 3
+    assert await _names(store, "alice", "resnet") == ["s4", "s5"]
+    nothing = await store.collect("*", stored_before=stored["s0"])
+    assert (nothing.runs, nothing.snapshots) == (1, 0)
+
+
+async def test_a_dry_run_counts_and_deletes_nothing(store: Store, make_body: Body) -> None:
+    for i in range(4):
+        await put(store, key(f"s{i}", rank=0), make_body(i, rank=0, world_size=2))
+        await put(store, key(f"s{i}", rank=1), make_body(i + 10, rank=1, world_size=2))
+    dry = await store.collect("alice/resnet", keep_last=1, dry_run=True)
+    assert dry.dry_run and (dry.runs, dry.snapshots, dry.ranks, dry.blobs) == (1, 3, 6, 0)
+    assert [s[2] for s in dry.sample] == ["s0", "s1", "s2"]
+    assert await _names(store, "alice", "resnet") == ["s0", "s1", "s2", "s3"]
+    done = await store.collect("alice/resnet", keep_last=1)
+    assert (done.snapshots, done.ranks, done.sample) == (3, 6, dry.sample)
+    assert done.blobs > 0
+
+
+async def test_collect_only_touches_the_namespaces_it_is_given(
+    store: Store, make_body: Body
+) -> None:
+    for namespace in ("alice", "bob"):
+        for i in range(3):
+            await put(store, key(f"s{i}", run="r", namespace=namespace), make_body(i))
+    limited = await store.collect("*", keep_last=1, namespaces="bob")
+    assert (limited.runs, limited.snapshots) == (1, 2)
+    assert await _names(store, "alice", "r") == ["s0", "s1", "s2"]
+    assert await _names(store, "bob", "r") == ["s2"]
+    none = await store.collect("alice/*", keep_last=1, namespaces="b*")
+    assert (none.runs, none.snapshots) == (0, 0)
+
+
+async def test_collect_removes_runs_it_empties(store: Store, make_body: Body) -> None:
+    for i in range(3):
+        await put(store, key(f"s{i}", run="old"), make_body(i))
+    await put(store, key("s0", run="kept"), make_body(7))
+    collected = await store.collect("alice/*", keep_last=0)
+    assert collected.snapshots == 4
+    assert (await store.list_runs()).items == ()
+    assert await store.count_snapshots() == 0
+    with pytest.raises(NotFoundError):
+        await store.list_snapshots("alice", "old")
+    await put(store, key("s0", run="old"), make_body(9))  # the run can start again
+    assert await store.get(key("s0", run="old")) == make_body(9)
+
+
+async def test_collect_frees_blobs_only_when_no_kept_snapshot_shares_them(
+    store: Store, make_body: Body
+) -> None:
+    """make_body(i, shared=s): one state of its own, two shared by every body of s."""
+    for i in range(4):
+        await put(store, key(f"s{i}"), make_body(i, shared=5))
+    await put(store, key("other", run="elsewhere"), make_body(100, shared=6))
+    collected = await store.collect("alice/resnet", keep_last=1)
+    assert collected.snapshots == 3
+    assert collected.blobs == 3  # the three own states; the shared two are still used
+    assert await store.get(key("s3")) == make_body(3, shared=5)
+    assert await store.get(key("other", run="elsewhere")) == make_body(100, shared=6)
+    last = await store.collect("alice/resnet", keep_last=0)
+    assert last.blobs == 3  # s3's own state and the two states of shared=5
+    assert await store.get(key("other", run="elsewhere")) == make_body(100, shared=6)
+
+
+async def test_deleting_and_collecting_many_snapshots_goes_in_batches_yet_is_complete(
+    store: Store, make_body: Body
+) -> None:
+    """More snapshots than one batch: every one goes, and puts made meanwhile stay."""
+    bodies = [make_body(i % 7, shared=i % 3) for i in range(620)]
+    await asyncio.gather(*(put(store, key(f"s{i}", run="many"), b) for i, b in enumerate(bodies)))
+    deleting = asyncio.ensure_future(store.delete_run("alice", "many"))
+    meanwhile = [await put(store, key(f"m{i}", run="meanwhile"), make_body(i)) for i in range(5)]
+    assert await deleting == 620
+    assert all(m.created for m in meanwhile)
+    assert await _names(store, "alice", "many") == []
+    assert len(await _names(store, "alice", "meanwhile")) == 5
+    assert await store.count_snapshots() == 5
+
+
+async def test_vacuum_keeps_every_snapshot_readable(store: Store, make_body: Body) -> None:
+    for i in range(30):
+        await put(store, key(f"s{i}"), make_body(i, shared=i))
+    await store.collect("alice/resnet", keep_last=3)
+    returned = await store.vacuum()
+    assert returned >= 0
+    for i in range(27, 30):
+        assert await store.get(key(f"s{i}")) == make_body(i, shared=i)
+    assert await store.count_snapshots() == 3
