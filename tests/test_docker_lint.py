@@ -32,14 +32,10 @@ def test_dockerfile_passes_hadolint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_file_matches_the_compose_spec() -> None:
+@pytest.mark.parametrize("name", ["compose.yaml", "compose.postgres.yaml"])
+def test_compose_files_match_the_compose_spec(name: str) -> None:
     result = subprocess.run(
-        [
-            _tool("check-jsonschema"),
-            "--builtin-schema",
-            "vendor.compose-spec",
-            str(DOCKER / "compose.yaml"),
-        ],
+        [_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(DOCKER / name)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -51,20 +47,15 @@ def test_the_image_runs_as_non_root_with_a_volume_and_a_healthcheck() -> None:
     text = (DOCKER / "Dockerfile").read_text()
     assert "USER 10001" in text and 'VOLUME ["/data"]' in text
     assert "HEALTHCHECK" in text and "/healthz" in text
-    assert ".[server,postgres]" in text
     compose = (DOCKER / "compose.yaml").read_text()
     assert '"127.0.0.1:${RNGVAULT_PORT:-8000}:8000"' in compose and "rngvault-data:/data" in compose
 
 
-def test_the_postgres_profile_starts_the_server_once_the_database_is_healthy() -> None:
+def test_the_postgres_file_starts_the_server_once_the_database_is_healthy() -> None:
     yaml = pytest.importorskip("yaml", reason="pip install pyyaml")
-    services = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]
-    server, database = services["rngvault-postgres"], services["postgres"]
-    assert server["profiles"] == database["profiles"] == ["postgres"]
-    assert "profiles" not in services["rngvault"]  # plain `up` stays on SQLite
+    services = yaml.safe_load((DOCKER / "compose.postgres.yaml").read_text())["services"]
+    server, database = services["rngvault"], services["postgres"]
     assert server["depends_on"] == {"postgres": {"condition": "service_healthy"}}
-    assert server["environment"]["RNGVAULT_DB"].startswith("postgresql://rngvault:")
-    assert server["environment"]["RNGVAULT_DB"].endswith("@postgres:5432/rngvault")
     assert database["image"] == "postgres:15" and "pg_isready" in database["healthcheck"]["test"]
     assert database["volumes"] == ["rngvault-pgdata:/var/lib/postgresql/data"]
     assert "ports" not in database  # reachable on the compose network only
