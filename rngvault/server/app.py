@@ -11,6 +11,7 @@ import rngvault
 from rngvault.server import errors
 from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for
 from rngvault.server.metrics import Metrics, MetricsMiddleware
+from rngvault.server.render import Renderer
 from rngvault.server.routes import admin, ops, runs, snapshots
 from rngvault.server.settings import Settings
 from rngvault.server.storage import open_store
@@ -42,6 +43,7 @@ def create_app(
         try:
             yield
         finally:
+            app.state.renderer.close()
             if store is None:
                 await opened.close()
 
@@ -54,6 +56,7 @@ def create_app(
     app.state.settings = settings
     app.state.auth = auth
     app.state.metrics = Metrics()
+    app.state.renderer = Renderer()
     if store is not None:
         app.state.store = store
     errors.install(app)

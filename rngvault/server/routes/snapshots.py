@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -12,13 +11,13 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 
-from rngvault._format import decode, encode
-from rngvault._json import snapshot_to_json
+from rngvault._format import decode
 from rngvault._snapshot import Snapshot
 from rngvault.server.auth import Require
 from rngvault.server.deps import get_store
 from rngvault.server.errors import ApiError
 from rngvault.server.media import JSON, MSGPACK, negotiate, read_body, require_msgpack
+from rngvault.server.render import Renderer
 from rngvault.server.routes import MAX_RANK, Cursor, Limit, Name, Namespace, Run, check_names
 from rngvault.server.schemas import DeletedBody, SnapshotInfoBody, SnapshotPage, StoredBody, errors
 from rngvault.server.storage.base import SnapshotKey, Store
@@ -131,23 +130,6 @@ router.add_api_route(
 )
 
 
-def _select(snapshot: Snapshot, generators: str) -> Snapshot:
-    names = [n for n in generators.split(",") if n]
-    missing = [n for n in names if n not in snapshot.states]
-    if missing:
-        raise ApiError(
-            404,
-            "not_found",
-            f"no generator {', '.join(map(repr, missing))} in this snapshot; it has "
-            f"{', '.join(snapshot.states)}",
-        )
-    return dataclasses.replace(
-        snapshot,
-        states={n: snapshot.states[n] for n in names},
-        probes={n: v for n, v in snapshot.probes.items() if n in names},
-    )
-
-
 @router.get(
     "/{name}",
     summary="Fetch a snapshot as msgpack (exact stored bytes) or as JSON",
@@ -171,12 +153,8 @@ async def get_snapshot(
     body = await store.get(SnapshotKey(namespace, run, name, rank))
     if media == MSGPACK and generators is None:
         return Response(body, media_type=MSGPACK)
-    snapshot = await _decode(body)
-    if generators is not None:
-        snapshot = _select(snapshot, generators)
-    if media == JSON:
-        return JSONResponse(snapshot_to_json(snapshot))
-    return Response(encode(snapshot), media_type=MSGPACK)
+    renderer: Renderer = request.app.state.renderer
+    return Response(await renderer(body, media, generators), media_type=media)
 
 
 @router.get(
