@@ -3,16 +3,20 @@
 ``PostgresServer`` runs Debian's PostgreSQL binaries (``initdb``, ``pg_ctl``) on a data
 directory in a new temporary directory, listening on a free loopback port, with its socket
 in that directory too. As root it runs them as the ``postgres`` user, since PostgreSQL
-refuses to run as root. ``stop`` shuts the server down and removes the directory.
+refuses to run as root. ``stop`` shuts the server down and removes the directory. For fault
+tests, ``down``/``up`` stop and restart it on the same port and data, and ``freeze``/``thaw``
+stop and continue its processes (SIGSTOP/SIGCONT: connections stay open, nothing answers).
 
 ``unavailable()`` says why no server can start here (no binaries, no psycopg), or None.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -99,17 +103,56 @@ class PostgresServer:
                 "initdb", "-D", str(data), "-U", "postgres", "-A", "trust",
                 "-E", "UTF8", "--locale=C", "--no-sync",
             )  # fmt: skip
-            options = (
-                f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                f"-c max_connections={self.max_connections}"
-            )
-            log = str(self.root / "server.log")
-            self._run("pg_ctl", "-D", str(data), "-l", log, "-o", options, "-w", "start")
+            self.up()
         except BaseException:
             self.stop()
             raise
-        self._started = True
         return self
+
+    def up(self) -> None:
+        """Start the server on its data directory; returns once it accepts connections."""
+        options = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+            f"-c max_connections={self.max_connections}"
+        )
+        log = str(self.root / "server.log")
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-l", log, "-o", options, "-w", "start")
+        self._started = True
+
+    def down(self) -> None:
+        """Stop the server (fast shutdown), keeping its data and port for ``up``."""
+        self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+        self._started = False
+
+    def _pids(self) -> list[int]:
+        """The postmaster first, then its children (backends and background processes)."""
+        pidfile = self.root / "data" / "postmaster.pid"
+        if not pidfile.exists():
+            return []  # not running
+        postmaster = int(pidfile.read_text().split()[0])
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                # The parent pid is the 2nd field after the ")" closing the command name.
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # exited meanwhile
+            if int(fields[1]) == postmaster:
+                children.append(int(stat.parent.name))
+        return [postmaster, *children]
+
+    def _signal(self, signum: int) -> None:
+        for pid in self._pids():
+            with contextlib.suppress(ProcessLookupError):  # a child that just exited
+                os.kill(pid, signum)
+
+    def freeze(self) -> None:
+        """SIGSTOP the server's processes, the postmaster first so it starts no new ones."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT the server's processes (harmless when they are not stopped)."""
+        self._signal(signal.SIGCONT)
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -139,7 +182,7 @@ class PostgresServer:
         """Stop the server (fast shutdown) and remove its directory."""
         try:
             if self._started:
-                self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
-                self._started = False
+                self.thaw()
+                self.down()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

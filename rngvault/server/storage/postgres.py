@@ -5,18 +5,42 @@ libpq option as a query parameter (``?sslmode=require``). Each server keeps a po
 ``POOL_MAX`` connections, so n replicas need ``n * POOL_MAX`` of the server's
 ``max_connections``. The schema is migrated on open, under an advisory lock, so replicas
 starting together migrate once. See postgres_sql.py for how concurrent writers stay exact.
+
+Faults end in a ``StoreError`` (a 503) within a bounded time, never a hang:
+
+- each pooled connection starts with ``lock_timeout``, ``statement_timeout`` and
+  ``idle_in_transaction_session_timeout`` (``SERVER_OPTIONS``) and TCP keepalives
+  (``KEEPALIVES``); the URL's own ``options`` (and ``PGOPTIONS``) come after ours and win,
+  as do keepalive parameters the URL gives.
+- each database call (one transaction) is bounded on the client too, by the statement
+  timeout plus ``CALL_MARGIN``: past that its connection is dropped, so a server that stopped
+  answering (frozen, or cut off without a reset) is a 503 too.
+- writes hold at most ``WRITE_SLOTS`` of the pool's connections: writes waiting on a lock
+  leave connections for reads and /healthz, whose check has a short timeout of its own.
+- the pool gives up a reconnection attempt after ``RECONNECT_TIMEOUT`` and the next request
+  starts another, so after an outage of any length the store recovers within seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import heapq
+import logging
+import os
+import re
+import socket
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from rngvault._errors import MissingExtraError, StoreError
+from rngvault._errors import MissingExtraError, RngVaultError, StoreError
 from rngvault._snapshot import Snapshot
 from rngvault.server.storage import redact
 from rngvault.server.storage.base import (
+    SAMPLE,
+    Collected,
     Page,
     RunInfo,
     SnapshotInfo,
@@ -32,6 +56,7 @@ from rngvault.server.storage.content import prepare
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool
 
     from rngvault.server.storage import postgres_sql as sql
@@ -39,10 +64,30 @@ except ImportError as exc:
     raise MissingExtraError(exc.name or "psycopg", "postgres", "the PostgreSQL backend") from None
 
 T = TypeVar("T")
+log = logging.getLogger("rngvault.server")
+
 POOL_MIN = 2
 POOL_MAX = 16
+WRITE_SLOTS = 12  # writes use at most this many of the POOL_MAX connections
 POOL_TIMEOUT = 5.0  # seconds a request waits for a connection before answering 503
-CONNECT_TIMEOUT = 10  # seconds, for libpq's connect_timeout
+CHECK_TIMEOUT = 1.0  # seconds /healthz waits for the database, all in all
+CONNECT_TIMEOUT = 10  # seconds, libpq's connect_timeout unless the URL gives one
+RECONNECT_TIMEOUT = 5.0  # seconds the pool retries one reconnection (backoff 1 s, 2 s, ...)
+LOCK_TIMEOUT = "3s"  # a statement waiting this long for a row lock fails
+STATEMENT_TIMEOUT = "5s"  # a statement running this long is cancelled by the server
+IDLE_IN_TRANSACTION_TIMEOUT = "30s"  # the server ends a transaction left open this long
+CALL_MARGIN = 3.0  # seconds beyond the statement timeout before a call's connection is dropped
+SERVER_OPTIONS = (
+    f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
+    f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}"
+)
+# A dead peer is noticed after about 30 + 3 * 10 s of silence.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 ATTEMPTS = 5
 # Outcomes of a race with another transaction; running the transaction again resolves them.
 RETRY = (
@@ -51,15 +96,26 @@ RETRY = (
     pg_errors.SerializationFailure,
     sql.Retry,
 )
+# A file path, quoted as PostgreSQL quotes them or bare: server details a client has no use for.
+_PATH = re.compile(r'"[^"]*/[^"]*"|(?<![\w/.])/(?:[\w.\-]+/)+[\w.\-]*')
+
+
+def _without_paths(message: str) -> str:
+    return _PATH.sub("<path>", message)
 
 
 def map_error(exc: psycopg.Error) -> StoreError:
-    """The rngvault error for a psycopg error (the one place they are translated)."""
+    """The rngvault error for a psycopg error (the one place they are translated). File paths
+    in PostgreSQL's message are left out of the answer; the log keeps the full error."""
+    message = str(exc).strip()
+    shown = _without_paths(message)
+    if shown != message:
+        log.warning("PostgreSQL: %s: %s", type(exc).__name__, message)
     if isinstance(exc, pg_errors.DiskFull):
-        return StoreFullError(f"the database is full, nothing was written: {exc}")
+        return StoreFullError(f"the database is full, nothing was written: {shown}")
     if isinstance(exc, psycopg.OperationalError):
-        return StoreError(f"PostgreSQL is unavailable: {exc}")
-    return StoreError(f"PostgreSQL error: {type(exc).__name__}: {exc}")
+        return StoreError(f"PostgreSQL is unavailable: {shown}")
+    return StoreError(f"PostgreSQL error: {type(exc).__name__}: {shown}")
 
 
 def conninfo(url: str) -> str:
@@ -72,16 +128,80 @@ def conninfo(url: str) -> str:
     return urlunsplit(("postgresql", *parts[1:]))
 
 
+def connect_args(info: str, *, server_options: str = "") -> dict[str, Any]:
+    """libpq parameters to connect to ``info`` with: ``connect_timeout`` and the keepalives
+    where neither the URL nor the environment sets them, and ``server_options`` before the
+    ``options`` of ``PGOPTIONS`` and of the URL (of two settings of one name, the last wins)."""
+    given = conninfo_to_dict(info)
+    defaults: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT, **KEEPALIVES}
+    args = {
+        name: value
+        for name, value in defaults.items()
+        if name not in given
+        and not (name == "connect_timeout" and "PGCONNECT_TIMEOUT" in os.environ)
+    }
+    given_options = str(given.get("options") or "")
+    options = " ".join(filter(None, (server_options, os.environ.get("PGOPTIONS"), given_options)))
+    if options:
+        args["options"] = options
+    return args
+
+
 def _cannot_open(url: str, exc: psycopg.Error) -> StoreError:
-    return StoreError(f"cannot open the PostgreSQL database {redact(url)!r}: {exc}")
+    return StoreError(
+        f"cannot open the PostgreSQL database {redact(url)!r}: {_without_paths(str(exc))}"
+    )
+
+
+class _TimedOut(StoreError):
+    """A database call outlived its bound; its connection was dropped."""
+
+
+class _Lost(Exception):
+    """The connection broke under a call (the database restarted): worth one more try."""
+
+    def __init__(self, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Deadline:
+    """Drops ``conn`` if the call outlives ``seconds`` (None: no bound) by shutting its socket
+    down: psycopg then fails the call at once as a lost connection, and the pool discards it.
+    Cancelling the call instead would make psycopg first ask the server to cancel the query,
+    which a frozen server never answers."""
+
+    def __init__(self, conn: sql.Conn, seconds: float | None) -> None:
+        self.fired = False
+        self._conn = conn
+        loop = asyncio.get_running_loop()
+        self._handle = loop.call_later(seconds, self._drop) if seconds is not None else None
+
+    def _drop(self) -> None:
+        self.fired = True
+        with (
+            suppress(OSError, psycopg.Error),
+            socket.socket(fileno=os.dup(self._conn.pgconn.socket)) as sock,
+        ):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
 
 
 class PostgresStore:
     """A ``Store`` in a PostgreSQL database."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, url: str, pool: AsyncConnectionPool[Any], *, call_limit: float | None
+    ) -> None:
         self.url = redact(url)
+        self._info = conninfo(url)
         self._pool = pool
+        self._call_limit = call_limit
+        self._writes = asyncio.Semaphore(WRITE_SLOTS)
+        self._checking: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -89,7 +209,7 @@ class PostgresStore:
         try:
             # One connection first: it says why when the database cannot be reached.
             conn = await psycopg.AsyncConnection.connect(
-                info, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                info, autocommit=True, **connect_args(info)
             )
             async with conn:
                 await sql.migrate(conn)
@@ -100,16 +220,21 @@ class PostgresStore:
             min_size=POOL_MIN,
             max_size=POOL_MAX,
             timeout=POOL_TIMEOUT,
-            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            kwargs={"autocommit": True, **connect_args(info, server_options=SERVER_OPTIONS)},
             open=False,
             name="rngvault",
         )
         try:
             await pool.open(wait=True, timeout=POOL_TIMEOUT)
+            async with pool.connection() as conn:
+                statement_timeout = await sql.statement_timeout(conn)
         except psycopg.Error as exc:
             await pool.close()
             raise _cannot_open(url, exc) from None
-        return cls(url, pool)
+        # 0 turns statement_timeout off (options=-c statement_timeout=0): the bound goes too.
+        call_limit = statement_timeout + CALL_MARGIN if statement_timeout > 0 else None
+        return cls(url, pool, call_limit=call_limit)
 
     async def _run(
         self,
@@ -117,15 +242,63 @@ class PostgresStore:
         *,
         transaction: bool,
         pipeline: bool = False,
+        within: float | None = None,
     ) -> T:
         """``fn(connection)``, in a transaction and in pipeline mode when asked; races and a
-        connection that broke (the database restarted) are retried, up to ``ATTEMPTS`` runs."""
+        connection that broke (the database restarted) are retried, up to ``ATTEMPTS`` runs.
+        ``within``: seconds for it all, waits and retries included (default: each run waits
+        up to ``POOL_TIMEOUT`` for a connection and takes up to the call bound)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within if within is not None else None
         error: Exception | None = None
         reconnected = False
         for _attempt in range(ATTEMPTS):
-            conn = None
+            wait, limit = POOL_TIMEOUT, self._call_limit
+            if deadline is not None:
+                wait = limit = deadline - loop.time()
+                if wait <= 0:
+                    break
             try:
-                async with self._pool.connection() as conn:
+                return await self._call(fn, transaction, pipeline, wait=wait, limit=limit)
+            except RETRY as exc:
+                error = exc
+            except _Lost as lost:
+                if reconnected:
+                    raise map_error(lost.error) from None
+                error, reconnected = lost.error, True
+                # Drop the other connections that broke with it before trying again.
+                await self._check_pool(wait if deadline is None else deadline - loop.time())
+            except psycopg.Error as exc:
+                raise map_error(exc) from None
+        if isinstance(error, psycopg.Error):
+            raise map_error(error)
+        raise StoreError(f"a write kept racing with concurrent deletes ({ATTEMPTS} attempts)")
+
+    async def _call(
+        self,
+        fn: Callable[[sql.Conn], Awaitable[T]],
+        transaction: bool,
+        pipeline: bool,
+        *,
+        wait: float,
+        limit: float | None,
+    ) -> T:
+        """One run of ``fn``: waits up to ``wait`` seconds for a connection (and, for a
+        write, a write slot); drops the connection if the run takes over ``limit`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        if transaction:
+            try:
+                await asyncio.wait_for(self._writes.acquire(), wait)
+            except asyncio.TimeoutError:
+                raise StoreError(
+                    f"PostgreSQL is busy: all {WRITE_SLOTS} write connections stayed in use"
+                    f" for {wait:.1f} s"
+                ) from None
+        try:
+            async with self._pool.connection(timeout=max(deadline - loop.time(), 0.001)) as conn:
+                bound = _Deadline(conn, limit)
+                try:
                     if not transaction:
                         return await fn(conn)
                     if not pipeline:
@@ -133,18 +306,28 @@ class PostgresStore:
                             return await fn(conn)
                     async with conn.pipeline(), conn.transaction():
                         return await fn(conn)
-            except RETRY as exc:
-                error = exc
-            except psycopg.OperationalError as exc:
-                if conn is None or not conn.broken or reconnected:
-                    raise map_error(exc) from None
-                error, reconnected = exc, True
-                await self._pool.check()  # drop the other connections that broke with it
-            except psycopg.Error as exc:
-                raise map_error(exc) from None
-        if isinstance(error, psycopg.Error):
-            raise map_error(error)
-        raise StoreError(f"a write kept racing with concurrent deletes ({ATTEMPTS} attempts)")
+                except psycopg.Error as exc:
+                    if bound.fired:
+                        raise _TimedOut(
+                            f"PostgreSQL did not answer within {limit:.1f} s;"
+                            " the connection was dropped"
+                        ) from None
+                    if conn.broken and isinstance(exc, psycopg.OperationalError):
+                        raise _Lost(exc) from None
+                    raise
+                finally:
+                    bound.cancel()
+        finally:
+            if transaction:
+                self._writes.release()
+
+    async def _check_pool(self, within: float) -> None:
+        """Have the pool test its idle connections and replace the broken ones, waiting up to
+        ``within`` seconds: a check cut short would lose connections, so it runs on alone."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.ensure_future(self._pool.check())
+            self._checking.add_done_callback(lambda done: done.cancelled() or done.exception())
+        await asyncio.wait({self._checking}, timeout=max(within, 0))
 
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
@@ -188,13 +371,101 @@ class PostgresStore:
         )
 
     async def delete_run(self, namespace: str, run: str) -> int:
-        return await self._run(lambda conn: sql.delete_run(conn, namespace, run), transaction=True)
+        """Deletes the snapshots the run held when the delete began, ``sql.BATCH`` per
+        transaction; a snapshot stored meanwhile stays, in the run."""
+        run_id, through = await self._run(
+            lambda conn: sql.run_extent(conn, namespace, run), transaction=False
+        )
+        removed = 0
+        while True:
+            batch = await self._run(
+                partial(sql.delete_batch, run_id=run_id, through=through), transaction=True
+            )
+            removed += batch.count
+            if not batch.more:
+                return removed
+
+    async def collect(
+        self,
+        pattern: str,
+        *,
+        keep_last: int | None = None,
+        stored_before: float | None = None,
+        namespaces: str = "*",
+        dry_run: bool = False,
+    ) -> Collected:
+        """Snapshots stored after the pass began are never deleted by it."""
+        if keep_last is None and stored_before is None:
+            raise RngVaultError("retention needs a rule: keep_last or stored_before")
+        if keep_last is not None and keep_last < 0:
+            raise RngVaultError(f"keep_last must be 0 or more, not {keep_last}")
+        runs = snapshots = ranks = blobs = 0
+        oldest: list[tuple[float, str, str, int, str]] = []  # stored, namespace, run, position
+        after: tuple[str, str] | None = None
+        while True:
+            page = await self._run(
+                partial(
+                    sql.retention_runs,
+                    pattern=pattern,
+                    namespaces=namespaces,
+                    keep_last=keep_last,
+                    after=after,
+                ),
+                transaction=False,
+            )
+            for run_id, namespace, run, through in page:
+                runs += 1
+                if through is None:
+                    continue
+                doomed = partial(
+                    sql.delete_batch if not dry_run else sql.count_batch,
+                    run_id=run_id,
+                    through=through,
+                    stored_before=stored_before,
+                )
+                while True:
+                    batch = await self._run(doomed, transaction=not dry_run)
+                    snapshots += batch.count
+                    ranks += batch.ranks
+                    blobs += batch.blobs
+                    oldest = heapq.nsmallest(
+                        SAMPLE,
+                        oldest + [(s, namespace, run, p, n) for s, p, n in batch.snapshots],
+                    )
+                    if not batch.more:
+                        break
+            if len(page) < sql.RUN_PAGE:
+                break
+            after = page[-1][1], page[-1][2]
+        return Collected(
+            runs=runs,
+            snapshots=snapshots,
+            ranks=ranks,
+            blobs=blobs,
+            dry_run=dry_run,
+            sample=tuple((namespace, run, name) for _s, namespace, run, _p, name in oldest),
+        )
+
+    async def vacuum(self) -> int:
+        """``VACUUM`` on rngvault's tables, on a connection of its own with no statement
+        timeout: the space of deleted rows becomes reusable; files shrink only where their
+        end is free. Returns by how many bytes the tables shrank."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._info, autocommit=True, **connect_args(self._info)
+            )
+            async with conn:
+                return await sql.vacuum(conn)
+        except psycopg.Error as exc:
+            raise map_error(exc) from None
 
     async def count_snapshots(self) -> int:
         return await self._run(sql.count_snapshots, transaction=False)
 
     async def check(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1"), transaction=False)
+        await self._run(sql.check, transaction=False, within=CHECK_TIMEOUT)
 
     async def close(self) -> None:
+        if self._checking is not None:
+            self._checking.cancel()
         await self._pool.close()

@@ -19,13 +19,14 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
 
 from rngvault._errors import ConflictError, NotFoundError
 from rngvault.server.storage import migrations
-from rngvault.server.storage.base import RunInfo, SnapshotInfo, SnapshotKey, Stored
+from rngvault.server.storage.base import SAMPLE, RunInfo, SnapshotInfo, SnapshotKey, Stored
 from rngvault.server.storage.content import Prepared, join, snapshot_info
 
 Conn = AsyncConnection[Any]
@@ -277,21 +278,22 @@ async def list_snapshots(
     ]
 
 
-async def _collect(conn: Conn, hashes: list[bytes]) -> None:
-    """Delete the blobs among ``hashes`` that no entry refers to any more."""
+async def _collect(conn: Conn, hashes: list[bytes]) -> int:
+    """Delete the blobs among ``hashes`` that no entry refers to any more; returns how many."""
     if not hashes:
-        return
+        return 0
     hashes = sorted(hashes)
     # Lock first, in hash order: puts that already refer to a blob commit before we look;
     # puts that would refer to it later wait for us, then retry.
     await conn.execute(
         "SELECT 1 FROM states WHERE hash = ANY(%s) ORDER BY hash FOR UPDATE", (hashes,)
     )
-    await conn.execute(
+    cursor = await conn.execute(
         "DELETE FROM states s WHERE s.hash = ANY(%s)"
         " AND NOT EXISTS (SELECT 1 FROM entry_states es WHERE es.state_hash = s.hash)",
         (hashes,),
     )
+    return cursor.rowcount
 
 
 async def _delete_snapshots(conn: Conn, snapshot_ids: list[int]) -> tuple[int, list[bytes]]:
@@ -322,16 +324,152 @@ async def delete_snapshot(conn: Conn, namespace: str, run: str, name: str) -> in
     return removed
 
 
-async def delete_run(conn: Conn, namespace: str, run: str) -> int:
-    run_id = await _run_id(conn, namespace, run, lock=True)
-    cursor = await conn.execute("SELECT id FROM snapshots WHERE run_id = %s", (run_id,))
-    snapshot_ids = [r[0] for r in await cursor.fetchall()]
-    _removed, hashes = await _delete_snapshots(conn, snapshot_ids)
-    await conn.execute("DELETE FROM runs WHERE id = %s", (run_id,))
-    await _collect(conn, hashes)
-    return len(snapshot_ids)
-
-
 async def count_snapshots(conn: Conn) -> int:
     row = await _one(conn, "SELECT coalesce(sum(snapshots), 0) FROM runs")
     return int(row[0]) if row else 0
+
+
+# -- retention and bounded deletes --------------------------------------------------------
+
+BATCH = 500  # snapshots deleted per transaction: other writers wait at most one batch
+RUN_PAGE = 500  # runs read per statement by a retention pass
+TABLES = ("runs", "snapshots", "entries", "entry_states", "states")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One batch of a retention pass or of a run's delete.
+
+    Attributes:
+        snapshots: (stored, position, name) of the snapshots deleted (in a dry run: up to
+            ``SAMPLE`` of those that would be, oldest first).
+        count: how many snapshots were (or would be) deleted.
+        ranks: how many entries they held.
+        blobs: how many state blobs were freed.
+        more: the batch was full: there may be more to delete.
+    """
+
+    snapshots: list[tuple[float, int, str]]
+    count: int
+    ranks: int
+    blobs: int
+    more: bool
+
+
+async def run_extent(conn: Conn, namespace: str, run: str) -> tuple[int, int]:
+    """(the run's id, its last position): a delete begun now removes positions up to it."""
+    row = await _one(
+        conn, "SELECT id, positions FROM runs WHERE namespace = %s AND name = %s", (namespace, run)
+    )
+    if row is None:
+        raise NotFoundError(f"no run {namespace}/{run}")
+    return int(row[0]), int(row[1])
+
+
+async def retention_runs(
+    conn: Conn,
+    *,
+    pattern: str,
+    namespaces: str,
+    keep_last: int | None,
+    after: tuple[str, str] | None,
+) -> list[tuple[int, str, str, int | None]]:
+    """Up to ``RUN_PAGE`` runs after ``after`` whose "namespace/run" matches ``pattern`` and
+    namespace ``namespaces``: (id, namespace, run, last position a pass may delete, or None
+    when ``keep_last`` keeps them all)."""
+    where = ["(namespace || '/' || name) LIKE %s", "namespace LIKE %s"]
+    args: list[Any] = [like_pattern(pattern), like_pattern(namespaces)]
+    if after is not None:
+        where.append("(namespace, name) > (%s, %s)")
+        args.extend(after)
+    through = "positions"
+    if keep_last is not None:  # the newest snapshot beyond the kept ones
+        through = (
+            "(SELECT position FROM snapshots s WHERE s.run_id = runs.id"
+            " ORDER BY position DESC OFFSET %s LIMIT 1)"
+        )
+        args.insert(0, keep_last)
+    cursor = await conn.execute(
+        f"SELECT id, namespace, name, {through} FROM runs"
+        f" WHERE {' AND '.join(where)} ORDER BY namespace, name LIMIT %s",
+        (*args, RUN_PAGE),
+    )
+    return [(int(i), ns, name, t) for i, ns, name, t in await cursor.fetchall()]
+
+
+def _doomed(stored_before: float | None) -> str:
+    return "run_id = %s AND position <= %s" + (" AND stored < %s" if stored_before else "")
+
+
+def _doomed_args(run_id: int, through: int, stored_before: float | None) -> tuple[Any, ...]:
+    return (run_id, through, stored_before) if stored_before else (run_id, through)
+
+
+async def delete_batch(
+    conn: Conn, *, run_id: int, through: int, stored_before: float | None = None
+) -> Batch:
+    """Delete, oldest first, up to ``BATCH`` of the run's snapshots at positions up to
+    ``through`` (and stored before ``stored_before``), their entries and the blobs no entry
+    uses any more; remove the run once it holds no snapshot. Runs in the store's transaction:
+    the run's row is locked first, so puts to it in flight commit before and wait after."""
+    if await _one(conn, "SELECT 1 FROM runs WHERE id = %s FOR UPDATE", (run_id,)) is None:
+        return Batch([], 0, 0, 0, more=False)  # deleted meanwhile
+    cursor = await conn.execute(
+        f"SELECT id, stored, position, name FROM snapshots WHERE {_doomed(stored_before)}"
+        " ORDER BY position LIMIT %s",
+        (*_doomed_args(run_id, through, stored_before), BATCH),
+    )
+    rows = await cursor.fetchall()
+    ranks, hashes = await _delete_snapshots(conn, [r[0] for r in rows])
+    await conn.execute(
+        "UPDATE runs SET snapshots = snapshots - %s WHERE id = %s", (len(rows), run_id)
+    )
+    await conn.execute("DELETE FROM runs WHERE id = %s AND snapshots = 0", (run_id,))
+    blobs = await _collect(conn, hashes)
+    deleted = [(float(s), int(p), name) for _id, s, p, name in rows]
+    return Batch(deleted, len(rows), ranks, blobs, more=len(rows) == BATCH)
+
+
+async def count_batch(
+    conn: Conn, *, run_id: int, through: int, stored_before: float | None = None
+) -> Batch:
+    """What ``delete_batch`` calls would delete from the run, all batches together, deleting
+    nothing: the counts, and the oldest ``SAMPLE`` snapshots."""
+    args = _doomed_args(run_id, through, stored_before)
+    row = await _one(
+        conn,
+        "SELECT count(DISTINCT s.id), count(e.id) FROM snapshots s"
+        f" JOIN entries e ON e.snapshot_id = s.id WHERE s.{_doomed(stored_before)}",
+        args,
+    )
+    cursor = await conn.execute(
+        f"SELECT stored, position, name FROM snapshots WHERE {_doomed(stored_before)}"
+        " ORDER BY stored, position LIMIT %s",
+        (*args, SAMPLE),
+    )
+    sample = [(float(s), int(p), name) for s, p, name in await cursor.fetchall()]
+    count, ranks = row if row else (0, 0)
+    return Batch(sample, int(count), int(ranks), 0, more=False)
+
+
+async def vacuum(conn: Conn) -> int:
+    """VACUUM the tables (on an autocommit connection of its own, with no statement timeout);
+    returns by how many bytes their files shrank."""
+    await conn.execute("SET statement_timeout = 0")
+    size = "SELECT sum(pg_total_relation_size(t))::bigint FROM unnest(%s::regclass[]) t"
+    before = await _one(conn, size, (list(TABLES),))
+    await conn.execute(f"VACUUM (ANALYZE) {', '.join(TABLES)}")
+    after = await _one(conn, size, (list(TABLES),))
+    return max(0, int(before[0]) - int(after[0])) if before and after else 0
+
+
+async def statement_timeout(conn: Conn) -> float:
+    """The connection's statement_timeout in seconds (0: none)."""
+    row = await _one(
+        conn, "SELECT setting::float8 / 1000 FROM pg_settings WHERE name = 'statement_timeout'"
+    )
+    return float(row[0]) if row else 0.0
+
+
+async def check(conn: Conn) -> None:
+    await conn.execute("SELECT 1")
