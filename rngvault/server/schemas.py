@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rngvault._json import to_jsonable
-from rngvault.server.storage.base import RunInfo, SnapshotInfo
+from rngvault.server.storage.base import Collected, RunInfo, SnapshotInfo
+from rngvault.server.tokens import _DURATION, _SECONDS
+
+RUN_PATTERN_RULE = "[A-Za-z0-9._*?-]{1,128}(/[A-Za-z0-9._*?-]{1,128})?"
 
 
 class ErrorBody(BaseModel):
@@ -93,6 +96,83 @@ class DeletedBody(BaseModel):
     run: str
     name: str | None = None
     deleted: int = Field(description="ranks (of a snapshot) or snapshots (of a run) removed")
+
+
+def parse_age(text: str) -> int:
+    """Seconds in a duration written like a token's expiry: ``30d``, ``12h``, ``90m``, ``2w``."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: write 30d, 12h, 90m or 2w")
+    return int(match[1]) * _SECONDS[match[2]]
+
+
+class GcRequest(BaseModel):
+    """A retention pass: which runs, which snapshots of them go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pattern: str = Field(
+        pattern=f"^{RUN_PATTERN_RULE}$",
+        description="runs as 'namespace/run', with the wildcards * and ? (alice/resnet-*)",
+    )
+    keep_last: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="keep this many newest snapshots per run"
+    )
+    older_than: int | str | None = Field(
+        default=None,
+        description="delete snapshots stored longer ago than this: seconds, or 30d, 12h, 2w",
+    )
+    dry_run: bool = Field(default=False, description="count what would go; delete nothing")
+
+    @field_validator("older_than")
+    @classmethod
+    def _age(cls, value: int | str | None) -> int | None:
+        if isinstance(value, str):
+            return parse_age(value)
+        if value is not None and value < 0:
+            raise ValueError(f"older_than must be 0 seconds or more, not {value}")
+        return value
+
+    @property
+    def age(self) -> int | None:
+        """``older_than`` in seconds (the validator turned a duration into them)."""
+        return None if self.older_than is None else int(self.older_than)
+
+    @model_validator(mode="after")
+    def _a_rule(self) -> GcRequest:
+        if self.keep_last is None and self.older_than is None:
+            raise ValueError(
+                "give keep_last, older_than or both: without a rule gc deletes nothing"
+            )
+        return self
+
+
+class SnapshotRef(BaseModel):
+    namespace: str
+    run: str
+    name: str
+
+
+class GcBody(BaseModel):
+    runs: int = Field(description="runs the pattern matched (within the token's namespaces)")
+    snapshots: int = Field(description="snapshots deleted, or that would be in a dry run")
+    ranks: int = Field(description="rank entries those snapshots held")
+    blobs: int = Field(description="state blobs freed (0 in a dry run)")
+    dry_run: bool
+    stored_before: float | None = Field(description="the age cut used (seconds since the epoch)")
+    sample: list[SnapshotRef] = Field(description="up to 100 of the snapshots, oldest first")
+
+    @classmethod
+    def of(cls, collected: Collected, stored_before: float | None) -> GcBody:
+        return cls(
+            runs=collected.runs,
+            snapshots=collected.snapshots,
+            ranks=collected.ranks,
+            blobs=collected.blobs,
+            dry_run=collected.dry_run,
+            stored_before=stored_before,
+            sample=[SnapshotRef(namespace=n, run=r, name=s) for n, r, s in collected.sample],
+        )
 
 
 class HealthBody(BaseModel):
