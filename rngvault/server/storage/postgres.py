@@ -113,6 +113,8 @@ def map_error(exc: psycopg.Error) -> StoreError:
         log.warning("PostgreSQL: %s: %s", type(exc).__name__, message)
     if isinstance(exc, pg_errors.DiskFull):
         return StoreFullError(f"the database is full, nothing was written: {shown}")
+    if isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.QueryCanceled)):
+        return StoreError(f"PostgreSQL is busy (lock or statement timeout), retry: {shown}")
     if isinstance(exc, psycopg.OperationalError):
         return StoreError(f"PostgreSQL is unavailable: {shown}")
     return StoreError(f"PostgreSQL error: {type(exc).__name__}: {shown}")

@@ -1,9 +1,11 @@
 """PostgreSQL-specific guarantees: concurrent migration, deduplication and blob cleanup under
-racing deletes, commit-ordered listing, error mapping, lost connections, URLs."""
+racing deletes, commit-ordered listing, error mapping, lost connections, URLs, connection
+settings, and deletes in bounded transactions that lose no concurrent put."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -14,10 +16,16 @@ psycopg = pytest.importorskip("psycopg", reason=f"psycopg is not installed: {HOW
 
 import rngvault  # noqa: E402
 from rngvault._errors import StoreError  # noqa: E402
-from rngvault.server.storage import migrations, open_store  # noqa: E402
+from rngvault.server.storage import migrations, open_store, postgres_sql  # noqa: E402
 from rngvault.server.storage.base import SnapshotKey, StoreFullError  # noqa: E402
 from rngvault.server.storage.content import prepare  # noqa: E402
-from rngvault.server.storage.postgres import PostgresStore, conninfo, map_error  # noqa: E402
+from rngvault.server.storage.postgres import (  # noqa: E402
+    KEEPALIVES,
+    PostgresStore,
+    connect_args,
+    conninfo,
+    map_error,
+)
 from rngvault.server.storage.postgres_sql import like_pattern  # noqa: E402
 from rngvault.server.storage.postgres_sql import put as sql_put  # noqa: E402
 
@@ -212,3 +220,170 @@ async def test_an_unreachable_server_fails_to_open_with_the_reason_and_no_passwo
     with pytest.raises(StoreError, match="cannot open the PostgreSQL database") as caught:
         await open_store("postgresql://u:s3cret@127.0.0.1:9/db?connect_timeout=5")
     assert "s3cret" not in str(caught.value) and "***" in str(caught.value)
+
+
+def test_error_answers_leave_out_the_servers_file_paths_and_the_log_keeps_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    full_disk = [
+        'could not extend file "base/16384/16397": No space left on device',
+        'could not write to file "pg_wal/xlogtemp.4242": No space left on device',
+        'could not extend file "pg_tblspc/16385/PG_16_202307071/16384/16397.1": No space left'
+        " on device",
+        "could not create directory /var/lib/postgresql/16/main/base/pgsql_tmp: No space left"
+        " on device",
+    ]
+    with caplog.at_level(logging.WARNING, logger="rngvault.server"):
+        for message in full_disk:
+            full = map_error(psycopg.errors.DiskFull(message))
+            assert isinstance(full, StoreFullError) and "nothing was written" in str(full)
+            assert "No space left on device" in str(full) and "/" not in str(full), full
+        other = map_error(psycopg.errors.DataCorrupted('could not read block 3 in file "base/1/2"'))
+        assert "base/1/2" not in str(other) and "could not read block 3" in str(other)
+    assert "pg_wal/xlogtemp.4242" in caplog.text and "base/1/2" in caplog.text
+    busy = map_error(psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"))
+    assert type(busy) is StoreError and "busy" in str(busy) and "retry" in str(busy)
+
+
+def test_connection_defaults_yield_to_the_urls_own_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PGOPTIONS", raising=False)
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    plain = connect_args("postgresql://u@h/db", server_options="-c lock_timeout=1s")
+    assert plain == {"connect_timeout": 10, **KEEPALIVES, "options": "-c lock_timeout=1s"}
+    assert "options" not in connect_args("postgresql://u@h/db")
+    url = "postgresql://u@h/db?options=-c%20lock_timeout%3D2s&keepalives_idle=5&connect_timeout=3"
+    given = connect_args(url, server_options="-c lock_timeout=1s")
+    assert "connect_timeout" not in given and "keepalives_idle" not in given
+    assert given["keepalives"] == 1
+    assert given["options"] == "-c lock_timeout=1s -c lock_timeout=2s"  # the last one wins
+    monkeypatch.setenv("PGOPTIONS", "-c lock_timeout=4s")
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "2")
+    from_env = connect_args(url.split("?")[0], server_options="-c lock_timeout=1s")
+    assert from_env["options"] == "-c lock_timeout=1s -c lock_timeout=4s"
+    assert "connect_timeout" not in from_env
+
+
+async def test_pooled_connections_carry_the_timeouts_and_keepalives(postgres_url: str) -> None:
+    """The server applies the default timeouts, a URL's own options override them, and the
+    client-side bound follows the statement timeout in force."""
+    store = await PostgresStore.open(postgres_url + "?options=-c%20lock_timeout%3D7s")
+    try:
+        async with store._pool.connection() as conn:
+            shown = {}
+            for name in (
+                "lock_timeout",
+                "statement_timeout",
+                "idle_in_transaction_session_timeout",
+            ):
+                row = await (await conn.execute(f"SHOW {name}")).fetchone()
+                assert row is not None
+                shown[name] = row[0]
+            parameters = conn.info.get_parameters()
+        assert shown == {
+            "lock_timeout": "7s",
+            "statement_timeout": "5s",
+            "idle_in_transaction_session_timeout": "30s",
+        }
+        assert parameters["keepalives"] == "1" and parameters["keepalives_idle"] == "30"
+        assert store._call_limit == 5 + 3
+    finally:
+        await store.close()
+
+
+LOG_DELETES = """
+CREATE TABLE deleted_log (txid BIGINT NOT NULL);
+CREATE FUNCTION log_delete() RETURNS trigger LANGUAGE plpgsql AS
+    $$ BEGIN INSERT INTO deleted_log VALUES (txid_current()); RETURN OLD; END $$;
+CREATE TRIGGER log_delete AFTER DELETE ON snapshots FOR EACH ROW EXECUTE FUNCTION log_delete();
+"""
+
+
+async def log_deletes(url: str) -> None:
+    """Record the transaction of every snapshot deleted from now on (test instrumentation)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(LOG_DELETES)
+
+
+async def deletes_per_transaction(url: str) -> list[int]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM deleted_log GROUP BY txid ORDER BY min(txid)"
+        )
+        return [row[0] for row in await cursor.fetchall()]
+
+
+async def first_delete_committed(url: str) -> None:
+    for _ in range(400):  # 20 s at most
+        if await deletes_per_transaction(url):
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail("no delete was committed")
+
+
+async def orphans_and_miscounted_runs(url: str) -> tuple[int, int]:
+    """(blobs no entry refers to, runs whose counter differs from their snapshots)."""
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT (SELECT count(*) FROM states s WHERE NOT EXISTS"
+            "   (SELECT 1 FROM entry_states es WHERE es.state_hash = s.hash)),"
+            " (SELECT count(*) FROM runs r WHERE r.snapshots <>"
+            "   (SELECT count(*) FROM snapshots s WHERE s.run_id = r.id))"
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+
+async def test_a_runs_delete_goes_in_bounded_transactions_and_keeps_a_put_made_meanwhile(
+    pg_store: PostgresStore, postgres_url: str, make_body: Body, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres_sql, "BATCH", 20)
+    for i in range(70):
+        await put(pg_store, k(f"s{i}"), make_body(i, shared=1))
+    await log_deletes(postgres_url)
+    deleting = asyncio.ensure_future(pg_store.delete_run("ns", "r"))
+    await first_delete_committed(postgres_url)
+    assert await put(pg_store, k("late"), make_body(0, shared=1))  # shares s0's states
+    assert await deleting == 70
+    assert await deletes_per_transaction(postgres_url) == [20, 20, 20, 10]
+    assert [s.name for s in (await pg_store.list_snapshots("ns", "r")).items] == ["late"]
+    assert await pg_store.get(k("late")) == make_body(0, shared=1)
+    assert await orphans_and_miscounted_runs(postgres_url) == (0, 0)
+    assert (await counts(postgres_url))["states"] == 3
+
+
+async def test_puts_during_a_batched_collect_stay_exact_and_leave_no_orphans(
+    pg_store: PostgresStore, postgres_url: str, make_body: Body, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three runs of 30 keep their last 4, 7 snapshots per transaction, while new snapshots
+    arrive in the same runs, each with the very states of an old snapshot being deleted."""
+    monkeypatch.setattr(postgres_sql, "BATCH", 7)
+    old = {
+        k(f"o{i:02}", run=f"r{j}"): make_body(100 * j + i, shared=j)
+        for j in range(3)
+        for i in range(30)
+    }
+    for key, body in old.items():
+        await put(pg_store, key, body)
+    await log_deletes(postgres_url)
+    new = {
+        k(f"n{i}", run=f"r{j}"): make_body(100 * j + i, shared=j)
+        for j in range(3)
+        for i in range(10)
+    }
+    collecting = asyncio.ensure_future(pg_store.collect("ns/r?", keep_last=4))
+    await first_delete_committed(postgres_url)
+    created = await asyncio.gather(*(put(pg_store, key, body) for key, body in new.items()))
+    collected = await collecting
+    assert all(created)
+    assert (collected.runs, collected.snapshots, collected.ranks) == (3, 3 * 26, 3 * 26)
+    assert max(await deletes_per_transaction(postgres_url)) <= 7
+    for key, body in new.items():
+        assert await pg_store.get(key) == body
+    for j in range(3):
+        names = [s.name for s in (await pg_store.list_snapshots("ns", f"r{j}")).items]
+        assert names[:4] == [f"o{i}" for i in range(26, 30)]
+        assert sorted(names[4:]) == sorted(f"n{i}" for i in range(10))
+    assert await orphans_and_miscounted_runs(postgres_url) == (0, 0)
