@@ -87,12 +87,21 @@ def add_serve(sub: Subparsers) -> None:
         "--keep-alive",
         help="seconds an idle connection stays open (RNGVAULT_KEEP_ALIVE, default 5)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default 1; more suit PostgreSQL: on SQLite "
+        "they take turns at the write lock)",
+    )
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve the snapshot store with uvicorn until interrupted."""
     try:
+        import uvicorn  # noqa: F401  (serving may be imported already; uvicorn must be here)
+
         from rngvault.server import serving
         from rngvault.server.app import create_app
     except ImportError as exc:
@@ -119,7 +128,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rngvault.server.storage import redact
 
     logging.getLogger("rngvault.server").info("database %s; %s", redact(settings.db), mode)
-    serving.run(app, settings)
+    if not 1 <= args.workers <= 512:
+        raise RngVaultError(f"--workers must be 1 to 512, not {args.workers}")
+    serving.run(app, settings, workers=args.workers)
     return 0
 
 

@@ -72,5 +72,9 @@ def app_from_env() -> FastAPI:
     with the rules of ``rngvault serve``: no tokens on a non-loopback ``RNGVAULT_HOST`` only
     with ``RNGVAULT_INSECURE_OPEN``, and an open server answers only clients on this machine
     (``LocalOnly``) whatever address uvicorn was told to bind. The connection limits and
-    timeouts of ``rngvault serve`` are uvicorn's own options here."""
+    timeouts of ``rngvault serve`` are uvicorn's own options here (``rngvault serve
+    --workers`` starts its workers through this too, with its own protocol and limits)."""
+    from rngvault.server import serving
+
+    serving.limit_logs()
     return create_app(Settings.from_env())

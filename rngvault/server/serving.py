@@ -60,22 +60,35 @@ def connection_cap(max_connections: int, file_limit: int | None) -> int:
     return max(1, min(max_connections, file_limit - FILE_RESERVE, file_limit // 2 or 1))
 
 
-def _protocol_base() -> type:
-    """uvicorn's fastest HTTP/1.1 protocol here: httptools if installed, else h11."""
+_limits: dict[str, float] = {}
+
+
+def configure(cap: int, header_timeout: float) -> None:
+    """Set the limits the guarded protocols enforce in this process."""
+    _limits.update(cap=cap, header_timeout=header_timeout)
+
+
+def _configured() -> dict[str, float]:
+    """This process's limits: set by ``run``, or, in a worker process that uvicorn started
+    (``--workers``), from the ``RNGVAULT_*`` environment ``run`` exported for it."""
+    if not _limits:
+        settings = Settings.from_env()
+        configure(connection_cap(settings.max_connections, file_limit()), settings.header_timeout)
+    return _limits
+
+
+def file_limit() -> int | None:
+    """The soft limit on open files (None where there is none)."""
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        return HttpToolsProtocol
+        import resource
     except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
 
-        return H11Protocol
 
-
-def guarded(cap: int, header_timeout: float, base: type | None = None) -> type:
-    """A subclass of uvicorn's HTTP protocol ``base`` with the limits above."""
-    parent: Any = base or _protocol_base()
-    sweeper: dict[str, Any] = {"handle": None}
+def _guard(parent: Any) -> type:
+    """A subclass of uvicorn's HTTP protocol ``parent`` with the limits above."""
 
     class Guarded(parent):
         _rv_waiting = True  # no whole request head since connecting or the last response
@@ -87,9 +100,11 @@ def guarded(cap: int, header_timeout: float, base: type | None = None) -> type:
             super().connection_made(transport)
             now = self.loop.time()
             self._rv_cycle, self._rv_since, self._rv_heard = self.cycle, now, now
-            if sweeper["handle"] is None:
-                sweeper["handle"] = self.loop.call_later(SWEEP, _sweep, self.loop, self)
-            if len(self.connections) > cap:
+            if _sweeper.get(id(self.connections)) is None:
+                _sweeper[id(self.connections)] = self.loop.call_later(
+                    SWEEP, _sweep, self.loop, self.connections
+                )
+            if len(self.connections) > _configured()["cap"]:
                 _evict(self)
 
         def data_received(self, data: bytes) -> None:
@@ -100,44 +115,76 @@ def guarded(cap: int, header_timeout: float, base: type | None = None) -> type:
             self._rv_heard = now
             super().data_received(data)
 
-    def _between_requests(protocol: Any) -> bool:
-        cycle = protocol.cycle
-        return cycle is None or bool(cycle.response_complete)
-
-    def _idle(protocol: Any) -> bool:
-        """Waiting for a request head (none started, or only part of one)."""
-        if protocol._rv_waiting and protocol.cycle is not protocol._rv_cycle:
-            protocol._rv_waiting = False  # a new request's head arrived
-        return bool(protocol._rv_waiting) or _between_requests(protocol)
-
-    def _close(protocol: Any) -> None:
-        if not protocol.transport.is_closing():
-            protocol.transport.close()
-
-    def _evict(newcomer: Any) -> None:
-        idle = [c for c in newcomer.connections if c is not newcomer and _idle(c)]
-        _close(min(idle, key=lambda c: c._rv_heard) if idle else newcomer)
-
-    def _sweep(loop: Any, anchor: Any) -> None:
-        now = loop.time()
-        for protocol in list(anchor.connections):
-            if not isinstance(protocol, Guarded):
-                continue
-            cycle = protocol.cycle
-            if _idle(protocol) and protocol._rv_waiting:
-                if now - protocol._rv_since > header_timeout:
-                    _close(protocol)
-            elif (
-                cycle is not None
-                and cycle.more_body
-                and not cycle.response_complete
-                and now - protocol._rv_heard > header_timeout
-            ):
-                _close(protocol)  # a body that stopped arriving
-        sweeper["handle"] = loop.call_later(SWEEP, _sweep, loop, anchor)
-
-    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{parent.__name__}"
+    name = f"Guarded{parent.__name__}"
+    Guarded.__name__ = Guarded.__qualname__ = name
+    Guarded.__module__ = __name__  # importable by name: uvicorn's workers unpickle it
     return Guarded
+
+
+_sweeper: dict[int, Any] = {}
+
+
+def _between_requests(protocol: Any) -> bool:
+    cycle = protocol.cycle
+    return cycle is None or bool(cycle.response_complete)
+
+
+def _idle(protocol: Any) -> bool:
+    """Waiting for a request head (none started, or only part of one), or between requests."""
+    if protocol._rv_waiting and protocol.cycle is not protocol._rv_cycle:
+        protocol._rv_waiting = False  # a new request's head arrived
+    return bool(protocol._rv_waiting) or _between_requests(protocol)
+
+
+def _close(protocol: Any) -> None:
+    if not protocol.transport.is_closing():
+        protocol.transport.close()
+
+
+def _evict(newcomer: Any) -> None:
+    idle = [
+        c
+        for c in newcomer.connections
+        if c is not newcomer and hasattr(c, "_rv_waiting") and _idle(c)
+    ]
+    _close(min(idle, key=lambda c: c._rv_heard) if idle else newcomer)
+
+
+def _sweep(loop: Any, connections: set[Any]) -> None:
+    now = loop.time()
+    timeout = _configured()["header_timeout"]
+    for protocol in list(connections):
+        if not hasattr(protocol, "_rv_waiting"):
+            continue
+        cycle = protocol.cycle
+        if _idle(protocol) and protocol._rv_waiting:
+            if now - protocol._rv_since > timeout:
+                _close(protocol)
+        elif (
+            cycle is not None
+            and cycle.more_body
+            and not cycle.response_complete
+            and now - protocol._rv_heard > timeout
+        ):
+            _close(protocol)  # a body that stopped arriving
+    _sweeper[id(connections)] = loop.call_later(SWEEP, _sweep, loop, connections)
+
+
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+
+GuardedH11Protocol = _guard(H11Protocol)
+GuardedHttpToolsProtocol: type | None
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # uvicorn without httptools
+    GuardedHttpToolsProtocol = None
+else:
+    GuardedHttpToolsProtocol = _guard(HttpToolsProtocol)
+
+
+def guarded_protocol() -> type:
+    """uvicorn's fastest HTTP/1.1 protocol here (httptools if installed, else h11), guarded."""
+    return GuardedHttpToolsProtocol or GuardedH11Protocol
 
 
 class RepeatLimit(logging.Filter):
@@ -173,34 +220,71 @@ class RepeatLimit(logging.Filter):
         return False
 
 
-def limit_logs(limit: logging.Filter | None = None) -> logging.Filter:
-    """Install ``RepeatLimit`` on the loggers a flood can fill (not the access log)."""
-    limit = limit or RepeatLimit()
+_LOG_LIMIT = RepeatLimit()
+
+
+def limit_logs() -> None:
+    """Install ``RepeatLimit`` on the loggers a flood can fill (not the access log); once."""
     for name in LIMITED_LOGGERS:
-        logging.getLogger(name).addFilter(limit)
-    return limit
+        logging.getLogger(name).addFilter(_LOG_LIMIT)
 
 
-def run(app: Any, settings: Settings) -> None:
-    """Serve ``app`` with uvicorn, as ``settings`` say, until interrupted."""
+def export(settings: Settings) -> None:
+    """Put ``settings`` into this process's ``RNGVAULT_*`` environment, where the worker
+    processes of ``--workers`` read them (``app_from_env``)."""
+    import os
+
+    values: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "db": settings.db,
+        "max_body": settings.max_body,
+        "insecure_open": settings.insecure_open,
+        "access_log": settings.access_log,
+        "allowed_hosts": ",".join(settings.allowed_hosts),
+        "max_connections": settings.max_connections,
+        "header_timeout": settings.header_timeout,
+        "keep_alive": settings.keep_alive,
+    }
+    if settings.tokens_required:  # else each worker looks at the default place, as this did
+        values["tokens"] = settings.tokens
+    for name, value in values.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        os.environ[f"RNGVAULT_{name.upper()}"] = text
+
+
+def run(app: Any, settings: Settings, workers: int = 1) -> None:
+    """Serve ``app`` with uvicorn, as ``settings`` say, until interrupted; with several
+    ``workers``, each worker process builds its own app from the exported settings."""
     import uvicorn
 
-    cap = connection_cap(settings.max_connections, raise_file_limit())
+    configure(connection_cap(settings.max_connections, raise_file_limit()), settings.header_timeout)
+    if workers > 1:
+        export(settings)
     config = uvicorn.Config(
-        app,
+        "rngvault.server.app:app_from_env" if workers > 1 else app,
+        factory=workers > 1,
+        workers=workers,
         host=settings.host,
         port=settings.port,
         access_log=settings.access_log,
         log_level="info",
-        http=guarded(cap, settings.header_timeout),
+        http=guarded_protocol(),
         timeout_keep_alive=settings.keep_alive,  # type: ignore[arg-type]
         timeout_graceful_shutdown=10,
     )
     limit_logs()  # after uvicorn.Config, which configures logging
     log.info(
-        "at most %d connections; request heads within %gs; keep-alive %gs",
-        cap,
+        "at most %d connections%s; request heads within %gs; keep-alive %gs",
+        _limits["cap"],
+        f" per worker ({workers} workers)" if workers > 1 else "",
         settings.header_timeout,
         settings.keep_alive,
     )
-    uvicorn.Server(config).run()
+    if workers > 1:
+        from uvicorn.supervisors import Multiprocess
+
+        sock = config.bind_socket()
+        Multiprocess(config, sockets=[sock]).run()
+    else:
+        uvicorn.Server(config).run()

@@ -231,3 +231,23 @@ def test_healthz_answers_while_a_large_snapshot_renders_as_json(
             assert "'nope'" in missing.json()["detail"]
     finally:
         server.stop()
+
+
+def test_workers_share_the_port_with_the_same_limits(tmp_path: Path, make_body: Body) -> None:
+    server = ServerProcess(
+        tmp_path, tmp_path / "w.db", "--workers", "2", "--header-timeout", "1"
+    ).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for i in range(4):
+                path = f"/v1/runs/alice/r/snapshots/s{i}"
+                assert client.put(path, content=make_body(i), headers=MSGPACK).status_code == 201
+                assert client.get(path).content == make_body(i)
+            # the open-mode rules hold in every worker
+            assert client.get("/healthz", headers={"Host": "evil.example"}).status_code == 421
+        with _connect(server.url) as sock:
+            closed = _closed_within(sock, 10)
+        assert closed is not None and closed < 4
+    finally:
+        server.stop()
+    assert "2 workers" in server.log()
