@@ -33,6 +33,7 @@ SCOPES = {
     ("GET", "/v1/runs/{namespace}/{run}/snapshots"): "read",
     ("GET", "/v1/runs"): "read",
     ("DELETE", "/v1/runs/{namespace}/{run}"): "admin",
+    ("POST", "/v1/admin/gc"): "admin",
     ("GET", "/metrics"): "admin*",  # store-wide counts: an admin token for every namespace
 }
 LOWER = {"write": "read", "admin": "write", "admin*": "admin"}
