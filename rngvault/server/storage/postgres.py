@@ -291,7 +291,10 @@ class PostgresStore:
         deadline = loop.time() + wait
         if transaction:
             try:
-                await asyncio.wait_for(self._writes.acquire(), wait)
+                if self._writes.locked():  # wait_for costs a task: only when waiting
+                    await asyncio.wait_for(self._writes.acquire(), wait)
+                else:
+                    await self._writes.acquire()
             except asyncio.TimeoutError:
                 raise StoreError(
                     f"PostgreSQL is busy: all {WRITE_SLOTS} write connections stayed in use"
