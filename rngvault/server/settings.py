@@ -24,6 +24,7 @@ The data directory is rngvault's per-user one: ``$RNGVAULT_HOME``, else
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import re
@@ -64,6 +65,7 @@ def parse_bool(text: str, name: str) -> bool:
     raise RngVaultError(f"invalid {name} {text!r}: write true or false")
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every request of an open server
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address) is this machine's loopback."""
     if host.lower() == "localhost":

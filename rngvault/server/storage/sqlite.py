@@ -55,6 +55,8 @@ READERS = 8
 BUSY_TIMEOUT = 30.0  # seconds to wait for a lock another process holds
 INLINE_PUT = 256 * 1024  # larger bodies are written from the writer's thread,
 INLINE_STATES = 256  # and so are snapshots with more states (one insert each)
+FREE_RECHECK = 1.0  # seconds puts go on counting down free space without looking again,
+# while it stays above twice the reserve
 BATCH = 500  # snapshots (and rank entries) one delete transaction removes at most
 VACUUM_STEP = 2048  # pages one incremental vacuum transaction returns
 JOURNAL_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
@@ -119,6 +121,8 @@ class SQLiteStore:
         self.path = path
         self._max_page_count = max_page_count
         self._reserve = reserve_mb * 1024 * 1024
+        self._directory = str(path.parent)
+        self._free, self._free_at = 0, -FREE_RECHECK  # free bytes as last seen, and when
         self._put_pages: int | None = None  # the page cap puts run under
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._ids = sqlite_sql.Ids()
@@ -219,11 +223,16 @@ class SQLiteStore:
         the disk plus the database's own free pages (which later writes reuse)."""
         if not self._reserve:
             return
+        now = time.monotonic()
+        if now - self._free_at < FREE_RECHECK and self._free - size >= 2 * self._reserve:
+            self._free -= size  # far from the reserve: count down, look again soon
+            return
         try:
-            stat = os.statvfs(self.path.parent)
+            stat = os.statvfs(self._directory)
         except (OSError, AttributeError):  # no statvfs (Windows): SQLite reports a full disk
             return
         free = stat.f_bavail * stat.f_frsize
+        self._free, self._free_at = free - size, now
         if free - size >= self._reserve:
             return
         pages = conn.execute("PRAGMA freelist_count").fetchone()[0]
