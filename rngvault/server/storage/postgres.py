@@ -35,7 +35,7 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from rngvault._errors import MissingExtraError, RngVaultError, StoreError
+from rngvault._errors import MissingExtraError, StoreError
 from rngvault._snapshot import Snapshot
 from rngvault.server.storage import redact
 from rngvault.server.storage.base import (
@@ -401,9 +401,9 @@ class PostgresStore:
     ) -> Collected:
         """Snapshots stored after the pass began are never deleted by it."""
         if keep_last is None and stored_before is None:
-            raise RngVaultError("retention needs a rule: keep_last or stored_before")
+            raise ValueError("collect needs keep_last or stored_before")
         if keep_last is not None and keep_last < 0:
-            raise RngVaultError(f"keep_last must be 0 or more, not {keep_last}")
+            raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
         runs = snapshots = ranks = blobs = 0
         oldest: list[tuple[float, str, str, int, str]] = []  # stored, namespace, run, position
         after: tuple[str, str] | None = None

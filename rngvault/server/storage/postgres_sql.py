@@ -398,11 +398,13 @@ async def retention_runs(
 
 
 def _doomed(stored_before: float | None) -> str:
-    return "run_id = %s AND position <= %s" + (" AND stored < %s" if stored_before else "")
+    return "run_id = %s AND position <= %s" + (
+        " AND stored < %s" if stored_before is not None else ""
+    )
 
 
 def _doomed_args(run_id: int, through: int, stored_before: float | None) -> tuple[Any, ...]:
-    return (run_id, through, stored_before) if stored_before else (run_id, through)
+    return (run_id, through) if stored_before is None else (run_id, through, stored_before)
 
 
 async def delete_batch(
@@ -420,6 +422,8 @@ async def delete_batch(
         (*_doomed_args(run_id, through, stored_before), BATCH),
     )
     rows = await cursor.fetchall()
+    if not rows:
+        return Batch([], 0, 0, 0, more=False)
     ranks, hashes = await _delete_snapshots(conn, [r[0] for r in rows])
     await conn.execute(
         "UPDATE runs SET snapshots = snapshots - %s WHERE id = %s", (len(rows), run_id)
@@ -438,8 +442,9 @@ async def count_batch(
     args = _doomed_args(run_id, through, stored_before)
     row = await _one(
         conn,
-        "SELECT count(DISTINCT s.id), count(e.id) FROM snapshots s"
-        f" JOIN entries e ON e.snapshot_id = s.id WHERE s.{_doomed(stored_before)}",
+        "SELECT count(*), coalesce(sum(d.ranks), 0) FROM (SELECT (SELECT count(*) FROM entries"
+        "   WHERE snapshot_id = snapshots.id) AS ranks"
+        f" FROM snapshots WHERE {_doomed(stored_before)}) d",
         args,
     )
     cursor = await conn.execute(

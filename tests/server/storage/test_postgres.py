@@ -387,3 +387,15 @@ async def test_puts_during_a_batched_collect_stay_exact_and_leave_no_orphans(
         assert names[:4] == [f"o{i}" for i in range(26, 30)]
         assert sorted(names[4:]) == sorted(f"n{i}" for i in range(10))
     assert await orphans_and_miscounted_runs(postgres_url) == (0, 0)
+
+
+async def test_collect_by_an_age_of_zero_deletes_nothing(
+    pg_store: PostgresStore, make_body: Body
+) -> None:
+    """``stored_before=0.0`` is a rule (before 1970), not a missing one."""
+    for i in range(3):
+        await put(pg_store, k(f"s{i}"), make_body(i))
+    for dry_run in (True, False):
+        none = await pg_store.collect("*", stored_before=0.0, keep_last=0, dry_run=dry_run)
+        assert (none.runs, none.snapshots, none.ranks) == (1, 0, 0)
+    assert await pg_store.count_snapshots() == 3
