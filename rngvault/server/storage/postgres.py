@@ -155,10 +155,6 @@ def _cannot_open(url: str, exc: psycopg.Error) -> StoreError:
     )
 
 
-class _TimedOut(StoreError):
-    """A database call outlived its bound; its connection was dropped."""
-
-
 class _Lost(Exception):
     """The connection broke under a call (the database restarted): worth one more try."""
 
@@ -313,7 +309,7 @@ class PostgresStore:
                         return await fn(conn)
                 except psycopg.Error as exc:
                     if bound.fired:
-                        raise _TimedOut(
+                        raise StoreError(
                             f"PostgreSQL did not answer within {limit:.1f} s;"
                             " the connection was dropped"
                         ) from None

@@ -14,6 +14,9 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 - shared state blobs: a delete locks the blobs it may remove (in hash order) before
   checking that nothing refers to them; a put that used a blob removed meanwhile fails its
   foreign key and the store retries it (``RETRY``).
+- deletes of many snapshots (a run, a retention pass) go in batches of ``BATCH``, each its
+  own transaction that locks the run's row first, and take only positions up to the run's
+  last one when the delete began: a put committed meanwhile stays, with its run.
 """
 
 from __future__ import annotations
