@@ -87,14 +87,24 @@ def add_gc(sub: Subparsers) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
+    from rngvault.server.tokens import parse_duration
+
     if args.keep_last is None and args.older_than is None:
         args.usage("give --keep-last, --older-than or both")
+    age = None
+    if args.older_than is not None:
+        try:
+            age = parse_duration(args.older_than)
+        except ValueError as exc:
+            args.usage(f"--older-than: {exc}")
     request: dict[str, Any] = {"pattern": args.pattern, "dry_run": args.dry_run}
     if args.keep_last is not None:
         request["keep_last"] = args.keep_last
     if args.older_than is not None:
         request["older_than"] = args.older_than
-    answer = _gc_remote(args.url, args.token, request) if args.url else _gc_local(args, request)
+    answer = (
+        _gc_remote(args.url, args.token, request) if args.url else _gc_local(args, request, age)
+    )
     verb = "would delete" if answer["dry_run"] else "deleted"
     for item in answer["sample"]:
         print(f"{verb} {item['namespace']}/{item['run']}/{item['name']}")
@@ -109,18 +119,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gc_local(args: argparse.Namespace, request: dict[str, Any]) -> dict[str, Any]:
-    from rngvault.server.schemas import RUN_PATTERN_RULE, GcBody, parse_age
+def _gc_local(args: argparse.Namespace, request: dict[str, Any], age: int | None) -> dict[str, Any]:
+    from rngvault.server.schemas import RUN_PATTERN_RULE, GcBody
     from rngvault.server.storage import open_store
 
     if not re.fullmatch(RUN_PATTERN_RULE, args.pattern):
         args.usage(f"invalid RUN-PATTERN {args.pattern!r}: write namespace/run with * and ?")
-    before = None
-    if args.older_than is not None:
-        try:
-            before = time.time() - parse_age(args.older_than)
-        except ValueError as exc:
-            args.usage(f"--older-than: {exc}")
+    before = None if age is None else time.time() - age
 
     async def collect() -> dict[str, Any]:
         store = await open_store(_settings(db=args.db).db)

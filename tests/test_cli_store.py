@@ -123,7 +123,9 @@ def test_gc_through_a_real_server_uses_the_admin_route_and_its_token(
         assert out.splitlines() == ["deleted bob/r/s0", "deleted bob/r/s1"]
         assert cli.main([*base, reader, "gc", "*", "--keep-last", "0"]) == 1
         assert "admin" in capsys.readouterr().err
-        assert cli.main([*base, bob, "gc", "*", "--older-than", "3x"]) == 1
+        with pytest.raises(SystemExit) as exited:  # checked here, before any request
+            cli.main([*base, bob, "gc", "*", "--older-than", "3x"])
+        assert exited.value.code == 2
         assert "invalid duration '3x'" in capsys.readouterr().err
     finally:
         server.stop()

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from rngvault._json import to_jsonable
 from rngvault.server.storage.base import Collected, RunInfo, SnapshotInfo
-from rngvault.server.tokens import _DURATION, _SECONDS
+from rngvault.server.tokens import parse_duration
 
 RUN_PATTERN_RULE = "[A-Za-z0-9._*?-]{1,128}(/[A-Za-z0-9._*?-]{1,128})?"
 
@@ -98,14 +98,6 @@ class DeletedBody(BaseModel):
     deleted: int = Field(description="ranks (of a snapshot) or snapshots (of a run) removed")
 
 
-def parse_age(text: str) -> int:
-    """Seconds in a duration written like a token's expiry: ``30d``, ``12h``, ``90m``, ``2w``."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"invalid duration {text!r}: write 30d, 12h, 90m or 2w")
-    return int(match[1]) * _SECONDS[match[2]]
-
-
 class GcRequest(BaseModel):
     """A retention pass: which runs, which snapshots of them go."""
 
@@ -128,7 +120,7 @@ class GcRequest(BaseModel):
     @classmethod
     def _age(cls, value: int | str | None) -> int | None:
         if isinstance(value, str):
-            return parse_age(value)
+            return parse_duration(value)
         if value is not None and value < 0:
             raise ValueError(f"older_than must be 0 seconds or more, not {value}")
         return value

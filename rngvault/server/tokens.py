@@ -57,11 +57,18 @@ def token_id(token: str) -> str | None:
     return match[1] if match else None
 
 
+def parse_duration(text: str) -> int:
+    """Seconds in ``30d``, ``12h``, ``90m`` or ``2w``; ValueError naming the text otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: write 30d, 12h, 90m or 2w")
+    return int(match[1]) * _SECONDS[match[2]]
+
+
 def parse_expiry(text: str, now: float) -> float:
     """``30d``, ``12h``, ``90m``, ``2w``, or an ISO date/time (UTC unless it says) -> epoch."""
-    match = _DURATION.fullmatch(text.strip())
-    if match:
-        return now + int(match[1]) * _SECONDS[match[2]]
+    if _DURATION.fullmatch(text.strip()):
+        return now + parse_duration(text)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
