@@ -7,10 +7,13 @@ bytes is a no-op (so retries are safe), with other bytes a ``ConflictError``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from rngvault._errors import InvalidNameError, StoreError
+from rngvault._names import check_name, split_run
 from rngvault._snapshot import Snapshot
 
 
@@ -78,21 +81,102 @@ class SnapshotInfo:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SnapshotInfo:
+    def from_dict(cls, data: object, *, source: str = "a store") -> SnapshotInfo:
+        """The listing entry ``data`` (``to_dict``'s shape), checked: a run, name or rank
+        that breaks its rule is an InvalidNameError or StoreError naming ``source`` and the
+        bad value, never a KeyError or TypeError. ``created`` is only shown and sorted by:
+        a value that is not a number is kept as NaN (shown as "?")."""
+        if not isinstance(data, Mapping):
+            raise StoreError(f"{source}: a snapshot entry must be a map, not {_show(data)}")
+        try:
+            run = "/".join(split_run(data.get("run")))
+            name = check_name(data.get("name"))
+        except InvalidNameError as exc:
+            raise InvalidNameError(f"{source}: {exc}") from None
+
+        def field_of(
+            key: str, ok: Callable[[Any], bool], what: str, default: Any = _REQUIRED
+        ) -> Any:
+            value = data.get(key, default)
+            if value is _REQUIRED or not ok(value):
+                shown = "missing" if value is _REQUIRED else _show(value)
+                raise StoreError(
+                    f"{source}: snapshot {run}/{name}: {key!r} must be {what}, got {shown}"
+                )
+            return value
+
+        ranks = field_of("ranks", _ranks_ok, "a list of ranks (integers >= 0)")
+        generators = field_of("generators", _str_map, "a map of names to families", {})
         return cls(
-            run=data["run"],
-            name=data["name"],
-            ranks=tuple(data["ranks"]),
-            created=data["created"],
-            digest=data["digest"],
-            size=data["size"],
-            step=data.get("step"),
-            epoch=data.get("epoch"),
-            tags=tuple(data.get("tags", ())),
-            metrics=dict(data.get("metrics", {})),
-            generators=dict(data.get("generators", {})),
-            world_size=data.get("world_size", 1),
+            run=run,
+            name=name,
+            ranks=tuple(ranks),
+            created=_when(data.get("created")),
+            digest=field_of("digest", _is_str, "a string"),
+            size=field_of("size", _count, "a size in bytes"),
+            step=field_of("step", _optional_int, "an integer or null", None),
+            epoch=field_of("epoch", _optional_int, "an integer or null", None),
+            tags=tuple(field_of("tags", _str_list, "a list of strings", ())),
+            metrics=dict(field_of("metrics", _is_map, "a map", {})),
+            generators=dict(generators),
+            world_size=field_of("world_size", _positive, "an integer >= 1", 1),
         )
+
+
+_REQUIRED: Any = object()
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _count(value: object) -> bool:
+    return _is_int(value) and value >= 0  # type: ignore[operator]
+
+
+def _positive(value: object) -> bool:
+    return _is_int(value) and value >= 1  # type: ignore[operator]
+
+
+def _optional_int(value: object) -> bool:
+    return value is None or _is_int(value)
+
+
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_map(value: object) -> bool:
+    return isinstance(value, Mapping)
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _str_map(value: object) -> bool:
+    return isinstance(value, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    )
+
+
+def _ranks_ok(value: object) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(map(_count, value))
+
+
+def _when(value: object) -> float:
+    """A listed ``created`` as a float: NaN when it is not a number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:  # an int past the float range
+        return math.nan
 
 
 @runtime_checkable

@@ -10,23 +10,37 @@ Every file is written to a temporary name, fsynced, then moved into place; a sna
 is created with ``link`` (which fails if the name exists), so two processes writing the
 same run never overwrite each other: the loser compares bytes and either finds its own
 snapshot (a no-op) or raises ConflictError. Blobs are written before the snapshot that
-refers to them.
+refers to them; a blob already there is reused only if it still hashes to its name (else
+it is written again). Everything read back is checked before use: a record that is not
+the map above, or a digest that is not 64 hex digits, is a StoreError naming the file, so
+no file can make the store open a path outside its directory.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
 from rngvault._errors import ConflictError, NotFoundError, StoreError
-from rngvault._names import check_name, split_run
+from rngvault._names import NAME_RULE, check_name, split_run
 from rngvault._snapshot import Snapshot
 from rngvault._split import join, split
 from rngvault.stores.base import SnapshotInfo
+
+_SHA256 = re.compile("[0-9a-f]{64}")
+_NAME = re.compile(NAME_RULE)
+
+
+def _oldest_first(info: SnapshotInfo) -> tuple[bool, float, str]:
+    known = not math.isnan(info.created)
+    return (not known, info.created if known else 0.0, info.name)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -75,7 +89,9 @@ class LocalStore:
     def _file(self, run: str, name: str, rank: int) -> Path:
         return self._run_dir(run) / check_name(name) / f"rank-{rank}.snap"
 
-    def _blob(self, digest: str) -> Path:
+    def _blob(self, digest: object) -> Path:
+        if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+            raise StoreError(f"{digest!r:.80} is not a state digest (64 lowercase hex digits)")
         return self.root / "blobs" / digest[:2] / digest
 
     # -- writing ----------------------------------------------------------------------
@@ -87,7 +103,7 @@ class LocalStore:
             return self._same(target, sha, run, name, snapshot.metadata.rank)
         parts = split(data)
         try:
-            for digest, blob in parts.blobs.items():
+            for digest, blob in parts.blobs.items():  # even reused ones: they are checked
                 self._put_blob(digest, blob)
             record = msgpack.packb(
                 {
@@ -110,9 +126,14 @@ class LocalStore:
         return True
 
     def _put_blob(self, digest: str, blob: bytes) -> None:
+        """Write a state blob, unless one that hashes to its name is there already (a
+        truncated or damaged one is replaced, so the snapshot being written is readable)."""
         path = self._blob(digest)
-        if path.exists():
-            return
+        try:
+            if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+                return
+        except FileNotFoundError:
+            pass
         temp = _write_temp(path.parent, blob)
         os.replace(temp, path)
         _fsync_dir(path.parent)
@@ -127,13 +148,23 @@ class LocalStore:
 
     # -- reading ----------------------------------------------------------------------
 
-    def _record(self, path: Path, run: str, name: str) -> dict:
+    def _record(self, path: Path, run: str, name: str) -> dict[str, Any]:
+        """A snapshot file's record, its shape checked (StoreError naming the file)."""
         try:
             record = msgpack.unpackb(path.read_bytes(), raw=False)
         except FileNotFoundError:
             raise NotFoundError(f"no snapshot {name!r} in run {run!r} at {self.location}") from None
         except (OSError, ValueError, msgpack.UnpackException) as exc:
             raise StoreError(f"unreadable snapshot file {path}: {exc}") from exc
+        shape = {"sha256": str, "size": int, "skeleton": bytes, "info": dict}
+        if not isinstance(record, dict):
+            raise StoreError(f"damaged snapshot file {path}: not a map")
+        for key, kind in shape.items():
+            if not isinstance(record.get(key), kind):
+                raise StoreError(
+                    f"damaged snapshot file {path}: {key!r} is {record.get(key)!r:.60}, "
+                    f"expected {kind.__name__}"
+                )
         return record
 
     def get(self, run: str, name: str, rank: int = 0, *, digest: str | None = None) -> bytes:
@@ -150,10 +181,15 @@ class LocalStore:
         def blob(digest: str) -> bytes:
             try:
                 return self._blob(digest).read_bytes()
+            except StoreError as exc:
+                raise StoreError(f"damaged snapshot file {path}: {exc}") from None
             except OSError as exc:
                 raise StoreError(f"{run}/{name}: state blob {digest} is missing: {exc}") from exc
 
-        data = join(record["skeleton"], blob)
+        try:
+            data = join(record["skeleton"], blob)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise StoreError(f"damaged snapshot file {path}: {exc}") from None
         if hashlib.sha256(data).hexdigest() != record["sha256"]:
             raise StoreError(f"{run}/{name} (rank {rank}) is corrupt in {self.location}")
         return data
@@ -163,7 +199,7 @@ class LocalStore:
         ranks = []
         for path in directory.glob("rank-*.snap"):
             suffix = path.stem[5:]
-            if suffix.isdigit():
+            if suffix.isascii() and suffix.isdigit():
                 ranks.append(int(suffix))
         return sorted(ranks)
 
@@ -174,12 +210,14 @@ class LocalStore:
         infos = []
         for directory in run_dir.iterdir():
             ranks = self._ranks(directory) if directory.is_dir() else []
-            if not ranks:
-                continue
-            record = self._record(directory / f"rank-{ranks[0]}.snap", run, directory.name)
-            info = dict(record["info"], ranks=ranks)
-            infos.append(SnapshotInfo.from_dict(info))
-        return sorted(infos, key=lambda i: (i.created, i.name))
+            if not ranks or not _NAME.fullmatch(directory.name):
+                continue  # not a snapshot's folder
+            path = directory / f"rank-{ranks[0]}.snap"
+            record = self._record(path, run, directory.name)
+            # Where the file is says which snapshot it is; the record says the rest.
+            info = dict(record["info"], run=run, name=directory.name, ranks=ranks)
+            infos.append(SnapshotInfo.from_dict(info, source=str(path)))
+        return sorted(infos, key=_oldest_first)
 
     def runs(self) -> list[str]:
         base = self.root / "runs"

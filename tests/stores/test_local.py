@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import multiprocessing
+import re
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -156,3 +159,104 @@ def test_open_store_refuses_addresses_it_would_mistake_for_directories(tmp_path:
         rngvault.open_store("s3://b")
     assert isinstance(rngvault.open_store(f"file://{tmp_path}"), LocalStore)
     assert not (Path.cwd() / "vault.lab:8000").exists()
+
+
+# -- damaged and tampered files ----------------------------------------------------------
+
+
+def _record_path(root: Path, name: str, run: str = "alice/exp") -> Path:
+    return root / "runs" / run / name / "rank-0.snap"
+
+
+def _shared_blob(root: Path) -> Path:
+    """The blob of the "fixed" generator, the state every _snapshot shares."""
+    digest = split(rngvault.encode(_snapshot(1))).entries[1][1]
+    return root / "blobs" / digest[:2] / digest
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "flipped"])
+def test_a_damaged_blob_is_rewritten_when_a_later_snapshot_shares_it(
+    damage: str, tmp_path: Path
+) -> None:
+    """A later snapshot sharing a damaged state blob checks it, writes it again, and is
+    readable; so is the earlier one from then on."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1))
+    blob = _shared_blob(tmp_path)
+    raw = blob.read_bytes()
+    blob.write_bytes(
+        {"truncated": raw[:-7], "empty": b"", "flipped": raw[:-1] + bytes([raw[-1] ^ 1])}[damage]
+    )
+    with pytest.raises(rngvault.StoreError, match="corrupt"):
+        store.get("alice/exp", "s1")
+    assert _put(store, "alice/exp", "s2", _snapshot(2)) is True
+    assert store.get("alice/exp", "s2") == rngvault.encode(_snapshot(2))
+    assert store.get("alice/exp", "s1") == rngvault.encode(_snapshot(1))
+
+
+def test_a_tampered_record_cannot_make_the_store_read_outside_it(tmp_path: Path) -> None:
+    """A record whose state digest is a path ("../secret"), with a matching checksum, is a
+    StoreError naming the file: the file outside the store is never read into a snapshot."""
+    root = tmp_path / "store"
+    store = LocalStore(root)
+    _put(store, "alice/exp", "s1", _snapshot(1))
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\xa6secret")  # root/blobs/../../secret
+    path = _record_path(root, "s1")
+    record = msgpack.unpackb(path.read_bytes())
+    prefix, entries, suffix = msgpack.unpackb(record["skeleton"])
+    entries[0][1] = "../secret"
+    record["skeleton"] = msgpack.packb([prefix, entries, suffix])
+    blob = (root / "blobs" / entries[1][1][:2] / entries[1][1]).read_bytes()
+    forged = prefix + entries[0][0] + secret.read_bytes() + entries[1][0] + blob + suffix
+    record["sha256"] = hashlib.sha256(forged).hexdigest()
+    path.write_bytes(msgpack.packb(record))
+    with pytest.raises(rngvault.StoreError, match=f"{re.escape(str(path))}.*'../secret'"):
+        store.get("alice/exp", "s1")
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ([1, 2, 3], "not a map"),
+        ("a string", "not a map"),
+        ({"sha256": "x", "size": 1, "skeleton": b"", "info": {}}, None),
+        ({"sha256": 1, "size": 1, "skeleton": b"", "info": {}}, "'sha256' is 1"),
+        ({"sha256": "x", "size": 1, "skeleton": "text", "info": {}}, "'skeleton' is 'text'"),
+        ({"sha256": "x", "size": 1, "skeleton": b"\xc1", "info": {}}, None),
+        ({"sha256": "x", "size": 1, "skeleton": msgpack.packb([1]), "info": {}}, None),
+        ({"sha256": "x", "size": 1, "skeleton": b"", "info": []}, "'info' is []"),
+    ],
+)
+def test_a_record_of_the_wrong_shape_is_a_store_error_naming_the_file(
+    record: object, message: str | None, tmp_path: Path
+) -> None:
+    """Not a map, a missing or mistyped field, a skeleton that is not one: get and
+    snapshots raise StoreError naming the file, never TypeError or KeyError."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1))
+    path = _record_path(tmp_path, "s1")
+    path.write_bytes(msgpack.packb(record))
+    where = re.escape(str(path))
+    with pytest.raises(
+        rngvault.StoreError, match=where + (".*" + re.escape(message) if message else "")
+    ):
+        store.get("alice/exp", "s1")
+    with pytest.raises((rngvault.StoreError, rngvault.InvalidNameError), match=where):
+        store.snapshots("alice/exp")
+
+
+def test_the_listing_takes_names_from_where_the_files_are(tmp_path: Path) -> None:
+    """A record whose info claims another name ("../../x") is listed under its folder's
+    name; a field of the wrong type is a StoreError naming the file."""
+    store = LocalStore(tmp_path)
+    _put(store, "alice/exp", "s1", _snapshot(1))
+    path = _record_path(tmp_path, "s1")
+    record = msgpack.unpackb(path.read_bytes())
+    record["info"]["name"] = "../../x"
+    path.write_bytes(msgpack.packb(record))
+    assert [i.name for i in store.snapshots("alice/exp")] == ["s1"]
+    record["info"]["size"] = "big"
+    path.write_bytes(msgpack.packb(record))
+    with pytest.raises(rngvault.StoreError, match=f"{re.escape(str(path))}.*'size'"):
+        store.snapshots("alice/exp")
