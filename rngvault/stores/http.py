@@ -3,7 +3,11 @@
 ``put`` never loses a snapshot it was handed: it reaches the server, or it is written to
 the spool (``rngvault.stores.spool``) and retried with exponential backoff and jitter.
 While the server is known to be away, new snapshots go straight to the spool without
-waiting for another timeout. Fetched snapshots are cached on disk by digest.
+waiting for another timeout. A spooled snapshot the server fails to take while its
+``/healthz`` answers (a 5xx for that snapshot alone) is retried ``MAX_ATTEMPTS`` times, then
+set aside in the spool's ``failed/`` folder: it never blocks the others. Fetched snapshots
+are cached on disk by digest, once their digest is checked. Names are checked before they
+become URLs, and listings before they become ``SnapshotInfo``.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import re
 import threading
 import time
 import warnings
@@ -20,12 +25,14 @@ from typing import Any
 from urllib.parse import quote
 
 from rngvault._errors import (
+    DecodeError,
     NotFoundError,
     RngVaultError,
     StoreError,
     TransportError,
 )
-from rngvault._names import split_run
+from rngvault._format import decode
+from rngvault._names import check_name, split_run
 from rngvault._paths import data_dir
 from rngvault._snapshot import Snapshot
 from rngvault.stores._transport import CAUGHT, from_httpx, from_response, require_httpx
@@ -41,6 +48,11 @@ DEFAULT_TIMEOUT = 10.0
 # generator).
 _JITTER = random.Random()
 MAX_BACKOFF = 60.0
+# Answers that say the server as a whole cannot take snapshots now (rate limit, storage
+# full): a spooled snapshot is not blamed for them.
+SERVER_WIDE = frozenset({429, 507})
+_INTEGER = re.compile(r"-?[0-9]{1,400}")
+HEALTH_TIMEOUT = 2.0  # seconds for the /healthz probe after a failed spooled upload
 
 
 class SpoolWarning(UserWarning):
@@ -83,6 +95,7 @@ class HttpStore:
         self._lock = threading.RLock()
         self._failures = 0
         self._retry_at = 0.0
+        self._away = False
         self._client_pid = -1
         self._client: Any = None
         self._retrier: threading.Thread | None = None
@@ -98,6 +111,7 @@ class HttpStore:
         self._retrier = None
         self._failures = 0
         self._retry_at = 0.0
+        self._away = False
         self._client = None
         self._client_pid = -1
 
@@ -125,53 +139,80 @@ class HttpStore:
             weakref.finalize(self, self._client.close).atexit = False
         return self._client
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; rngvault errors for failures, the server's words included."""
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request and its answer, whatever its status; TransportError when none came."""
         try:
-            response = self._http().request(method, path, **kwargs)
+            return self._http().request(method, path, **kwargs)
         except CAUGHT as exc:
             raise from_httpx(exc, self.url) from exc
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request; rngvault errors for failures, the server's words included."""
+        response = self._exchange(method, path, **kwargs)
         if response.status_code >= 400:
             raise from_response(response)
         return response
 
     @staticmethod
     def _path(run: str, name: str | None = None) -> str:
+        """The URL path of a run's snapshots, or of one; every part checked first, so that
+        no name can reach another route ("../x")."""
         namespace, run_name = split_run(run)
         path = f"/v1/runs/{quote(namespace)}/{quote(run_name)}/snapshots"
-        return path if name is None else f"{path}/{quote(name)}"
+        return path if name is None else f"{path}/{quote(check_name(name))}"
+
+    def _json(self, path: str, **params: Any) -> dict[str, Any]:
+        """A JSON object answered for ``GET path``; StoreError if the answer is not one."""
+        response = self.request("GET", path, params=params)
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise StoreError(f"{self.url}{path} answered something that is not a JSON object")
+        return body
 
     # -- writing, with the spool ----------------------------------------------------------
 
     def put(self, run: str, name: str, data: bytes, snapshot: Snapshot) -> bool:
         rank = snapshot.metadata.rank
         with self._lock:
-            if time.monotonic() < self._retry_at:
+            due = time.monotonic() >= self._retry_at
+            if self._away and not due:
                 self._spool(run, name, rank, data, "is away (retrying later)")
                 return True
-            if len(self.spool) and self._drain() > 0:
-                self._spool(run, name, rank, data, "is still away")
-                return True
+            if len(self.spool) and due:
+                self._drain()
+                if self._away:
+                    self._spool(run, name, rank, data, "is still away")
+                    return True
             try:
                 created = self._send(run, name, rank, data)
             except TransportError as exc:
-                self._backoff()
+                self._backoff(away=True)
                 self._spool(run, name, rank, data, f"did not take it ({exc})")
                 return True
             except RngVaultError:  # refused (409, 401/403, 413...): kept for the user, not retried
                 self.spool.add(run, name, rank, data, conflict=True)
                 raise
-            self._failures = 0
+            if not len(self.spool):
+                self._failures = 0
             return created
 
-    def _send(self, run: str, name: str, rank: int, data: bytes) -> bool:
-        response = self.request(
+    def _upload(self, run: str, name: str, rank: int, data: bytes) -> Any:
+        """PUT one snapshot; the answer, whatever its status."""
+        return self._exchange(
             "PUT",
             self._path(run, name),
             params={"rank": rank},
             content=data,
             headers={"Content-Type": MSGPACK},
         )
+
+    def _send(self, run: str, name: str, rank: int, data: bytes) -> bool:
+        response = self._upload(run, name, rank, data)
+        if response.status_code >= 400:
+            raise from_response(response)
         return bool(response.status_code == 201)
 
     def _spool(self, run: str, name: str, rank: int, data: bytes, why: str) -> None:
@@ -186,35 +227,72 @@ class HttpStore:
             )
         self._schedule_retry()
 
-    def _backoff(self) -> None:
+    def _backoff(self, *, away: bool) -> None:
+        """Retry the spool later, each time later; ``away``: the server does not answer,
+        so new snapshots go to the spool until then."""
         self._failures += 1
+        self._away = away
         delay = min(MAX_BACKOFF, 0.25 * 2 ** min(self._failures, 10))
         self._retry_at = time.monotonic() + delay * _JITTER.uniform(0.5, 1.5)
 
+    def _answers_health(self) -> bool:
+        """Whether ``/healthz`` answers 200: the server and its storage work."""
+        try:
+            response = self._http().get("/healthz", timeout=min(self._timeout, HEALTH_TIMEOUT))
+        except CAUGHT:
+            return False
+        return bool(response.status_code == 200)
+
     def _drain(self) -> int:
-        """Send spooled snapshots, oldest first; stop at the first transport failure.
-        Returns how many are left. A snapshot the server refuses (409, 4xx) is set aside in
-        ``conflicts/`` with a warning and never blocks the ones after it."""
+        """Send spooled snapshots, oldest first; returns how many are left.
+
+        A snapshot the server refuses (409, 4xx) is set aside in ``conflicts/``. When an
+        upload fails (5xx, timeout) while ``/healthz`` answers, the failure is the
+        snapshot's: it is charged (``Spool.charge``; at ``MAX_ATTEMPTS`` it moves to
+        ``failed/``) and the ones after it are sent. Otherwise the server is away: stop
+        and back off. Both set-asides warn; neither blocks the snapshots after it."""
         entries = self.spool.entries()
+        left = 0
+        charged = False
         for n, entry in enumerate(entries):
             try:
-                self._send(entry.run, entry.name, entry.rank, entry.data)
-            except TransportError:
-                self._backoff()
-                return len(entries) - n
-            except RngVaultError as exc:
-                where = self.spool.set_aside(entry)
-                warnings.warn(
-                    f"rngvault: the server refused spooled snapshot {entry.run}/{entry.name} "
-                    f"(rank {entry.rank}): {exc}; it is kept in {where} for you to resolve",
-                    SpoolWarning,
-                    stacklevel=2,
-                )
-                continue
-            self.spool.remove(entry)
-        self._failures = 0
-        self._retry_at = 0.0
-        return 0
+                response = self._upload(entry.run, entry.name, entry.rank, entry.data)
+                error = from_response(response) if response.status_code >= 400 else None
+                status = response.status_code
+            except TransportError as exc:  # no answer
+                error, status = exc, 0
+            except RngVaultError as exc:  # a name no URL can hold
+                error, status = exc, 400
+            if error is None:
+                self.spool.remove(entry)
+            elif not isinstance(error, TransportError):
+                self._set_aside(entry, self.spool.set_aside(entry), "refused", error)
+            elif status in SERVER_WIDE or not self._answers_health():
+                self._backoff(away=True)
+                return left + len(entries) - n
+            else:
+                charged = True
+                where = self.spool.charge(entry, str(error))
+                if where is None:
+                    left += 1
+                else:
+                    self._set_aside(entry, where, "failed to take", error)
+        self._away = False
+        if charged:
+            self._backoff(away=False)  # the charged ones again later, not at once
+        else:
+            self._failures = 0
+            self._retry_at = 0.0
+        return left
+
+    @staticmethod
+    def _set_aside(entry: SpoolEntry, where: Path, what: str, error: RngVaultError) -> None:
+        warnings.warn(
+            f"rngvault: the server {what} spooled snapshot {entry.run}/{entry.name} "
+            f"(rank {entry.rank}): {error}; it is kept in {where} for you to resolve",
+            SpoolWarning,
+            stacklevel=3,
+        )
 
     def _schedule_retry(self) -> None:
         if self._retrier is not None and self._retrier.is_alive():
@@ -233,7 +311,7 @@ class HttpStore:
                     try:
                         self._drain()
                     except (RngVaultError, OSError) as exc:  # keep retrying, say why once
-                        self._backoff()
+                        self._backoff(away=True)
                         warnings.warn(f"rngvault: spool retry: {exc}", SpoolWarning, stacklevel=1)
 
     def flush(self) -> int:
@@ -258,21 +336,20 @@ class HttpStore:
         """The stored bytes. With ``digest`` (the states digest a SnapshotRef names), a copy
         fetched before is served from the local cache; by name alone the server is always
         asked, so a name that was deleted and stored again is never served stale."""
+        path = self._path(run, name)  # checked before anything else
         index = self._cache_key(run, name, rank, digest) if digest else None
-        if index is not None:
+        if index is not None and digest is not None:
             try:
                 sha = index.read_text().strip()
                 data = (self.cache / "snapshots" / sha[:2] / sha).read_bytes()
-                if hashlib.sha256(data).hexdigest() == sha:
+                if hashlib.sha256(data).hexdigest() == sha and _holds(data, digest):
                     return data
             except (OSError, ValueError):
                 pass
-        response = self.request(
-            "GET", self._path(run, name), params={"rank": rank}, headers={"Accept": MSGPACK}
-        )
+        response = self.request("GET", path, params={"rank": rank}, headers={"Accept": MSGPACK})
         data = bytes(response.content)
-        if index is not None:
-            self._cache(index, data)
+        if index is not None and digest is not None and _holds(data, digest):
+            self._cache(index, data)  # only what is the snapshot asked for
         return data
 
     def _cache(self, index: Path, data: bytes) -> None:
@@ -285,37 +362,44 @@ class HttpStore:
         except OSError:
             pass  # a cache that cannot be written is only slower
 
-    def _pages(self, path: str, key: str, **params: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
+    def _pages(self, path: str, key: str, **params: Any) -> list[Any]:
+        """Every item of a paged listing; StoreError for an answer of another shape or a
+        cursor that does not move on."""
+        items: list[Any] = []
         cursor = None
+        seen: set[str] = set()
         while True:
             query = dict(params, limit=1000, **({"cursor": cursor} if cursor else {}))
-            body = self.request("GET", path, params=query).json()
-            items += body[key]
-            cursor = body.get("next_cursor")
+            body = self._json(path, **query)
+            page, cursor = body.get(key), body.get("next_cursor")
+            if not isinstance(page, list):
+                raise StoreError(f"{self.url}{path}: the answer has no list {key!r}")
+            items += page
             if not cursor:
                 return items
+            if not isinstance(cursor, str) or not page or cursor in seen:
+                raise StoreError(f"{self.url}{path}: the listing's next_cursor does not move on")
+            seen.add(cursor)
 
     def snapshots(self, run: str) -> list[SnapshotInfo]:
+        source = f"the listing of {self.url}"
         infos = []
         for item in self._pages(self._path(run), "snapshots"):
-            ranks = tuple(item["ranks"])
-            infos.append(
-                SnapshotInfo(
-                    run=run,
-                    name=item["name"],
-                    ranks=ranks,
-                    created=float(item["created"]),
-                    digest=item["digest"],
-                    size=item["size"],
-                    step=item.get("step"),
-                    epoch=item.get("epoch"),
-                    tags=tuple(item.get("tags", ())),
-                    metrics=item.get("metrics", {}),
-                    generators={g["name"]: g["family"] for g in item["generators"]},
-                    world_size=item.get("world_size", max(ranks) + 1 if ranks else 1),
-                )
-            )
+            if isinstance(item, dict):  # the JSON rendering back to SnapshotInfo's fields
+                generators = item.get("generators", [])
+                if isinstance(generators, list) and all(isinstance(g, dict) for g in generators):
+                    generators = {g.get("name"): g.get("family") for g in generators}
+                ranks = item.get("ranks")
+                if not (isinstance(ranks, list) and all(type(r) is int for r in ranks)):
+                    ranks = []
+                item = {
+                    "world_size": max(ranks, default=0) + 1,
+                    **item,
+                    **{k: _number(item.get(k)) for k in ("created", "step", "epoch")},
+                    "run": run,
+                    "generators": generators,
+                }
+            infos.append(SnapshotInfo.from_dict(item, source=source))
         if not infos:
             self._require_run(run)
         return infos
@@ -327,9 +411,12 @@ class HttpStore:
 
     def runs(self, namespace: str | None = None) -> list[str]:
         params = {"namespace": namespace} if namespace else {}
-        return sorted(
-            f"{r['namespace']}/{r['run']}" for r in self._pages("/v1/runs", "runs", **params)
-        )
+        runs = []
+        for item in self._pages("/v1/runs", "runs", **params):
+            if not isinstance(item, dict):
+                raise StoreError(f"{self.url}/v1/runs: a run must be a map, not {item!r:.60}")
+            runs.append("/".join(split_run(f"{item.get('namespace')}/{item.get('run')}")))
+        return sorted(runs)
 
     def close(self) -> None:
         """Stop retrying (the spool stays on disk) and close connections."""
@@ -337,6 +424,24 @@ class HttpStore:
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
+
+
+def _number(value: Any) -> Any:
+    """A number the server wrote as a string (big integers, NaN, infinities) as a number."""
+    if isinstance(value, str):
+        if value in ("NaN", "Infinity", "-Infinity"):
+            return float(value)
+        if _INTEGER.fullmatch(value):
+            return int(value)
+    return value
+
+
+def _holds(data: bytes, digest: str) -> bool:
+    """Whether ``data`` is a valid snapshot whose states digest is ``digest``."""
+    try:
+        return decode(data).digest == digest
+    except DecodeError:
+        return False
 
 
 def close_all() -> None:

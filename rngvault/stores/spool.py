@@ -3,12 +3,16 @@
 When the server is unreachable, hangs, times out or answers 5xx, a snapshot is written here
 (temporary file, fsync, rename) and sent later: by the same process once the server answers,
 by the next process that uses the same server, by ``vault.flush()`` or by
-``rngvault spool flush``. A snapshot the server refused with 409 (the name holds other
-content) moves to ``conflicts/`` and is never retried: the user decides.
+``rngvault --url URL spool flush``. A snapshot the server refused with 409 (the name holds
+other content) moves to ``conflicts/`` and is never retried: the user decides. A snapshot
+the server failed to take ``MAX_ATTEMPTS`` times while it answered otherwise (5xx for that
+snapshot alone) moves to ``failed/`` with the server's last error, so that it never blocks
+the others; ``rngvault --url URL spool retry`` puts it back.
 
 Layout: ``SPOOL/<hash of the server URL>/<time>-<pid>-<n>.snap`` holding msgpack
-``{"url", "run", "name", "rank", "data", "spooled"}``; the directory's ``url`` file names
-the server. The spool's total size is capped (``RNGVAULT_SPOOL_MAX_BYTES``, default 1 GiB).
+``{"url", "run", "name", "rank", "data", "spooled"}`` (and ``"attempts"``, ``"error"`` once
+the server failed to take it); the directory's ``url`` file names the server. The spool's
+total size is capped (``RNGVAULT_SPOOL_MAX_BYTES``, default 1 GiB).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from rngvault._paths import data_dir
 from rngvault.stores.local import _fsync_dir, _write_temp
 
 DEFAULT_MAX_BYTES = 2**30
+MAX_ATTEMPTS = 3  # failures of one snapshot, with the server up, before it is set aside
 _COUNTER = itertools.count()
 
 
@@ -56,6 +61,8 @@ class SpoolEntry:
         run, name, rank: where it goes.
         data: the encoded snapshot.
         spooled: when it was spooled (seconds since the epoch).
+        attempts: how many times the server failed to take it while answering otherwise.
+        error: the server's last error for it ("" before the first).
     """
 
     path: Path
@@ -65,6 +72,43 @@ class SpoolEntry:
     rank: int
     data: bytes
     spooled: float
+    attempts: int = 0
+    error: str = ""
+
+    def _record(self, **changes: object) -> bytes:
+        fields = {
+            "url": self.url,
+            "run": self.run,
+            "name": self.name,
+            "rank": self.rank,
+            "data": self.data,
+            "spooled": self.spooled,
+            "attempts": self.attempts,
+            "error": self.error,
+        }
+        return msgpack.packb({**fields, **changes})
+
+
+def _read_entry(path: Path, raw: object) -> SpoolEntry:
+    """A spool file's record, its fields checked (TypeError names the bad one)."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"a record must be a map, not {type(raw).__name__}")
+    kinds: dict[str, tuple[type, ...]] = {
+        "url": (str,),
+        "run": (str,),
+        "name": (str,),
+        "rank": (int,),
+        "data": (bytes,),
+        "spooled": (int, float),
+        "attempts": (int,),
+        "error": (str,),
+    }
+    values = {"attempts": 0, "error": "", **raw}
+    for key, kind in kinds.items():
+        value = values.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TypeError(f"field {key!r} is {value!r:.60}")
+    return SpoolEntry(path, *(values[key] for key in kinds))
 
 
 class Spool:
@@ -75,6 +119,7 @@ class Spool:
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.directory = (root or spool_root()) / digest
         self.conflicts = self.directory / "conflicts"
+        self.failed = self.directory / "failed"
 
     def __repr__(self) -> str:
         return f"Spool({self.url!r} at {str(self.directory)!r})"
@@ -87,7 +132,7 @@ class Spool:
             raise StoreError(
                 f"the spool at {self.directory} is full ({used} of {limit} bytes, "
                 f"RNGVAULT_SPOOL_MAX_BYTES): snapshot {run}/{name} (rank {rank}) could not be "
-                f"kept; bring {self.url} back, or run `rngvault spool flush`"
+                f"kept; bring {self.url} back, or run `rngvault --url {self.url} spool flush`"
             )
         record = msgpack.packb(
             {
@@ -112,10 +157,7 @@ class Spool:
 
     def _read(self, path: Path) -> SpoolEntry | None:
         try:
-            raw = msgpack.unpackb(path.read_bytes(), raw=False)
-            return SpoolEntry(
-                path, raw["url"], raw["run"], raw["name"], raw["rank"], raw["data"], raw["spooled"]
-            )
+            return _read_entry(path, msgpack.unpackb(path.read_bytes(), raw=False))
         except FileNotFoundError:
             return None  # sent by another process meanwhile
         except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
@@ -142,13 +184,20 @@ class Spool:
         """Snapshots the server refused (409): they wait for the user."""
         return [e for p in self._paths(self.conflicts) if (e := self._read(p)) is not None]
 
+    def failures(self) -> list[SpoolEntry]:
+        """Snapshots the server failed to take ``MAX_ATTEMPTS`` times: they wait for the
+        user (``retry``), with the server's last error."""
+        return [e for p in self._paths(self.failed) if (e := self._read(p)) is not None]
+
     def __len__(self) -> int:
         return len(self._paths(self.directory))
 
     def size(self) -> int:
-        """Bytes used by the spool, conflicts included."""
+        """Bytes used by the spool, conflicts and failures included."""
         total = 0
-        for path in self._paths(self.directory) + self._paths(self.conflicts):
+        for path in (
+            self._paths(self.directory) + self._paths(self.conflicts) + self._paths(self.failed)
+        ):
             with contextlib.suppress(FileNotFoundError):
                 total += path.stat().st_size
         return total
@@ -164,6 +213,37 @@ class Spool:
         with contextlib.suppress(FileNotFoundError):  # another process set it aside first
             os.replace(entry.path, target)
         return target
+
+    def charge(self, entry: SpoolEntry, error: str) -> Path | None:
+        """Count one failure of the server to take ``entry``, keeping its last error; at
+        ``MAX_ATTEMPTS`` move it to ``failed/`` and return where it went (else None)."""
+        attempts = entry.attempts + 1
+        full = attempts >= MAX_ATTEMPTS
+        directory = self.failed if full else self.directory
+        target = directory / entry.path.name
+        if not entry.path.exists():
+            return None  # sent or set aside by another process meanwhile
+        temp = _write_temp(directory, entry._record(attempts=attempts, error=error))
+        os.replace(temp, target)
+        if full:
+            with contextlib.suppress(FileNotFoundError):
+                entry.path.unlink()
+        _fsync_dir(directory)
+        return target if full else None
+
+    def retry_failed(self) -> list[SpoolEntry]:
+        """Move every snapshot of ``failed/`` back to the waiting ones, its count of
+        attempts reset; returns them."""
+        moved = []
+        for entry in self.failures():
+            temp = _write_temp(self.directory, entry._record(attempts=0, error=""))
+            os.replace(temp, self.directory / entry.path.name)
+            with contextlib.suppress(FileNotFoundError):
+                entry.path.unlink()
+            moved.append(entry)
+        if moved:
+            _fsync_dir(self.directory)
+        return moved
 
 
 def all_spools(root: Path | None = None) -> list[Spool]:

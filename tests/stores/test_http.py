@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import random
+import re
 import threading
 import time
 import warnings
@@ -22,7 +23,7 @@ import pytest
 import rngvault
 from rngvault.stores import _transport
 from rngvault.stores.http import HttpStore, SpoolWarning
-from rngvault.stores.spool import Spool, all_spools
+from rngvault.stores.spool import MAX_ATTEMPTS, Spool, all_spools
 
 URL = "http://127.0.0.1:9"
 
@@ -33,24 +34,33 @@ def _snapshot(seed: int) -> rngvault.Snapshot:
 
 
 class FakeServer:
-    """A server in memory whose answers can be switched: "ok", 503, "timeout", 409."""
+    """A server in memory whose answers can be switched: "ok", 503, "timeout", 409; PUTs of
+    the names in ``failing`` get that status while the rest (and /healthz) work."""
 
     def __init__(self) -> None:
         self.stored: dict[tuple[str, int], bytes] = {}
         self.mode = "ok"
+        self.failing: dict[str, int] = {}
+        self.requests: list[str] = []
         self.puts = 0
         self.gets = 0
         self.lock = threading.Lock()
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         with self.lock:
+            self.requests.append(request.url.path)
             if self.mode == "timeout":
                 raise httpx.ReadTimeout("timed out", request=request)
             if self.mode == "503":
                 return httpx.Response(503, json={"error": "storage_unavailable", "detail": "db"})
+            if request.url.path == "/healthz":
+                return httpx.Response(200, json={"status": "ok"})
             key = (request.url.path, int(request.url.params.get("rank", 0)))
             if request.method == "PUT":
                 self.puts += 1
+                status = self.failing.get(request.url.path.rsplit("/", 1)[-1])
+                if status is not None:
+                    return httpx.Response(status, json={"error": "boom", "detail": f"{status}!"})
                 body = request.read()
                 if body == b"junk":
                     return httpx.Response(
@@ -306,3 +316,191 @@ def test_an_unreadable_spool_file_is_moved_aside(
         assert store.flush() == 0
     assert server.stored[_path("ok")] == rngvault.encode(_snapshot(9))
     assert (store.spool.conflicts / (damaged.name + ".unreadable")).exists()
+
+
+# -- names, the fetch cache ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../x", "../../v1/runs", "a/b", "", ".hidden", "x" * 129])
+def test_get_checks_the_name_before_any_request(
+    name: str, server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """A name that breaks the rules is an InvalidNameError naming it; no URL is built."""
+    with pytest.raises(rngvault.InvalidNameError, match=re.escape(repr(name))):
+        make_store().get("alice/exp", name)
+    assert server.requests == []
+
+
+def test_the_fetch_cache_keeps_only_the_snapshot_asked_for(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """A body that is not the snapshot the digest names (garbage, or another snapshot) is
+    returned for the caller to refuse but never cached: once the server serves the right
+    one, the next fetch gets it; from then on the cache answers."""
+    store = make_store()
+    good = _snapshot(10)
+    for wrong in (b"\x93garbage", rngvault.encode(_snapshot(11))):
+        server.stored[_path("s")] = wrong
+        assert store.get("alice/exp", "s", digest=good.digest) == wrong
+    server.stored[_path("s")] = rngvault.encode(good)
+    assert store.get("alice/exp", "s", digest=good.digest) == rngvault.encode(good)
+    gets = server.gets
+    assert make_store().get("alice/exp", "s", digest=good.digest) == rngvault.encode(good)
+    assert server.gets == gets
+
+
+def test_a_restore_by_reference_works_once_the_server_is_fixed(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """Restore by ref through a Vault: refused while the server serves the wrong bytes,
+    restored exactly after it is fixed (no stale cache in between)."""
+    good = _snapshot(12)
+    ref = rngvault.SnapshotRef("alice/exp", "s", good.digest, 0)
+    vault = rngvault.Vault(make_store(), run="bob/repro", on_error="raise")
+    gen = vault.track(np.random.default_rng(99), "a")
+    server.stored[_path("s")] = rngvault.encode(_snapshot(13))
+    with pytest.raises(rngvault.RestoreError, match="not the snapshot the reference"):
+        vault.restore(ref)
+    server.stored[_path("s")] = rngvault.encode(good)
+    vault.restore(ref)
+    assert gen.bit_generator.state == np.random.default_rng(12).bit_generator.state
+
+
+# -- a snapshot the server fails on --------------------------------------------------------
+
+
+def _spool_entries(store: HttpStore) -> dict[str, int]:
+    return {e.name: e.attempts for e in store.spool.entries()}
+
+
+def test_a_snapshot_the_server_fails_on_is_set_aside_after_max_attempts(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """500 for one spooled snapshot while /healthz answers: the ones after it are sent at
+    once; it is charged once per pass and, at MAX_ATTEMPTS, moved to failed/ with the
+    server's error and a warning; new snapshots meanwhile go straight to the server."""
+    store = make_store()
+    store.spool.add("alice/exp", "poison", 0, rngvault.encode(_snapshot(20)))
+    store.spool.add("alice/exp", "after", 0, rngvault.encode(_snapshot(21)))
+    server.failing["poison"] = 500
+    assert store.flush() == 1
+    assert _path("after") in server.stored and _spool_entries(store) == {"poison": 1}
+    assert _put(store, "new", 22) is True and _path("new") in server.stored
+    for attempt in range(2, MAX_ATTEMPTS):
+        assert store.flush() == 1 and _spool_entries(store) == {"poison": attempt}
+    with pytest.warns(SpoolWarning, match="failed to take spooled snapshot alice/exp/poison"):
+        assert store.flush() == 0
+    [failed] = store.spool.failures()
+    assert (failed.name, failed.attempts) == ("poison", MAX_ATTEMPTS)
+    assert "500" in failed.error and "500!" in failed.error
+    assert failed.path.parent == store.spool.failed and len(store.spool) == 0
+    assert failed.data == rngvault.encode(_snapshot(20))  # nothing lost
+
+
+def test_failed_snapshots_can_be_sent_again(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """retry_failed puts them back with a fresh count; once the server takes them, sent."""
+    store = make_store()
+    store.spool.add("alice/exp", "poison", 0, rngvault.encode(_snapshot(23)))
+    server.failing["poison"] = 500
+    with pytest.warns(SpoolWarning):
+        while not store.spool.failures():
+            store.flush()
+    del server.failing["poison"]
+    [moved] = store.spool.retry_failed()
+    assert moved.name == "poison" and _spool_entries(store) == {"poison": 0}
+    assert store.flush() == 0 and store.spool.failures() == []
+    assert server.stored[_path("poison")] == rngvault.encode(_snapshot(23))
+
+
+@pytest.mark.parametrize("failure", ["503", "timeout", "507", "429"])
+def test_an_outage_or_a_full_server_blames_no_snapshot(
+    failure: str, server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """When /healthz fails too (503, timeouts) or the answer is about the whole server
+    (507 storage full, 429), no snapshot is charged however often the spool is retried,
+    and the pass stops at the first."""
+    store = make_store()
+    for i in range(3):
+        store.spool.add("alice/exp", f"s{i}", 0, rngvault.encode(_snapshot(30 + i)))
+    if failure in ("507", "429"):
+        server.failing.update({f"s{i}": int(failure) for i in range(3)})
+    else:
+        server.mode = failure
+    for _ in range(MAX_ATTEMPTS + 2):
+        assert store.flush() == 3
+    assert _spool_entries(store) == {"s0": 0, "s1": 0, "s2": 0}
+    assert store.spool.failures() == [] and server.puts <= MAX_ATTEMPTS + 2
+    server.mode, server.failing = "ok", {}
+    assert store.flush() == 0 and len(server.stored) == 3
+
+
+def test_a_spooled_snapshot_with_a_bad_name_is_set_aside(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """A planted spool file naming "../x" never becomes a URL: it moves to conflicts/."""
+    store = make_store()
+    store.spool.add("alice/exp", "../x", 0, rngvault.encode(_snapshot(40)))
+    with pytest.warns(SpoolWarning, match="invalid snapshot name '../x'"):
+        assert store.flush() == 0
+    assert [e.name for e in store.spool.conflicting()] == ["../x"] and server.requests == []
+
+
+# -- listings from a server that lies -------------------------------------------------------
+
+
+def _listing(items: object, cursor: object = None) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = {"namespace": "alice", "run": "exp", "snapshots": items, "next_cursor": cursor}
+        return httpx.Response(200, json=body)
+
+    return answer
+
+
+def _item(**changes: object) -> dict[str, object]:
+    item: dict[str, object] = {
+        "name": "s",
+        "created": 1e9,
+        "ranks": [0],
+        "digest": "0" * 64,
+        "size": 10,
+        "step": None,
+        "epoch": None,
+        "metrics": {},
+        "generators": [{"name": "g", "family": "numpy.bitgen"}],
+    }
+    return {**item, **changes}
+
+
+@pytest.mark.parametrize(
+    ("items", "cursor", "message"),
+    [
+        ([_item(name="../../x")], None, "invalid snapshot name '../../x'"),
+        ([_item(name="/etc/x")], None, "invalid snapshot name '/etc/x'"),
+        ([_item(ranks=["../x"])], None, "'ranks' must be a list of ranks"),
+        ([_item(ranks=[-1])], None, "'ranks' must be a list of ranks"),
+        ([_item(size="big")], None, "'size' must be a size in bytes"),
+        ([_item(generators=[{"name": 1}])], None, "'generators' must be a map"),
+        (["not a map"], None, "must be a map"),
+        ({"a": 1}, None, "no list 'snapshots'"),
+        ([_item()], "again", "next_cursor does not move on"),
+    ],
+)
+def test_a_listing_that_breaks_the_rules_is_a_one_line_error(
+    items: object, cursor: object, message: str, tmp_path: Path
+) -> None:
+    """Names, ranks and fields of a listing are checked before they are used: a clear
+    StoreError or InvalidNameError naming the bad value, never a KeyError or TypeError."""
+    store = HttpStore(URL, transport=httpx.MockTransport(_listing(items, cursor)))
+    errors = (rngvault.StoreError, rngvault.InvalidNameError)
+    with pytest.raises(errors, match=re.escape(message)):
+        store.snapshots("alice/exp")
+
+
+def test_a_listing_in_the_servers_json_reads_back() -> None:
+    """The server's JSON rendering (big integers and NaN as strings) becomes numbers."""
+    item = _item(step=str(2**70), epoch="3", created="NaN", ranks=[0, 1])
+    [info] = HttpStore(URL, transport=httpx.MockTransport(_listing([item]))).snapshots("a/b")
+    assert (info.step, info.epoch, info.world_size, info.ranks) == (2**70, 3, 2, (0, 1))
+    assert info.created != info.created  # NaN
