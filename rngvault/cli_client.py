@@ -9,15 +9,20 @@ are for people; ``--json`` prints data for scripts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
+import stat
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import rngvault
-from rngvault._errors import RngVaultError
+from rngvault._errors import InvalidNameError, RngVaultError, StoreError
 from rngvault._json import snapshot_to_json, to_jsonable
 from rngvault._names import check_name, split_run
 from rngvault._report import table
@@ -25,10 +30,15 @@ from rngvault.stores import Store, open_store
 
 Subparsers = Any  # argparse's _SubParsersAction, private
 MANIFEST = "manifest.json"
+_FILE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")  # a file name right inside the export
 
 
 def _when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    """A time for people; "?" for one that is not a time (NaN, infinite, out of range)."""
+    try:
+        return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    except (ValueError, OverflowError, OSError, TypeError):
+        return "?"
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -306,22 +316,76 @@ def add_export(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _write_file(directory: Path, file: str, data: bytes) -> None:
+    """Write ``directory/file`` through a temporary file and a rename, so that whatever
+    was at that name (a symbolic link to elsewhere, say) is replaced, never followed."""
+    fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(temp, directory / file)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def _read_file(directory: Path, file: object) -> bytes:
+    """The bytes of a regular file named ``file`` right inside ``directory``: a name with a
+    path in it, a symbolic link or anything but a regular file is refused."""
+    if not isinstance(file, str) or not _FILE.fullmatch(file):
+        raise RngVaultError(
+            f"{directory}: {MANIFEST} names the file {file!r:.80}; an export holds only plain "
+            f"file names ({_FILE.pattern})"
+        )
+    path = directory / file
+    try:
+        fd = os.open(
+            path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        )
+    except OSError as exc:
+        why = "a symbolic link" if os.path.islink(path) else exc.strerror
+        raise RngVaultError(f"cannot read {path}: {why}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise RngVaultError(f"cannot read {path}: not a regular file")
+        return fh.read()
+
+
+def _export_jobs(store: Store, run: str) -> list[tuple[str, int]]:
+    """(name, rank) of every snapshot file of ``run``, each checked before it names a file."""
+    jobs = []
+    for info in store.snapshots(run):
+        name = check_name(info.name)
+        for rank in info.ranks:
+            if type(rank) is not int or rank < 0:
+                raise StoreError(f"{store.location} lists rank {rank!r:.40} for {run}/{name}")
+            jobs.append((name, rank))
+    return jobs
+
+
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write every snapshot of a run (each rank) as NAME.rank-R.msgpack, with a manifest."""
+    """Write every snapshot of a run (each rank) as NAME.rank-R.msgpack, with a manifest.
+    Every name is checked and every snapshot decoded before it is written; files are only
+    ever created right inside DIRECTORY."""
     store = _store(args)
     run = _run(args.run)
-    infos = store.snapshots(run)
-    jobs = [(info.name, rank) for info in infos for rank in info.ranks]
+    jobs = _export_jobs(store, run)
     args.directory.mkdir(parents=True, exist_ok=True)
     files = []
     for n, (name, rank) in enumerate(jobs, 1):
         data = store.get(run, name, rank)
+        try:
+            rngvault.decode(data)  # never write out something that is not a valid snapshot
+        except rngvault.DecodeError as exc:
+            where = f"{run}/{name} rank {rank} from {store.location}"
+            raise rngvault.DecodeError(f"{where}: {exc}") from None
         file = f"{name}.rank-{rank}.msgpack"
-        (args.directory / file).write_bytes(data)
+        _write_file(args.directory, file, data)
         files.append({"name": name, "rank": rank, "file": file})
         _progress(n, len(jobs), f"export {run}")
     manifest = {"run": run, "snapshots": files}
-    (args.directory / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    _write_file(args.directory, MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     print(f"exported {len(jobs)} snapshot file(s) of {run} to {args.directory}", file=sys.stderr)
     return 0
 
@@ -335,15 +399,31 @@ def add_import(sub: Subparsers) -> None:
     p.set_defaults(func=cmd_import)
 
 
-def cmd_import(args: argparse.Namespace) -> int:
-    """Validate and store every snapshot of an exported run (identical ones are skipped)."""
+def _manifest(directory: Path, run: str | None) -> tuple[str, list[tuple[str, object]]]:
+    """The run and the (name, file) entries of an export's manifest, names checked."""
     try:
-        manifest = json.loads((args.directory / MANIFEST).read_text())
-        run = _run(args.run or manifest["run"])
+        manifest = json.loads(_read_file(directory, MANIFEST))
+        run = _run(run or manifest["run"])
         entries = [(e["name"], e["file"]) for e in manifest["snapshots"]]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RngVaultError(f"{args.directory} is not an export (bad {MANIFEST}: {exc})") from None
-    loaded = [(check_name(name), *_read_snapshot(args.directory / file)) for name, file in entries]
+    except (ValueError, KeyError, TypeError, RngVaultError) as exc:
+        if isinstance(exc, InvalidNameError):
+            raise
+        raise RngVaultError(f"{directory} is not an export (bad {MANIFEST}: {exc})") from None
+    return run, [(check_name(name), file) for name, file in entries]
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Validate and store every snapshot of an exported run (identical ones are skipped).
+    Only the files of DIRECTORY that manifest.json names (plain names, no links) are read,
+    and all are checked before the first is stored."""
+    run, entries = _manifest(args.directory, args.run)
+    loaded = []
+    for name, file in entries:
+        data = _read_file(args.directory, file)
+        try:
+            loaded.append((name, data, rngvault.decode(data)))
+        except rngvault.DecodeError as exc:
+            raise rngvault.DecodeError(f"{args.directory / str(file)}: {exc}") from None
     store = _store(args)
     created = 0
     for n, (name, data, snapshot) in enumerate(loaded, 1):
@@ -368,22 +448,37 @@ def add_spool(sub: Subparsers) -> None:
     )
     _json_flag(status)
     status.set_defaults(func=cmd_spool_status)
-    flush = actions.add_parser("flush", help="send what waits", description=cmd_spool_flush.__doc__)
+    flush = actions.add_parser(
+        "flush", help="send what waits for --url", description=cmd_spool_flush.__doc__
+    )
     flush.set_defaults(func=cmd_spool_flush)
+    retry = actions.add_parser(
+        "retry", help="send the failed ones for --url again", description=cmd_spool_retry.__doc__
+    )
+    retry.set_defaults(func=cmd_spool_retry)
+
+
+def _label(entry: Any) -> str:
+    return f"{entry.run}/{entry.name}#{entry.rank}"
 
 
 def cmd_spool_status(args: argparse.Namespace) -> int:
-    """List each server's spool: snapshots waiting, refused ones (409), bytes, location."""
+    """List each server's spool: snapshots waiting, refused ones (409), failed ones (the
+    server failed to take them several times: set aside with its last error), bytes and
+    location. Sends nothing."""
     from rngvault.stores.spool import all_spools
 
     rows: list[dict[str, Any]] = []
     for spool in all_spools():
-        waiting, refused = spool.entries(), spool.conflicting()
         rows.append(
             {
                 "url": spool.url,
-                "waiting": [f"{e.run}/{e.name}#{e.rank}" for e in waiting],
-                "conflicts": [f"{e.run}/{e.name}#{e.rank}" for e in refused],
+                "waiting": [_label(e) for e in spool.entries()],
+                "conflicts": [_label(e) for e in spool.conflicting()],
+                "failed": [
+                    {"snapshot": _label(e), "attempts": e.attempts, "error": e.error}
+                    for e in spool.failures()
+                ],
                 "bytes": spool.size(),
                 "directory": str(spool.directory),
             }
@@ -395,40 +490,90 @@ def cmd_spool_status(args: argparse.Namespace) -> int:
     else:
         _print_table(
             [
-                (r["url"], len(r["waiting"]), len(r["conflicts"]), r["bytes"], r["directory"])
+                (
+                    r["url"],
+                    len(r["waiting"]),
+                    len(r["conflicts"]),
+                    len(r["failed"]),
+                    r["bytes"],
+                    r["directory"],
+                )
                 for r in rows
             ],
-            ("SERVER", "WAITING", "CONFLICTS", "BYTES", "DIRECTORY"),
+            ("SERVER", "WAITING", "CONFLICTS", "FAILED", "BYTES", "DIRECTORY"),
         )
+        for row in rows:
+            for failed in row["failed"]:
+                error = " ".join(failed["error"].split())
+                print(f"failed {failed['snapshot']} for {row['url']}: {error}")
+    return 0
+
+
+def _spool_store(args: argparse.Namespace, action: str) -> Any:
+    """The HTTP store of ``--url`` (its token goes to that server only); with no URL, a
+    list of what waits for which server and an error saying to pass one."""
+    from rngvault.stores.http import HttpStore
+    from rngvault.stores.spool import all_spools
+
+    url = args.url
+    if not url:
+        waiting = [
+            f"{spool.url} ({len(spool)} waiting, {len(spool.failures())} failed)"
+            for spool in all_spools()
+            if len(spool) or spool.failures()
+        ]
+        if not waiting:
+            print("the spool is empty", file=sys.stderr)
+            return None
+        raise RngVaultError(
+            f"spool {action} sends to one server at a time, with its token: pass --url for "
+            f"one of: {'; '.join(waiting)}"
+        )
+    if not str(url).lower().startswith(("http://", "https://")):
+        raise RngVaultError(f"spool {action} needs a server URL (http:// or https://), not {url!r}")
+    return HttpStore(url, token=args.token)
+
+
+def _send_spool(store: Any) -> int:
+    """Flush one server's spool, its warnings as lines; exit 1 if some still wait."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        left = store.flush()
+    store.close()
+    for warning in caught:
+        print(f"rngvault: {warning.message}", file=sys.stderr)
+    if left:
+        raise RngVaultError(f"{left} snapshot(s) still wait in the spool of {store.url}")
+    print(f"{store.url}: all sent", file=sys.stderr)
     return 0
 
 
 def cmd_spool_flush(args: argparse.Namespace) -> int:
-    """Send every spooled snapshot to its server; exit 1 if some still wait."""
-    import warnings
-
-    from rngvault.stores.http import HttpStore
-    from rngvault.stores.spool import all_spools
-
-    left_total = 0
-    for spool in all_spools():
-        if not len(spool):
-            continue
-        store = HttpStore(spool.url, token=args.token, spool=spool)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            left = store.flush()
+    """Send what waits in the spool of the server named by --url (or $RNGVAULT_URL), with
+    --token (or $RNGVAULT_TOKEN): no other server ever sees that token. Exit 1 if some
+    still wait. With no URL, list the servers that have snapshots waiting."""
+    store = _spool_store(args, "flush")
+    if store is None:
+        return 0
+    if not len(store.spool):
+        print(f"{store.url}: nothing waits", file=sys.stderr)
         store.close()
-        for warning in caught:
-            print(f"rngvault: {warning.message}", file=sys.stderr)
-        left_total += left
-        print(
-            f"{spool.url}: {left} still waiting" if left else f"{spool.url}: all sent",
-            file=sys.stderr,
-        )
-    if left_total:
-        raise RngVaultError(f"{left_total} snapshot(s) still wait in the spool: is the server up?")
-    return 0
+        return 0
+    return _send_spool(store)
+
+
+def cmd_spool_retry(args: argparse.Namespace) -> int:
+    """Put the snapshots the server of --url failed to take (the FAILED ones of
+    `spool status`) back with the waiting ones, and send them all now. Exit 1 if some
+    still wait."""
+    store = _spool_store(args, "retry")
+    if store is None:
+        return 0
+    moved = store.spool.retry_failed()
+    print(f"{store.url}: {len(moved)} failed snapshot(s) to send again", file=sys.stderr)
+    return _send_spool(store)
 
 
 COMMANDS = [

@@ -16,23 +16,7 @@ import rngvault
 from rngvault import cli
 from rngvault.stores.http import HttpStore
 from tests._live import ServerProcess
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def rv(capsys: pytest.CaptureFixture[str]) -> Run:
-    """Run the command in-process: (exit status, stdout, stderr)."""
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            status = cli.main(list(argv))
-        except SystemExit as exc:  # argparse: --help and usage errors
-            status = int(exc.code or 0)
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
+from tests.client.conftest import Run
 
 
 @pytest.fixture
@@ -161,7 +145,7 @@ def test_spool_status_and_flush(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    """Pushes to a dead server wait in the spool; status lists them; flush sends them."""
+    """Pushes to a dead server wait in the spool; status lists them; flush --url sends them."""
     monkeypatch.setenv("RNGVAULT_TIMEOUT", "1")
     server = server_factory()
     server.kill9()
@@ -173,9 +157,11 @@ def test_spool_status_and_flush(
     status, out, _ = rv("spool", "status", "--json")
     [entry] = json.loads(out)
     assert entry["url"] == server.url and entry["waiting"] == ["alice/spooled/s#0"]
-    assert rv("spool", "flush")[0] == 1  # still down
+    assert rv("--url", server.url, "spool", "flush")[0] == 1  # still down
+    status, _, err = rv("spool", "flush")  # no URL: says which servers wait, sends nothing
+    assert status == 1 and f"pass --url for one of: {server.url} (1 waiting" in err
     server.start()
-    status, _, err = rv("spool", "flush")
+    status, _, err = rv("--url", server.url, "spool", "flush")
     assert status == 0 and "all sent" in err
     status, out, _ = rv("--url", server.url, "ls", "alice/spooled", "--json")
     assert [d["name"] for d in json.loads(out)] == ["s"]
