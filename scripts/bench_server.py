@@ -10,6 +10,10 @@
   prepare (split into envelope and state blobs), the SQL of one put inside a transaction;
 - bytes on disk per snapshot against the encoded size, for a run of 1,000 snapshots where
   only some generators move;
+- the target: rngvault's ingest at concurrency 8 against the bare route's (>= 0.4; 0.5 is
+  the aim), both on uvicorn with httptools and uvloop and the access log off;
+- with ``--workers``: ingest at concurrency 8 and 32 for ``rngvault serve --workers 1`` and
+  ``--workers 2`` on SQLite (and on PostgreSQL with ``--postgres``), measured in turns;
 - with ``--postgres``: ingest at concurrency 8 and 32, all writers in one run or each in
   its own, on PostgreSQL with one server and with two replicas on one database (writers
   spread over both), against SQLite with one server, measured in turns, as ratios. It
@@ -19,7 +23,7 @@
 The load comes from a minimal asyncio HTTP/1.1 client (keep-alive, one connection per
 concurrent writer), so the client costs little next to the servers it measures.
 
-    python scripts/bench_server.py [--seconds 4] [--json] [--postgres]
+    python scripts/bench_server.py [--seconds 4] [--json] [--workers] [--postgres]
 """
 
 from __future__ import annotations
@@ -308,6 +312,53 @@ def postgres_ingest(bodies: list[bytes], seconds: float) -> dict[str, dict[str, 
     return results
 
 
+def workers_ingest(
+    bodies: list[bytes], seconds: float, postgres: bool
+) -> dict[str, dict[str, float]]:
+    """Ingest of ``rngvault serve --workers 1`` and ``--workers 2``, in turns, on SQLite and
+    (with ``postgres``) on PostgreSQL."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    database = None
+    servers: list[Server] = []
+    results: dict[str, dict[str, float]] = {}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            dbs = {"sqlite": lambda n: f"sqlite:///{Path(tmp) / f'workers{n}.db'}"}
+            if postgres:
+                from tests._postgres import PostgresServer, unavailable
+
+                reason = unavailable()
+                if reason is not None:
+                    raise SystemExit(f"--postgres: {reason}")
+                database = PostgresServer().start()
+                dbs["postgres"] = lambda _n: database.create_database()
+            setups: dict[str, int] = {}
+            for backend, db in dbs.items():
+                for workers in (1, 2):
+                    argv = [sys.executable, "-m", "rngvault", "serve", "--db", db(workers)]
+                    argv += ["--workers", str(workers), "--port"]
+                    servers.append(Server(argv, env={"RNGVAULT_HOME": tmp}))
+                    setups[f"{backend}_w{workers}"] = servers[-1].port
+            time.sleep(2)  # let every worker process finish starting
+            for concurrency in (8, 32):
+                rate = {
+                    name: asyncio.run(ingest(port, bodies, concurrency, seconds, f"{name}-w"))
+                    for name, port in setups.items()
+                }
+                row: dict[str, float] = {name: round(value) for name, value in rate.items()}
+                for backend in dbs:
+                    row[f"{backend}_w2_over_w1"] = round(
+                        rate[f"{backend}_w2"] / rate[f"{backend}_w1"], 2
+                    )
+                results[f"ingest_c{concurrency}"] = row
+    finally:
+        for server in servers:
+            server.stop()
+        if database is not None:
+            database.stop()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per ingest measurement")
@@ -316,6 +367,11 @@ def main() -> int:
         "--postgres",
         action="store_true",
         help="also PostgreSQL, one server and two replicas, against SQLite (see above)",
+    )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="also rngvault serve --workers 1 against --workers 2 (see above)",
     )
     args = parser.parse_args()
     bodies = training_snapshots(1000)
@@ -379,6 +435,8 @@ def main() -> int:
     results["steps_us"] = server_steps(bodies)
     if args.postgres:
         results["postgres"] = postgres_ingest(bodies, args.seconds)
+    if args.workers:
+        results["workers"] = workers_ingest(bodies, args.seconds, args.postgres)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -399,6 +457,12 @@ def main() -> int:
             f"| {concurrency} | {row['rngvault']} | {row['bare_fastapi']} | {row['ratio']} "
             f"| {cpu['rngvault']} / {cpu['bare_fastapi']} |"
         )
+    target = results["ingest_c8"]
+    assert isinstance(target, dict)
+    print(
+        f"target: ingest at concurrency 8 is {target['ratio']} of the bare route's "
+        "(>= 0.4 wanted, 0.5 the aim)"
+    )
     steps = results["steps_us"]
     assert isinstance(steps, dict)
     print(
@@ -425,6 +489,10 @@ def main() -> int:
                 f"| {row['postgres_1']} ({row['postgres_1_ratio']}) "
                 f"| {row['postgres_2']} ({row['postgres_2_ratio']}) |"
             )
+    if args.workers:
+        for level, row in results["workers"].items():  # type: ignore[attr-defined]
+            parts = [f"{name} {value}" for name, value in row.items()]
+            print(f"workers, {level.replace('ingest_c', 'concurrency ')}: " + ", ".join(parts))
     return 0
 
 
