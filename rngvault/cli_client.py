@@ -335,7 +335,7 @@ def _read_file(directory: Path, file: object) -> bytes:
     path in it, a symbolic link or anything but a regular file is refused."""
     if not isinstance(file, str) or not _FILE.fullmatch(file):
         raise RngVaultError(
-            f"{directory}: {MANIFEST} names the file {file!r:.80}; an export holds only plain "
+            f"{directory}: {MANIFEST} names the file {file!r:.300}; an export holds only plain "
             f"file names ({_FILE.pattern})"
         )
     path = directory / file
