@@ -282,8 +282,8 @@ class Vault:
             where = getattr(spool, "directory", "the spool")
             warnings.warn(
                 f"rngvault: {left} snapshot(s) of {self.run} are left in the spool at {where}; "
-                f"the next process using {self.store.location}, or `rngvault spool flush`, "
-                "sends them",
+                f"the next process using {self.store.location}, or "
+                f"`rngvault --url {self.store.location} spool flush`, sends them",
                 StoreWarning,
                 stacklevel=1,
             )
