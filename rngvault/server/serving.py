@@ -4,10 +4,12 @@ fits them, and logs that a flood of bad connections cannot fill.
 uvicorn closes a keep-alive connection that stays idle, but not one that never sends a
 request, nor one that sends its headers or body a byte at a time, and it accepts
 connections until the process runs out of file descriptors, after which every accept
-fails. ``guarded`` wraps uvicorn's HTTP protocol so that:
+fails. ``guarded_protocol()`` is uvicorn's HTTP protocol (httptools, else h11) with a
+guard, so that:
 
-- a connection must send a whole request head within ``header_timeout`` seconds of its
-  first byte (or of connecting, or of its previous response), else it is closed;
+- a connection must send a whole request head within ``header_timeout`` seconds of
+  connecting (for its first request) or of the request's first byte (for later ones),
+  else it is closed;
 - a request body that stops arriving for ``header_timeout`` seconds is closed;
 - at most ``cap`` connections are open: a new connection past the cap closes the open
   connection that is waiting for a request and has been quiet longest (the new one itself
@@ -24,6 +26,8 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rngvault.server.settings import Settings
 
@@ -169,8 +173,6 @@ def _sweep(loop: Any, connections: set[Any]) -> None:
             _close(protocol)  # a body that stopped arriving
     _sweeper[id(connections)] = loop.call_later(SWEEP, _sweep, loop, connections)
 
-
-from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 GuardedH11Protocol = _guard(H11Protocol)
 GuardedHttpToolsProtocol: type | None

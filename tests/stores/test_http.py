@@ -24,6 +24,7 @@ import rngvault
 from rngvault.stores import _transport
 from rngvault.stores.http import HttpStore, SpoolWarning
 from rngvault.stores.spool import MAX_ATTEMPTS, Spool, all_spools
+from tests.client._stub import listing_item
 
 URL = "http://127.0.0.1:9"
 
@@ -459,18 +460,7 @@ def _listing(items: object, cursor: object = None) -> Callable[[httpx.Request], 
 
 
 def _item(**changes: object) -> dict[str, object]:
-    item: dict[str, object] = {
-        "name": "s",
-        "created": 1e9,
-        "ranks": [0],
-        "digest": "0" * 64,
-        "size": 10,
-        "step": None,
-        "epoch": None,
-        "metrics": {},
-        "generators": [{"name": "g", "family": "numpy.bitgen"}],
-    }
-    return {**item, **changes}
+    return {**listing_item("s"), **changes}
 
 
 @pytest.mark.parametrize(

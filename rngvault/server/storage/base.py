@@ -161,6 +161,14 @@ class Collected:
 SAMPLE = 100
 
 
+def check_rules(keep_last: int | None, stored_before: float | None) -> None:
+    """ValueError unless ``collect``'s rules make sense: at least one, ``keep_last`` >= 0."""
+    if keep_last is None and stored_before is None:
+        raise ValueError("collect needs keep_last or stored_before")
+    if keep_last is not None and keep_last < 0:
+        raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+
+
 class Store(Protocol):
     """A storage backend. Methods raise ``NotFoundError``, ``ConflictError``,
     ``StoreFullError``, ``InvalidCursorError`` or ``StoreError``, never a driver's own error."""

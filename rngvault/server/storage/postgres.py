@@ -47,6 +47,7 @@ from rngvault.server.storage.base import (
     SnapshotKey,
     Stored,
     StoreFullError,
+    check_rules,
     decode_cursor,
     run_page,
     snapshot_page,
@@ -396,10 +397,7 @@ class PostgresStore:
         dry_run: bool = False,
     ) -> Collected:
         """Snapshots stored after the pass began are never deleted by it."""
-        if keep_last is None and stored_before is None:
-            raise ValueError("collect needs keep_last or stored_before")
-        if keep_last is not None and keep_last < 0:
-            raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+        check_rules(keep_last, stored_before)
         runs = snapshots = ranks = blobs = 0
         oldest: list[tuple[float, str, str, int, str]] = []  # stored, namespace, run, position
         after: tuple[str, str] | None = None

@@ -43,6 +43,7 @@ from rngvault.server.storage.base import (
     SnapshotKey,
     Stored,
     StoreFullError,
+    check_rules,
     decode_cursor,
     run_page,
     snapshot_page,
@@ -306,10 +307,7 @@ class SQLiteStore:
         namespaces: str = "*",
         dry_run: bool = False,
     ) -> Collected:
-        if keep_last is None and stored_before is None:
-            raise ValueError("collect needs keep_last or stored_before")
-        if keep_last is not None and keep_last < 0:
-            raise ValueError(f"keep_last must be 0 or more, not {keep_last}")
+        check_rules(keep_last, stored_before)
         plan = await self._read(
             lambda conn: sqlite_sql.plan_collect(
                 conn, pattern, namespaces, keep_last, stored_before, SAMPLE
