@@ -10,7 +10,10 @@ guard, so that:
 - a connection must send a whole request head within ``header_timeout`` seconds of
   connecting (for its first request) or of the request's first byte (for later ones),
   else it is closed;
-- a request body that stops arriving for ``header_timeout`` seconds is closed;
+- a request body that stops arriving for ``header_timeout`` seconds is closed, and so is
+  one that, past its first ``header_timeout`` seconds, has come in slower than
+  ``MIN_BODY_RATE`` on average (a body sent a byte at a time holds a connection as long
+  as an idle one would);
 - at most ``cap`` connections are open: a new connection past the cap closes the open
   connection that is waiting for a request and has been quiet longest (the new one itself
   when every other connection is busy answering), so idle connections cannot lock out
@@ -33,6 +36,7 @@ from rngvault.server.settings import Settings
 
 FILE_RESERVE = 64  # descriptors kept for the database, its readers, logs and threads
 SWEEP = 0.5  # seconds between looks at connections' deadlines
+MIN_BODY_RATE = 8 * 1024  # bytes per second a request body averages, at least (16 MiB: 34 min)
 LIMITED_LOGGERS = ("asyncio", "uvicorn.error", "rngvault.server")
 
 log = logging.getLogger("rngvault.server")
@@ -99,6 +103,8 @@ def _guard(parent: Any) -> type:
         _rv_cycle: Any = None  # the request cycle current when waiting began
         _rv_since = 0.0  # when waiting began
         _rv_heard = 0.0  # when bytes last arrived
+        _rv_bytes = 0  # bytes received on the connection
+        _rv_body = (0.0, 0)  # when the current request's head was noticed, and _rv_bytes then
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -117,6 +123,7 @@ def _guard(parent: Any) -> type:
             if not self._rv_waiting and _between_requests(self):
                 self._rv_waiting, self._rv_cycle, self._rv_since = True, self.cycle, now
             self._rv_heard = now
+            self._rv_bytes += len(data)
             super().data_received(data)
 
     name = f"Guarded{parent.__name__}"
@@ -137,6 +144,7 @@ def _idle(protocol: Any) -> bool:
     """Waiting for a request head (none started, or only part of one), or between requests."""
     if protocol._rv_waiting and protocol.cycle is not protocol._rv_cycle:
         protocol._rv_waiting = False  # a new request's head arrived
+        protocol._rv_body = (protocol.loop.time(), protocol._rv_bytes)
     return bool(protocol._rv_waiting) or _between_requests(protocol)
 
 
@@ -164,13 +172,13 @@ def _sweep(loop: Any, connections: set[Any]) -> None:
         if _idle(protocol) and protocol._rv_waiting:
             if now - protocol._rv_since > timeout:
                 _close(protocol)
-        elif (
-            cycle is not None
-            and cycle.more_body
-            and not cycle.response_complete
-            and now - protocol._rv_heard > timeout
-        ):
-            _close(protocol)  # a body that stopped arriving
+        elif cycle is not None and cycle.more_body and not cycle.response_complete:
+            since, received = protocol._rv_body
+            elapsed = now - since
+            if now - protocol._rv_heard > timeout:
+                _close(protocol)  # a body that stopped arriving
+            elif elapsed > timeout and protocol._rv_bytes - received < MIN_BODY_RATE * elapsed:
+                _close(protocol)  # a body that trickles in
     _sweeper[id(connections)] = loop.call_later(SWEEP, _sweep, loop, connections)
 
 

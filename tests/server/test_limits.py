@@ -129,6 +129,41 @@ def test_a_body_that_stops_arriving_is_closed(impatient: ServerProcess) -> None:
     assert closed is not None and closed < 4
 
 
+def test_a_body_that_trickles_in_is_closed(impatient: ServerProcess) -> None:
+    """Bytes keep coming, never a second apart, but far slower than MIN_BODY_RATE."""
+    with _connect(impatient.url) as sock:
+        sock.sendall(
+            b"PUT /v1/runs/a/b/snapshots/c HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/msgpack\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        start = time.monotonic()
+        try:
+            while time.monotonic() - start < 10:
+                sock.sendall(b"x" * 100)
+                time.sleep(0.3)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        elapsed = time.monotonic() - start
+        closed = _closed_within(sock, 5)
+    assert closed is not None
+    assert elapsed < 5, f"the trickling body was read for {elapsed:.1f} s"
+
+
+def test_a_large_body_at_a_normal_pace_is_stored(impatient: ServerProcess, make_body: Body) -> None:
+    body = make_body(5)
+    with _connect(impatient.url) as sock:
+        sock.sendall(
+            b"PUT /v1/runs/alice/paced/snapshots/s HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/msgpack\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        )
+        for i in range(0, len(body), 4096):  # about 2 s for 20 KB, well above the minimum rate
+            sock.sendall(body[i : i + 4096])
+            time.sleep(0.3)
+        sock.settimeout(10)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 201")
+
+
 def test_keep_alive_connections_serve_several_requests(impatient: ServerProcess) -> None:
     with httpx.Client(base_url=impatient.url, timeout=5) as client:
         for _ in range(3):
