@@ -146,6 +146,9 @@ class Settings:
             values["port"] = int(given.get("port", env.get("port", DEFAULT_PORT)))
             if not 0 <= values["port"] <= 65535:
                 raise ValueError(f"port {values['port']} is outside 0..65535")
+            for name in ("db", "tokens"):
+                if given.get(name) == "":
+                    raise ValueError(f"{name} is empty: name a database or file, or leave it out")
             values["db"] = given.get("db") or env.get("db") or f"sqlite:///{data / 'rngvault.db'}"
             tokens = given.get("tokens") or env.get("tokens")
             values["tokens"] = Path(tokens) if tokens else data / "tokens.json"
@@ -165,7 +168,7 @@ class Settings:
         except ValueError as exc:
             raise RngVaultError(f"invalid setting: {exc}") from None
         for flag in ("insecure_open", "access_log"):
-            value = given.get(flag) or env.get(flag, "")
+            value = given.get(flag, env.get(flag, ""))
             values[flag] = value if isinstance(value, bool) else parse_bool(value, flag)
         return cls(**values)
 
