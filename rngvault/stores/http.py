@@ -5,7 +5,11 @@ the spool (``rngvault.stores.spool``) and retried with exponential backoff and j
 While the server is known to be away, new snapshots go straight to the spool without
 waiting for another timeout. A spooled snapshot the server fails to take while its
 ``/healthz`` answers (a 5xx for that snapshot alone) is retried ``MAX_ATTEMPTS`` times, then
-set aside in the spool's ``failed/`` folder: it never blocks the others. Fetched snapshots
+set aside in the spool's ``failed/`` folder: it never blocks the others. A snapshot refused
+for its token (401/403) waits in ``refused/`` until ``spool.retry`` sends it with a token
+that works; one refused for itself (409, another 4xx) in ``conflicts/``. A 409 for a name
+that holds the same snapshot (``rngvault._identity.same_snapshot``: an older server compares
+bytes) counts as already stored. Fetched snapshots
 are cached on disk by digest, once their digest is checked. Names are checked before they
 become URLs, and listings before they become ``SnapshotInfo``.
 """
@@ -25,6 +29,8 @@ from typing import Any
 from urllib.parse import quote
 
 from rngvault._errors import (
+    AuthError,
+    ConflictError,
     DecodeError,
     NotFoundError,
     RngVaultError,
@@ -32,6 +38,7 @@ from rngvault._errors import (
     TransportError,
 )
 from rngvault._format import decode
+from rngvault._identity import same_snapshot
 from rngvault._names import check_name, split_run
 from rngvault._paths import data_dir
 from rngvault._snapshot import Snapshot
@@ -192,12 +199,37 @@ class HttpStore:
                 self._backoff(away=True)
                 self._spool(run, name, rank, data, f"did not take it ({exc})")
                 return True
-            except RngVaultError:  # refused (409, 401/403, 413...): kept for the user, not retried
+            except AuthError as exc:  # the token: kept whole until one that works is given
+                self.spool.add(run, name, rank, data, bucket="refused", error=str(exc))
+                raise AuthError(f"{exc}; {self._refused_hint()}") from None
+            except ConflictError:
+                if self._holds_same(run, name, rank, snapshot):
+                    return False
+                self.spool.add(run, name, rank, data, conflict=True)
+                raise
+            except RngVaultError:  # refused (413...): kept for the user, not retried
                 self.spool.add(run, name, rank, data, conflict=True)
                 raise
             if not len(self.spool):
                 self._failures = 0
             return created
+
+    def _refused_hint(self) -> str:
+        return (
+            f"the snapshot waits in {self.spool.refused}: set RNGVAULT_TOKEN or pass "
+            f"token=... (a token that may write there), then run "
+            f"`rngvault --url {self.url} spool retry`"
+        )
+
+    def _holds_same(self, run: str, name: str, rank: int, snapshot: Snapshot | bytes) -> bool:
+        """Whether the server's ``run/name`` (``rank``) is the same snapshot as ``snapshot``
+        (``same_snapshot``), for a 409 from a server that compares bytes; False when that
+        cannot be told."""
+        try:
+            mine = decode(snapshot) if isinstance(snapshot, bytes) else snapshot
+            return same_snapshot(decode(self.get(run, name, rank)), mine)
+        except RngVaultError:
+            return False
 
     def _upload(self, run: str, name: str, rank: int, data: bytes) -> Any:
         """PUT one snapshot; the answer, whatever its status."""
@@ -246,7 +278,8 @@ class HttpStore:
     def _drain(self) -> int:
         """Send spooled snapshots, oldest first; returns how many are left.
 
-        A snapshot the server refuses (409, 4xx) is set aside in ``conflicts/``. When an
+        A snapshot the server refuses for its token (401/403) moves to ``refused/``, one it
+        refuses for itself (409, 4xx) to ``conflicts/``. When an
         upload fails (5xx, timeout) while ``/healthz`` answers, the failure is the
         snapshot's: it is charged (``Spool.charge``; at ``MAX_ATTEMPTS`` it moves to
         ``failed/``) and the ones after it are sent. Otherwise the server is away: stop
@@ -254,6 +287,7 @@ class HttpStore:
         entries = self.spool.entries()
         left = 0
         charged = False
+        refused: list[SpoolEntry] = []
         for n, entry in enumerate(entries):
             try:
                 response = self._upload(entry.run, entry.name, entry.rank, entry.data)
@@ -263,11 +297,20 @@ class HttpStore:
                 error, status = exc, 0
             except RngVaultError as exc:  # a name no URL can hold
                 error, status = exc, 400
-            if error is None:
+            if error is None or (
+                isinstance(error, ConflictError)
+                and self._holds_same(entry.run, entry.name, entry.rank, entry.data)
+            ):
                 self.spool.remove(entry)
+            elif isinstance(error, AuthError):
+                self.spool.set_aside(entry, "refused", str(error))
+                if not refused:
+                    first_error = error
+                refused.append(entry)
             elif not isinstance(error, TransportError):
                 self._set_aside(entry, self.spool.set_aside(entry), "refused", error)
             elif status in SERVER_WIDE or not self._answers_health():
+                self._warn_refused(refused, first_error if refused else None)
                 self._backoff(away=True)
                 return left + len(entries) - n
             else:
@@ -277,6 +320,7 @@ class HttpStore:
                     left += 1
                 else:
                     self._set_aside(entry, where, "failed to take", error)
+        self._warn_refused(refused, first_error if refused else None)
         self._away = False
         if charged:
             self._backoff(away=False)  # the charged ones again later, not at once
@@ -284,6 +328,16 @@ class HttpStore:
             self._failures = 0
             self._retry_at = 0.0
         return left
+
+    def _warn_refused(self, refused: list[SpoolEntry], error: RngVaultError | None) -> None:
+        """One warning for the spooled snapshots one pass moved to ``refused/``."""
+        if refused and error is not None:
+            warnings.warn(
+                f"rngvault: {self.url} refused the token for {len(refused)} spooled "
+                f"snapshot(s) ({error}); {self._refused_hint()}",
+                SpoolWarning,
+                stacklevel=4,
+            )
 
     @staticmethod
     def _set_aside(entry: SpoolEntry, where: Path, what: str, error: RngVaultError) -> None:
@@ -315,12 +369,39 @@ class HttpStore:
                         warnings.warn(f"rngvault: spool retry: {exc}", SpoolWarning, stacklevel=1)
 
     def flush(self) -> int:
-        """Try to send everything in the spool now; returns how many are still there."""
+        """Try to send everything in the spool now; returns how many are still held back:
+        waiting, or refused for the token (``refused/``, sent by ``spool.retry``)."""
         with self._lock:
-            if not len(self.spool):
-                return 0
-            self._retry_at = 0.0
-            return self._drain()
+            left = 0
+            if len(self.spool):
+                self._retry_at = 0.0
+                left = self._drain()
+            return left + self.spool.count("refused")
+
+    def check_access(self, namespace: str | None = None) -> str | None:
+        """One read the token must be allowed (the first run of ``namespace``, or of any
+        namespace): None when it works, else what is wrong and what to do. Never raises,
+        and waits at most ``HEALTH_TIMEOUT`` seconds for a server that is away."""
+        params: dict[str, Any] = {"limit": 1, **({"namespace": namespace} if namespace else {})}
+        try:
+            response = self._http().get(
+                "/v1/runs", params=params, timeout=min(self._timeout, HEALTH_TIMEOUT)
+            )
+        except CAUGHT as exc:
+            return (
+                f"{self.url} does not answer ({from_httpx(exc, self.url)}): snapshots wait "
+                f"in the spool ({self.spool.directory}) until it does; check the URL"
+            )
+        if response.status_code in (401, 403):
+            which = "no token" if not self._token else "the token"
+            return (
+                f"{self.url} refused {which} ({from_response(response)}): set RNGVAULT_TOKEN "
+                "or pass token=... (a token that may read and write this run); until then "
+                f"snapshots wait in {self.spool.refused}"
+            )
+        if response.status_code >= 400:
+            return f"{self.url} answered {from_response(response)}"
+        return None
 
     def pending(self) -> list[SpoolEntry]:
         """What waits in the spool."""

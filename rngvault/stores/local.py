@@ -8,8 +8,9 @@ Layout::
 
 Every file is written to a temporary name, fsynced, then moved into place; a snapshot file
 is created with ``link`` (which fails if the name exists), so two processes writing the
-same run never overwrite each other: the loser compares bytes and either finds its own
-snapshot (a no-op) or raises ConflictError. Blobs are written before the snapshot that
+same run never overwrite each other: the loser compares and either finds its own snapshot
+(the same bytes, or the same states and user metadata: ``rngvault._identity``; a no-op that
+keeps the stored bytes) or raises ConflictError. Blobs are written before the snapshot that
 refers to them; a blob already there is reused only if it still hashes to its name (else
 it is written again). Everything read back is checked before use: a record that is not
 the map above, or a digest that is not 64 hex digits, is a StoreError naming the file, so
@@ -29,6 +30,8 @@ from typing import Any
 import msgpack
 
 from rngvault._errors import ConflictError, NotFoundError, StoreError
+from rngvault._format import decode
+from rngvault._identity import same_snapshot
 from rngvault._names import NAME_RULE, check_name, split_run
 from rngvault._snapshot import Snapshot
 from rngvault._split import join, split
@@ -100,7 +103,7 @@ class LocalStore:
         target = self._file(run, name, snapshot.metadata.rank)
         sha = hashlib.sha256(data).hexdigest()
         if target.exists():
-            return self._same(target, sha, run, name, snapshot.metadata.rank)
+            return self._same(target, sha, run, name, snapshot)
         parts = split(data)
         try:
             for digest, blob in parts.blobs.items():  # even reused ones: they are checked
@@ -117,7 +120,7 @@ class LocalStore:
             try:
                 os.link(temp, target)
             except FileExistsError:
-                return self._same(target, sha, run, name, snapshot.metadata.rank)
+                return self._same(target, sha, run, name, snapshot)
             finally:
                 temp.unlink()
             _fsync_dir(target.parent)
@@ -138,12 +141,18 @@ class LocalStore:
         os.replace(temp, path)
         _fsync_dir(path.parent)
 
-    def _same(self, target: Path, sha: str, run: str, name: str, rank: int) -> bool:
+    def _same(self, target: Path, sha: str, run: str, name: str, snapshot: Snapshot) -> bool:
+        """False when the name already holds this snapshot (the same bytes, or the same
+        states and user metadata: ``same_snapshot``; the stored bytes are kept), else a
+        ConflictError."""
+        rank = snapshot.metadata.rank
         if self._record(target, run, name)["sha256"] == sha:
+            return False
+        if same_snapshot(decode(self.get(run, name, rank)), snapshot):
             return False
         raise ConflictError(
             f"snapshot {run}/{name} (rank {rank}) already exists in {self.location} with other "
-            "content; snapshots are immutable: choose another name"
+            "states or metadata; snapshots are immutable: choose another name"
         )
 
     # -- reading ----------------------------------------------------------------------

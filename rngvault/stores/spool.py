@@ -23,8 +23,10 @@ import itertools
 import os
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgpack
 
@@ -35,6 +37,16 @@ from rngvault.stores.local import _fsync_dir, _write_temp
 DEFAULT_MAX_BYTES = 2**30
 MAX_ATTEMPTS = 3  # failures of one snapshot, with the server up, before it is set aside
 _COUNTER = itertools.count()
+
+Bucket = Literal["waiting", "refused", "conflict", "failed"]
+BUCKETS: tuple[Bucket, ...] = ("waiting", "refused", "conflict", "failed")
+# The folder of each bucket inside a server's spool ("" is the spool's own folder).
+_FOLDERS: dict[Bucket, str] = {
+    "waiting": "",
+    "refused": "refused",
+    "conflict": "conflicts",
+    "failed": "failed",
+}
 
 
 def spool_root() -> Path:
@@ -63,6 +75,8 @@ class SpoolEntry:
         spooled: when it was spooled (seconds since the epoch).
         attempts: how many times the server failed to take it while answering otherwise.
         error: the server's last error for it ("" before the first).
+        bucket: ``"waiting"``, ``"refused"`` (401/403), ``"conflict"`` (409 or another
+            refusal of the snapshot itself) or ``"failed"`` (see the module docstring).
     """
 
     path: Path
@@ -74,6 +88,7 @@ class SpoolEntry:
     spooled: float
     attempts: int = 0
     error: str = ""
+    bucket: Bucket = "waiting"
 
     def _record(self, **changes: object) -> bytes:
         fields = {
@@ -89,7 +104,7 @@ class SpoolEntry:
         return msgpack.packb({**fields, **changes})
 
 
-def _read_entry(path: Path, raw: object) -> SpoolEntry:
+def _read_entry(path: Path, raw: object, bucket: Bucket = "waiting") -> SpoolEntry:
     """A spool file's record, its fields checked (TypeError names the bad one)."""
     if not isinstance(raw, dict):
         raise TypeError(f"a record must be a map, not {type(raw).__name__}")
@@ -108,7 +123,7 @@ def _read_entry(path: Path, raw: object) -> SpoolEntry:
         value = values.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise TypeError(f"field {key!r} is {value!r:.60}")
-    return SpoolEntry(path, *(values[key] for key in kinds))
+    return SpoolEntry(path=path, bucket=bucket, **{key: values[key] for key in kinds})
 
 
 class Spool:
@@ -118,14 +133,33 @@ class Spool:
         self.url = url
         digest = hashlib.sha256(url.encode()).hexdigest()[:16]
         self.directory = (root or spool_root()) / digest
-        self.conflicts = self.directory / "conflicts"
-        self.failed = self.directory / "failed"
+        self.refused = self.directory / _FOLDERS["refused"]
+        self.conflicts = self.directory / _FOLDERS["conflict"]
+        self.failed = self.directory / _FOLDERS["failed"]
 
     def __repr__(self) -> str:
         return f"Spool({self.url!r} at {str(self.directory)!r})"
 
-    def add(self, run: str, name: str, rank: int, data: bytes, *, conflict: bool = False) -> Path:
-        """Keep a snapshot on disk (durably) until it can be sent."""
+    def folder(self, bucket: Bucket) -> Path:
+        """The folder holding ``bucket``'s snapshots."""
+        if bucket not in _FOLDERS:
+            raise StoreError(f"unknown spool bucket {bucket!r}: one of {', '.join(BUCKETS)}")
+        name = _FOLDERS[bucket]
+        return self.directory / name if name else self.directory
+
+    def add(
+        self,
+        run: str,
+        name: str,
+        rank: int,
+        data: bytes,
+        *,
+        conflict: bool = False,
+        bucket: Bucket = "waiting",
+        error: str = "",
+    ) -> Path:
+        """Keep a snapshot on disk (durably) in ``bucket`` (``conflict=True``: in
+        ``"conflict"``) until it can be sent; ``error`` says why it is not waiting."""
         limit = max_bytes()
         used = self.size()
         if used + len(data) > limit:
@@ -134,17 +168,11 @@ class Spool:
                 f"RNGVAULT_SPOOL_MAX_BYTES): snapshot {run}/{name} (rank {rank}) could not be "
                 f"kept; bring {self.url} back, or run `rngvault --url {self.url} spool flush`"
             )
+        fields = {"url": self.url, "run": run, "name": name, "rank": rank, "data": data}
         record = msgpack.packb(
-            {
-                "url": self.url,
-                "run": run,
-                "name": name,
-                "rank": rank,
-                "data": data,
-                "spooled": time.time(),
-            }
+            {**fields, "spooled": time.time(), **({"error": error} if error else {})}
         )
-        directory = self.conflicts if conflict else self.directory
+        directory = self.folder("conflict" if conflict else bucket)
         directory.mkdir(parents=True, exist_ok=True)
         url_file = self.directory / "url"
         if not url_file.exists():
@@ -155,9 +183,9 @@ class Spool:
         _fsync_dir(directory)
         return target
 
-    def _read(self, path: Path) -> SpoolEntry | None:
+    def _read(self, path: Path, bucket: Bucket = "waiting") -> SpoolEntry | None:
         try:
-            return _read_entry(path, msgpack.unpackb(path.read_bytes(), raw=False))
+            return _read_entry(path, msgpack.unpackb(path.read_bytes(), raw=False), bucket)
         except FileNotFoundError:
             return None  # sent by another process meanwhile
         except (OSError, ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
@@ -176,42 +204,64 @@ class Spool:
     def _paths(self, directory: Path) -> list[Path]:
         return sorted(directory.glob("*.snap")) if directory.is_dir() else []
 
+    def in_bucket(self, bucket: Bucket) -> list[SpoolEntry]:
+        """The snapshots of ``bucket``, oldest first."""
+        paths = self._paths(self.folder(bucket))
+        return [e for p in paths if (e := self._read(p, bucket)) is not None]
+
     def entries(self) -> list[SpoolEntry]:
         """Snapshots waiting to be sent, oldest first."""
-        return [e for p in self._paths(self.directory) if (e := self._read(p)) is not None]
+        return self.in_bucket("waiting")
+
+    def refusals(self) -> list[SpoolEntry]:
+        """Snapshots the server refused for the token (401/403): sent again by ``retry``."""
+        return self.in_bucket("refused")
 
     def conflicting(self) -> list[SpoolEntry]:
         """Snapshots the server refused (409): they wait for the user."""
-        return [e for p in self._paths(self.conflicts) if (e := self._read(p)) is not None]
+        return self.in_bucket("conflict")
 
     def failures(self) -> list[SpoolEntry]:
         """Snapshots the server failed to take ``MAX_ATTEMPTS`` times: they wait for the
         user (``retry``), with the server's last error."""
-        return [e for p in self._paths(self.failed) if (e := self._read(p)) is not None]
+        return self.in_bucket("failed")
 
     def __len__(self) -> int:
         return len(self._paths(self.directory))
 
+    def count(self, bucket: Bucket) -> int:
+        """How many snapshots ``bucket`` holds (without reading them)."""
+        return len(self._paths(self.folder(bucket)))
+
     def size(self) -> int:
-        """Bytes used by the spool, conflicts and failures included."""
+        """Bytes used by the spool, every bucket included."""
         total = 0
-        for path in (
-            self._paths(self.directory) + self._paths(self.conflicts) + self._paths(self.failed)
-        ):
-            with contextlib.suppress(FileNotFoundError):
-                total += path.stat().st_size
+        for bucket in BUCKETS:
+            for path in self._paths(self.folder(bucket)):
+                with contextlib.suppress(FileNotFoundError):
+                    total += path.stat().st_size
         return total
 
     def remove(self, entry: SpoolEntry) -> None:
         with contextlib.suppress(FileNotFoundError):
             entry.path.unlink()
 
-    def set_aside(self, entry: SpoolEntry) -> Path:
-        """Move a refused snapshot to ``conflicts/``."""
-        self.conflicts.mkdir(parents=True, exist_ok=True)
-        target = self.conflicts / entry.path.name
-        with contextlib.suppress(FileNotFoundError):  # another process set it aside first
-            os.replace(entry.path, target)
+    def set_aside(self, entry: SpoolEntry, bucket: Bucket = "conflict", error: str = "") -> Path:
+        """Move a refused snapshot to ``bucket`` (``conflicts/`` by default), keeping the
+        server's words when given."""
+        directory = self.folder(bucket)
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / entry.path.name
+        if not error:
+            with contextlib.suppress(FileNotFoundError):  # another process set it aside first
+                os.replace(entry.path, target)
+            return target
+        if not entry.path.exists():
+            return target  # sent or set aside by another process meanwhile
+        os.replace(_write_temp(directory, entry._record(error=error)), target)
+        with contextlib.suppress(FileNotFoundError):
+            entry.path.unlink()
+        _fsync_dir(directory)
         return target
 
     def charge(self, entry: SpoolEntry, error: str) -> Path | None:
@@ -231,11 +281,11 @@ class Spool:
         _fsync_dir(directory)
         return target if full else None
 
-    def retry_failed(self) -> list[SpoolEntry]:
-        """Move every snapshot of ``failed/`` back to the waiting ones, its count of
-        attempts reset; returns them."""
+    def move_back(self, bucket: Bucket) -> list[SpoolEntry]:
+        """Move every snapshot of ``bucket`` back to the waiting ones, its count of attempts
+        and its error reset; returns them."""
         moved = []
-        for entry in self.failures():
+        for entry in self.in_bucket(bucket) if bucket != "waiting" else []:
             temp = _write_temp(self.directory, entry._record(attempts=0, error=""))
             os.replace(temp, self.directory / entry.path.name)
             with contextlib.suppress(FileNotFoundError):
@@ -244,6 +294,10 @@ class Spool:
         if moved:
             _fsync_dir(self.directory)
         return moved
+
+    def retry_failed(self) -> list[SpoolEntry]:
+        """Move every snapshot of ``failed/`` back to the waiting ones (``move_back``)."""
+        return self.move_back("failed")
 
 
 def all_spools(root: Path | None = None) -> list[Spool]:
@@ -256,3 +310,103 @@ def all_spools(root: Path | None = None) -> list[Spool]:
             if url_file.is_file():
                 spools.append(Spool(url_file.read_text().strip(), base))
     return spools
+
+
+def _spools(url: str | None, root: Path | None) -> list[Spool]:
+    if url is None:
+        return all_spools(root)
+    return [Spool(url.rstrip("/"), root)]
+
+
+def _buckets(bucket: Bucket | Iterable[Bucket] | None) -> tuple[Bucket, ...]:
+    chosen = BUCKETS if bucket is None else (bucket,) if isinstance(bucket, str) else tuple(bucket)
+    for one in chosen:
+        if one not in BUCKETS:
+            raise StoreError(f"unknown spool bucket {one!r}: one of {', '.join(BUCKETS)}")
+    return chosen
+
+
+def list_entries(
+    url: str | None = None,
+    *,
+    bucket: Bucket | Iterable[Bucket] | None = None,
+    root: Path | None = None,
+) -> list[SpoolEntry]:
+    """What the spool holds: for the server ``url`` (every server's spool when None), in
+    ``bucket`` (a name, several, or every bucket when None), each bucket oldest first.
+
+    ``entry.bucket`` says where each is: ``"waiting"`` (sent when the server answers),
+    ``"refused"`` (401/403: fix the token, then ``retry``), ``"conflict"`` (409: the name
+    holds other content; ``drop`` it or store it under another name) or ``"failed"`` (the
+    server failed to take it ``MAX_ATTEMPTS`` times; ``entry.error`` says why)."""
+    chosen = _buckets(bucket)
+    return [
+        entry for spool in _spools(url, root) for one in chosen for entry in spool.in_bucket(one)
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOutcome:
+    """What ``retry`` did.
+
+    Attributes:
+        moved: how many snapshots it moved back to the waiting ones.
+        left: how many are still held back after sending (waiting or refused again):
+            0 when everything was sent.
+    """
+
+    moved: int
+    left: int
+
+
+def retry(
+    url: str,
+    *,
+    bucket: Bucket | Iterable[Bucket] = ("refused", "failed"),
+    token: str | None = None,
+    root: Path | None = None,
+    send: bool = True,
+) -> RetryOutcome:
+    """Move the snapshots of ``bucket`` (by default the refused and the failed ones) of the
+    server ``url``'s spool back to the waiting ones and, with ``send``, send everything
+    that waits now with ``token`` (``$RNGVAULT_TOKEN`` when None); no other server sees
+    that token. Warnings say what the server refused again (``SpoolWarning``)."""
+    from rngvault.stores.http import HttpStore
+
+    if not url.lower().startswith(("http://", "https://")):
+        raise StoreError(f"a spool belongs to a server URL (http:// or https://), not {url!r}")
+    spool = Spool(url.rstrip("/"), root)
+    moved = sum(len(spool.move_back(one)) for one in _buckets(bucket))
+    if not send:
+        return RetryOutcome(moved, len(spool) + spool.count("refused"))
+    store = HttpStore(spool.url, token=token, spool=spool)
+    try:
+        left = store.flush()
+    finally:
+        store.close()
+    return RetryOutcome(moved, left)
+
+
+def drop(
+    url: str,
+    *,
+    bucket: Bucket | Iterable[Bucket] | None = None,
+    entries: Iterable[SpoolEntry] | None = None,
+    root: Path | None = None,
+) -> int:
+    """Delete snapshots from the server ``url``'s spool for good: the given ``entries``
+    (from ``list_entries``), or every one of ``bucket``; one of the two is required.
+    Returns how many were deleted."""
+    if (bucket is None) == (entries is None):
+        raise StoreError("drop needs either the entries or the bucket(s) to delete")
+    spool = Spool(url.rstrip("/"), root)
+    if entries is None:
+        entries = list_entries(spool.url, bucket=bucket, root=root)
+    dropped = 0
+    for entry in entries:
+        if entry.path.parent not in {spool.folder(one) for one in BUCKETS}:
+            raise StoreError(f"{entry.path} is not in the spool of {spool.url}")
+        with contextlib.suppress(FileNotFoundError):
+            entry.path.unlink()
+            dropped += 1
+    return dropped
