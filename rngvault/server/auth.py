@@ -1,8 +1,9 @@
 """Who may do what: bearer tokens checked per request, as FastAPI dependencies.
 
 Routes declare what they need with ``Depends(Require("read"))`` (or ``"write"``,
-``"admin"``). ``Require`` checks the token, its scope, and that its namespace pattern covers
-the namespace the request names (path parameter, else ``namespace`` query parameter).
+``"admin"``). ``Require`` checks the token, and that one of its grants has the scope and a
+namespace pattern covering the namespace the request names (path parameter, else
+``namespace`` query parameter). Listings show the namespaces of the grants that may read.
 Without a tokens file the server is open: every request acts as an admin for every
 namespace, which ``authenticator_for`` allows only on a loopback host unless told otherwise.
 An open server also checks every request itself (``LocalOnly``), however it was started:
@@ -19,7 +20,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rngvault._errors import RngVaultError
 from rngvault.server.errors import ApiError, error_response, printable
 from rngvault.server.settings import LOOPBACK_NAMES, Settings, is_loopback
-from rngvault.server.tokens import SCOPES, TokenFile, TokenRecord, token_hash, token_id
+from rngvault.server.tokens import SCOPES, Grant, TokenFile, TokenRecord, token_hash, token_id
 
 log = logging.getLogger("rngvault.server")
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rngvault"'}
@@ -44,16 +44,25 @@ class Principal:
 
     Attributes:
         token_id: the token's id, or None on an open server.
-        scope: the token's scope.
-        namespace: the token's namespace pattern.
+        grants: what the token may do.
     """
 
     token_id: str | None
-    scope: str
-    namespace: str
+    grants: tuple[Grant, ...]
+
+    def patterns(self, scope: str) -> tuple[str, ...]:
+        """The namespace patterns of the grants that include ``scope``."""
+        return tuple(dict.fromkeys(g.namespace for g in self.grants if g.allows(scope)))
+
+    def allows(self, scope: str, namespace: str) -> bool:
+        return any(g.allows(scope) and g.covers(namespace) for g in self.grants)
+
+    def describe(self) -> str:
+        """``token 3f9a1c2b7d4e (read:*, write:bob)``."""
+        return f"token {self.token_id} ({', '.join(map(str, self.grants))})"
 
 
-OPEN = Principal(None, "admin", "*")
+OPEN = Principal(None, (Grant("admin", "*"),))
 
 
 class Authenticator:
@@ -61,7 +70,8 @@ class Authenticator:
 
     With ``allow_open`` and no tokens file yet, every request is allowed, until the file
     appears (the first ``rngvault token create``): from then on tokens are required, even
-    if the file is removed again.
+    if the file is removed again (then no token is accepted until it is back). Both changes
+    are logged.
     """
 
     def __init__(self, tokens: TokenFile, *, allow_open: bool = False) -> None:
@@ -78,14 +88,23 @@ class Authenticator:
         """No tokens yet: every request is allowed (see ``authenticator_for``)."""
         return self._open
 
+    @property
+    def _path(self) -> str:
+        return str(self._file.path.resolve())
+
     def _reload(self) -> None:
         try:
             stat = os.stat(self._file.path)
             stamp = (stat.st_mtime_ns, stat.st_size)
         except OSError:
             stamp = (0, 0)
-        if stamp != (0, 0):
+        if stamp != (0, 0) and self._open:
             self._open = False
+            log.warning("tokens file %s appeared: tokens are required from now on", self._path)
+        elif stamp == (0, 0) and self._stamp not in (None, (0, 0)):
+            log.warning("tokens file %s is gone: no token is accepted until it is back", self._path)
+        elif stamp != (0, 0) and self._stamp == (0, 0) and not self._open:
+            log.warning("tokens file %s is back: its tokens are accepted again", self._path)
         if stamp != self._stamp:
             self._by_id = {r.id: r for r in self._file.load()}
             self._stamp = stamp
@@ -111,7 +130,7 @@ class Authenticator:
         if not record.active(time.time()):
             why = "revoked" if record.revoked is not None else "expired"
             raise ApiError(401, "unauthorized", f"token {record.id} is {why}", _CHALLENGE)
-        return Principal(record.id, record.scope, record.namespace)
+        return Principal(record.id, record.grants)
 
 
 class Require:
@@ -132,20 +151,16 @@ class Require:
         """The principal, or ApiError 401/403 (for routes that call it directly)."""
         auth: Authenticator = request.app.state.auth
         principal = auth.authenticate(request.headers.get("authorization"))
-        if SCOPES.index(principal.scope) < SCOPES.index(self.scope):
-            raise ApiError(
-                403,
-                "forbidden",
-                f"token {principal.token_id} has scope {principal.scope!r}; "
-                f"this needs {self.scope!r}",
-            )
+        patterns = principal.patterns(self.scope)
+        if not patterns:
+            raise ApiError(403, "forbidden", f"{principal.describe()} has no {self.scope!r} grant")
         namespace = request.path_params.get("namespace", request.query_params.get("namespace"))
-        if namespace is not None and not fnmatchcase(namespace, principal.namespace):
+        if namespace is not None and not principal.allows(self.scope, namespace):
             raise ApiError(
                 403,
                 "forbidden",
-                f"token {principal.token_id} is for namespaces {principal.namespace!r}, "
-                f"not {namespace!r}",
+                f"{principal.describe()} may {self.scope} namespaces "
+                f"{', '.join(map(repr, patterns))}, not {namespace!r}",
             )
         return principal
 
@@ -157,12 +172,12 @@ async def metrics_allowed(request: Request) -> None:
     client = request.client.host if request.client else ""
     if not is_loopback(client):
         principal = request.app.state.auth.authenticate(request.headers.get("authorization"))
-        if principal.scope != "admin" or principal.namespace != "*":
+        if "*" not in principal.patterns("admin"):
             raise ApiError(
                 403,
                 "forbidden",
-                f"token {principal.token_id} may not read /metrics: its counts cover every "
-                "namespace, so it needs an admin token for namespaces '*'",
+                f"{principal.describe()} may not read /metrics: its counts cover every "
+                "namespace, so it needs an admin token for namespaces '*' (the grant admin:*)",
             )
 
 
@@ -224,10 +239,10 @@ class LocalOnly:
 def authenticator_for(settings: Settings) -> Authenticator:
     """The authenticator ``settings`` ask for, or RngVaultError saying why it may not start."""
     exists = settings.tokens.is_file()
+    create = f"'rngvault token create --tokens {settings.tokens.resolve()}'"
     if settings.tokens_required and not exists:
         raise RngVaultError(
-            f"tokens file {str(settings.tokens)!r} does not exist: "
-            "create a token with 'rngvault token create'"
+            f"tokens file {str(settings.tokens)!r} does not exist: create a token with {create}"
         )
     if exists:
         return Authenticator(TokenFile(settings.tokens))
@@ -235,8 +250,8 @@ def authenticator_for(settings: Settings) -> Authenticator:
         if not settings.insecure_open:
             raise RngVaultError(
                 f"refusing to serve {settings.host} without tokens: anyone who can reach it "
-                "could read, write and delete every snapshot. Create a token with "
-                "'rngvault token create', or pass --insecure-open to serve it open anyway"
+                f"could read, write and delete every snapshot. Create a token with {create}, "
+                "or pass --insecure-open to serve it open anyway"
             )
         log.warning("serving %s with no tokens (--insecure-open): anyone may write", settings.host)
     return Authenticator(TokenFile(settings.tokens), allow_open=True)

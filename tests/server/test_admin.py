@@ -109,6 +109,7 @@ async def tokens_client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient
         "root": file.create("admin", "*")[1],
         "bob-admin": file.create("admin", "bob")[1],
         "bob-write": file.create("write", "bob")[1],
+        "bob-carol": file.create(grants=["admin:bob", "admin:carol", "write:alice"])[1],
     }
     settings = Settings(
         host="0.0.0.0", db=f"sqlite:///{tmp_path / 'admin.db'}", tokens=tmp_path / "tokens.json"
@@ -141,3 +142,21 @@ async def test_a_namespace_admin_collects_only_its_namespaces_and_writers_may_no
     assert bob.status_code == 200 and (bob.json()["runs"], bob.json()["snapshots"]) == (1, 2)
     assert await names(client, "alice/r", **root) == ["s0", "s1", "s2"]
     assert await names(client, "bob/r", **root) == ["s2"]
+
+
+async def test_gc_covers_every_namespace_a_token_administers_and_no_other(
+    tokens_client: tuple[httpx.AsyncClient, dict[str, str]], make_body: Body
+) -> None:
+    client, tokens = tokens_client
+    root = {"Authorization": f"Bearer {tokens['root']}"}
+    await fill(client, make_body, {"alice/r": 3, "bob/r": 3, "carol/r": 3, "dave/r": 3}, **root)
+    answer = await client.post(
+        "/v1/admin/gc",
+        json={"pattern": "*", "keep_last": 1},
+        headers={"Authorization": f"Bearer {tokens['bob-carol']}"},
+    )
+    assert answer.status_code == 200
+    assert (answer.json()["runs"], answer.json()["snapshots"]) == (2, 4)
+    assert await names(client, "bob/r", **root) == await names(client, "carol/r", **root) == ["s2"]
+    for run in ("alice/r", "dave/r"):  # alice: written, not administered
+        assert await names(client, run, **root) == ["s0", "s1", "s2"]

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from rngvault import RngVaultError
 from rngvault.server.app import create_app
 from rngvault.server.settings import Settings
-from rngvault.server.tokens import TokenFile, parse_expiry
+from rngvault.server.tokens import Grant, TokenFile, parse_expiry, parse_grant, token_hash
 
 pytestmark = pytest.mark.anyio
 Body = Callable[..., bytes]
@@ -37,6 +37,19 @@ SCOPES = {
     ("GET", "/metrics"): "admin*",  # store-wide counts: an admin token for every namespace
 }
 LOWER = {"write": "read", "admin": "write", "admin*": "admin"}
+# The token "mixed" (read:*, write:alice, admin:bob) on each route, for namespace alice:
+# allowed where one of its grants has the scope over alice (or any namespace, for routes
+# that name none); /metrics needs admin over '*'.
+MIXED_ALLOWED = {
+    ("PUT", "/v1/runs/{namespace}/{run}/snapshots/{name}"): True,
+    ("GET", "/v1/runs/{namespace}/{run}/snapshots/{name}"): True,
+    ("DELETE", "/v1/runs/{namespace}/{run}/snapshots/{name}"): False,
+    ("GET", "/v1/runs/{namespace}/{run}/snapshots"): True,
+    ("GET", "/v1/runs"): True,
+    ("DELETE", "/v1/runs/{namespace}/{run}"): False,
+    ("POST", "/v1/admin/gc"): True,
+    ("GET", "/metrics"): False,
+}
 
 
 @pytest.fixture
@@ -53,6 +66,9 @@ def tokens(tmp_path: Path) -> dict[str, str]:
         ("admin*", "admin", "*"),
     ]:
         made[label] = file.create(scope, namespace)[1]
+    made["mixed"] = file.create(grants=["read:*", ("write", "alice"), Grant("admin", "bob")])[1]
+    made["repro"] = file.create(grants=["read:*", "write:bob"])[1]
+    made["union"] = file.create(grants=["read:alice", "write:team-*", "admin:bob"])[1]
     made["expired"] = file.create("admin", "*", expires=time.time() - 1)[1]
     record, made["revoked"] = file.create("admin", "*")
     file.revoke(record.id)
@@ -129,7 +145,48 @@ async def test_every_route_enforces_token_scope_and_namespace(
                 assert "not 'alice'" in other.json()["detail"]
             allowed = await call(remote, method, route.path, bearer(tokens[need]), body)
             assert allowed.status_code not in (401, 403), (method, route.path)
-    assert checked == len(SCOPES)
+            mixed = await call(remote, method, route.path, bearer(tokens["mixed"]), body)
+            if MIXED_ALLOWED[method, route.path]:
+                assert mixed.status_code not in (401, 403), (method, route.path)
+            else:
+                assert mixed.status_code == 403, (method, route.path)
+    assert checked == len(SCOPES) == len(MIXED_ALLOWED)
+
+
+async def test_a_token_reads_every_namespace_and_writes_only_its_own(
+    remote: httpx.AsyncClient, tokens: dict[str, str], make_body: Body
+) -> None:
+    """read:* and write:bob: Bob's reproduction reads Alice's run and writes his own."""
+    msgpack = {"Content-Type": "application/msgpack"}
+    alice = {**msgpack, **bearer(tokens["write"])}
+    assert (
+        await remote.put("/v1/runs/alice/r/snapshots/s", content=make_body(1), headers=alice)
+    ).status_code == 201
+    bob = {**msgpack, **bearer(tokens["repro"])}
+    read = await remote.get("/v1/runs/alice/r/snapshots/s", headers=bob)
+    assert read.status_code == 200 and read.content == make_body(1)
+    wrote = await remote.put("/v1/runs/bob/repro/snapshots/s", content=make_body(1), headers=bob)
+    assert wrote.status_code == 201
+    refused = await remote.put("/v1/runs/alice/r/snapshots/t", content=make_body(2), headers=bob)
+    assert refused.status_code == 403
+    assert "may write namespaces 'bob', not 'alice'" in refused.json()["detail"]
+    listed = (await remote.get("/v1/runs", headers=bob)).json()["runs"]
+    assert [(r["namespace"], r["run"]) for r in listed] == [("alice", "r"), ("bob", "repro")]
+
+
+async def test_listings_show_the_union_of_a_tokens_readable_namespaces(
+    remote: httpx.AsyncClient, tokens: dict[str, str], make_body: Body
+) -> None:
+    root = {"Content-Type": "application/msgpack", **bearer(tokens["admin*"])}
+    for namespace in ("alice", "bob", "carol", "team-a"):
+        url = f"/v1/runs/{namespace}/r/snapshots/s"
+        assert (await remote.put(url, content=make_body(1), headers=root)).status_code == 201
+    token = tokens["union"]
+    listed = (await remote.get("/v1/runs", headers=bearer(token))).json()["runs"]
+    assert [r["namespace"] for r in listed] == ["alice", "bob", "team-a"]
+    narrowed = await remote.get("/v1/runs", params={"namespace": "carol"}, headers=bearer(token))
+    assert narrowed.status_code == 403
+    assert "may read namespaces 'alice', 'team-*', 'bob', not 'carol'" in narrowed.json()["detail"]
 
 
 async def test_a_namespace_token_cannot_read_or_write_another_namespace(
@@ -168,7 +225,7 @@ async def test_metrics_need_an_admin_token_for_every_namespace_from_another_mach
     remote: httpx.AsyncClient, tokens: dict[str, str]
 ) -> None:
     assert (await remote.get("/metrics")).status_code == 401
-    for label in ("read", "write", "admin", "teams"):  # limited: the counts are store-wide
+    for label in ("read", "write", "admin", "teams", "mixed"):  # the counts are store-wide
         answer = await remote.get("/metrics", headers=bearer(tokens[label]))
         assert answer.status_code == 403, label
         assert "admin token for namespaces '*'" in answer.json()["detail"]
@@ -197,7 +254,8 @@ def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
     record, token = file.create("write", "alice", note="ci")
     text = (tmp_path / "t.json").read_text()
     assert token not in text and token.split("_")[2] not in text
-    assert record.id in text and json.loads(text)["tokens"][0]["scope"] == "write"
+    assert record.id in text
+    assert json.loads(text)["tokens"][0]["grants"] == [{"scope": "write", "namespace": "alice"}]
     assert stat.S_IMODE(os.stat(tmp_path / "t.json").st_mode) == 0o600
     listed = file.load()
     assert [(r.id, r.scope, r.namespace, r.note) for r in listed] == [
@@ -236,12 +294,93 @@ def test_token_options_are_checked(tmp_path: Path) -> None:
         file.create("owner", "alice")
     with pytest.raises(RngVaultError, match="invalid namespace pattern"):
         file.create("read", "alice/bob")
+    with pytest.raises(RngVaultError, match="invalid scope 'owner'"):
+        file.create(grants=["read:*", "owner:bob"])
+    with pytest.raises(RngVaultError, match="at least one grant"):
+        file.create(grants=[])
+    with pytest.raises(RngVaultError, match="either a scope and a namespace, or grants"):
+        file.create("read", "alice", grants=["write:bob"])
+    assert not (tmp_path / "t.json").exists()  # nothing refused was written
     with pytest.raises(RngVaultError, match="no token with id"):
         file.revoke("ffffffffffff")
     assert parse_expiry("2d", 100.0) == 100.0 + 2 * 86400
     assert parse_expiry("2030-01-01", 0) == 1893456000.0
     with pytest.raises(RngVaultError, match="invalid expiry"):
         parse_expiry("soon", 0)
+
+
+def test_grants_parse_from_scope_colon_pattern() -> None:
+    assert parse_grant("read:*") == Grant("read", "*")
+    assert parse_grant(" write:team-? ") == Grant("write", "team-?")
+    assert str(parse_grant("admin:bob")) == "admin:bob"
+    for text, error in [
+        ("read", "invalid grant 'read': write SCOPE:PATTERN"),
+        ("owner:bob", "invalid scope 'owner'"),
+        ("read:", "invalid namespace pattern ''"),
+        ("read:a/b", "invalid namespace pattern 'a/b'"),
+    ]:
+        with pytest.raises(RngVaultError, match=error):
+            parse_grant(text)
+
+
+def test_a_token_of_several_grants_is_stored_once_with_all_of_them(tmp_path: Path) -> None:
+    file = TokenFile(tmp_path / "t.json")
+    record, _token = file.create(grants=["read:*", "write:bob", "read:*"], note="repro")
+    assert record.grants == (Grant("read", "*"), Grant("write", "bob"))
+    assert file.load() == [record]
+    assert (record.scope, record.namespace) == ("write", "*,bob")
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["version"] == 2
+    assert data["tokens"][0]["grants"] == [
+        {"scope": "read", "namespace": "*"},
+        {"scope": "write", "namespace": "bob"},
+    ]
+
+
+async def test_a_version_1_tokens_file_still_works_and_is_rewritten_as_version_2(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tokens.json"
+    token = "rv_0123456789ab_" + "A" * 43
+    old = {
+        "format": "rngvault-tokens",
+        "version": 1,
+        "tokens": [
+            {"id": "0123456789ab", "sha256": token_hash(token), "scope": "write",
+             "namespace": "alice", "created": 1.0, "expires": None, "revoked": None,
+             "note": "old"}
+        ],
+    }  # fmt: skip
+    path.write_text(json.dumps(old))
+    file = TokenFile(path)
+    [record] = file.load()
+    assert (record.id, record.grants, record.note) == (
+        "0123456789ab",
+        (Grant("write", "alice"),),
+        "old",
+    )
+    settings = Settings(host="0.0.0.0", db=f"sqlite:///{tmp_path / 'v1.db'}", tokens=path)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("192.0.2.10", 40000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://vault") as client,
+    ):
+        assert (await client.get("/v1/runs", headers=bearer(token))).status_code == 200
+        denied = await client.get("/v1/runs", params={"namespace": "bob"}, headers=bearer(token))
+        assert denied.status_code == 403
+    file.create("read", "bob")
+    data = json.loads(path.read_text())
+    assert data["version"] == 2
+    assert data["tokens"][0]["grants"] == [{"scope": "write", "namespace": "alice"}]
+    assert [r.id for r in file.load()] == ["0123456789ab", data["tokens"][1]["id"]]
+
+
+def test_a_tokens_file_of_a_newer_version_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.json"
+    path.write_text(json.dumps({"format": "rngvault-tokens", "version": 3, "tokens": []}))
+    with pytest.raises(RngVaultError, match="has version 3; this rngvault reads versions 1 and 2"):
+        TokenFile(path).load()
 
 
 def test_without_tokens_only_a_loopback_host_may_serve(tmp_path: Path) -> None:
@@ -251,13 +390,19 @@ def test_without_tokens_only_a_loopback_host_may_serve(tmp_path: Path) -> None:
     with pytest.raises(RngVaultError, match="refusing to serve 0.0.0.0 without tokens"):
         create_app(base.replace(host="0.0.0.0"))
     create_app(base.replace(host="0.0.0.0", insecure_open=True))
-    with pytest.raises(RngVaultError, match="does not exist"):
+    with pytest.raises(RngVaultError, match="does not exist") as missing:
         create_app(base.replace(tokens_required=True))
+    named = f"'rngvault token create --tokens {tmp_path / 'none.json'}'"
+    assert named in str(missing.value)
+    with pytest.raises(RngVaultError, match="refusing") as refused:
+        create_app(base.replace(host="0.0.0.0"))
+    assert named in str(refused.value)
 
 
 async def test_an_open_server_requires_tokens_once_the_first_is_created(
-    client: httpx.AsyncClient, settings: Settings
+    client: httpx.AsyncClient, settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("WARNING", logger="rngvault.server")
     assert (await client.get("/v1/runs")).status_code == 200
     _record, token = TokenFile(settings.tokens).create("read", "*")
     deadline = time.monotonic() + 5
@@ -267,6 +412,10 @@ async def test_an_open_server_requires_tokens_once_the_first_is_created(
         status = (await client.get("/v1/runs")).status_code
     assert status == 401
     assert (await client.get("/v1/runs", headers=bearer(token))).status_code == 200
+    path = settings.tokens.resolve()
+    assert f"tokens file {path} appeared: tokens are required from now on" in caplog.text
     settings.tokens.unlink()  # removing the file does not open the server again
     time.sleep(1.1)
     assert (await client.get("/v1/runs")).status_code == 401
+    assert f"tokens file {path} is gone: no token is accepted until it is back" in caplog.text
+    assert (await client.get("/v1/runs", headers=bearer(token))).status_code == 401

@@ -35,7 +35,7 @@ async def gc(
         request.pattern,
         keep_last=request.keep_last,
         stored_before=before,
-        namespaces=principal.namespace,
+        namespaces=principal.patterns("admin"),
         dry_run=request.dry_run,
     )
     return GcBody.of(collected, before)

@@ -39,7 +39,7 @@ async def list_runs(
     if namespace is not None:
         check_name(namespace, "namespace")
     page = await store.list_runs(
-        namespace=namespace, pattern=principal.namespace, cursor=cursor, limit=limit
+        namespace=namespace, pattern=principal.patterns("read"), cursor=cursor, limit=limit
     )
     return RunPage(runs=[RunBody.of(r) for r in page.items], next_cursor=page.next_cursor)
 

@@ -21,6 +21,7 @@ T = TypeVar("T")
 
 __all__ = [
     "Collected",
+    "Globs",
     "InvalidCursorError",
     "Page",
     "RunInfo",
@@ -31,7 +32,11 @@ __all__ = [
     "Stored",
     "decode_cursor",
     "encode_cursor",
+    "globs",
 ]
+
+Globs = str | Sequence[str]
+"""Namespace globs of ``*`` and ``?``: one, or several of which any may match."""
 
 
 class StoreFullError(StoreError):
@@ -161,6 +166,11 @@ class Collected:
 SAMPLE = 100
 
 
+def globs(patterns: Globs) -> tuple[str, ...]:
+    """``patterns`` as a tuple (no pattern matches nothing)."""
+    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
+
+
 def check_rules(keep_last: int | None, stored_before: float | None) -> None:
     """ValueError unless ``collect``'s rules make sense: at least one, ``keep_last`` >= 0."""
     if keep_last is None and stored_before is None:
@@ -185,11 +195,12 @@ class Store(Protocol):
         self,
         *,
         namespace: str | None = None,
-        pattern: str = "*",
+        pattern: Globs = "*",
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page[RunInfo]:
-        """Runs by (namespace, run); ``pattern`` is a namespace glob of ``*`` and ``?``."""
+        """Runs by (namespace, run) whose namespace matches ``pattern`` (a glob of ``*`` and
+        ``?``, or several: runs any of them matches; none matches nothing)."""
         ...
 
     async def list_snapshots(
@@ -212,11 +223,12 @@ class Store(Protocol):
         *,
         keep_last: int | None = None,
         stored_before: float | None = None,
-        namespaces: str = "*",
+        namespaces: Globs = "*",
         dry_run: bool = False,
     ) -> Collected:
         """Retention: in every run whose ``"namespace/run"`` matches ``pattern`` (a glob of
-        ``*`` and ``?``) and whose namespace matches ``namespaces`` (the token's pattern),
+        ``*`` and ``?``) and whose namespace matches ``namespaces`` (the token's patterns:
+        one glob, or several of which any may match),
         delete the snapshots that every given rule selects: those beyond the ``keep_last``
         most recently stored of their run, and those stored before ``stored_before`` (seconds
         since the epoch). At least one rule is given. A run left with no snapshots is removed.

@@ -41,6 +41,7 @@ from rngvault.server.storage import redact
 from rngvault.server.storage.base import (
     SAMPLE,
     Collected,
+    Globs,
     Page,
     RunInfo,
     SnapshotInfo,
@@ -49,6 +50,7 @@ from rngvault.server.storage.base import (
     StoreFullError,
     check_rules,
     decode_cursor,
+    globs,
     run_page,
     snapshot_page,
 )
@@ -347,13 +349,14 @@ class PostgresStore:
         self,
         *,
         namespace: str | None = None,
-        pattern: str = "*",
+        pattern: Globs = "*",
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page[RunInfo]:
         after = decode_cursor(cursor, str, str) if cursor else None
+        patterns = globs(pattern)
         rows = await self._run(
-            lambda conn: sql.list_runs(conn, namespace, pattern, after, limit), transaction=False
+            lambda conn: sql.list_runs(conn, namespace, patterns, after, limit), transaction=False
         )
         return run_page(rows, limit)
 
@@ -393,7 +396,7 @@ class PostgresStore:
         *,
         keep_last: int | None = None,
         stored_before: float | None = None,
-        namespaces: str = "*",
+        namespaces: Globs = "*",
         dry_run: bool = False,
     ) -> Collected:
         """Snapshots stored after the pass began are never deleted by it."""
@@ -406,7 +409,7 @@ class PostgresStore:
                 partial(
                     sql.retention_runs,
                     pattern=pattern,
-                    namespaces=namespaces,
+                    namespaces=globs(namespaces),
                     keep_last=keep_last,
                     after=after,
                 ),

@@ -241,9 +241,14 @@ def like_pattern(glob: str) -> str:
 
 
 async def list_runs(
-    conn: Conn, namespace: str | None, pattern: str, after: tuple[Any, ...] | None, limit: int
+    conn: Conn,
+    namespace: str | None,
+    patterns: tuple[str, ...],
+    after: tuple[Any, ...] | None,
+    limit: int,
 ) -> list[RunInfo]:
-    where, args = ["namespace LIKE %s"], [like_pattern(pattern)]
+    where: list[str] = ["namespace LIKE ANY (%s::text[])"]
+    args: list[Any] = [[like_pattern(p) for p in patterns]]
     if namespace is not None:
         where.append("namespace = %s")
         args.append(namespace)
@@ -373,15 +378,15 @@ async def retention_runs(
     conn: Conn,
     *,
     pattern: str,
-    namespaces: str,
+    namespaces: tuple[str, ...],
     keep_last: int | None,
     after: tuple[str, str] | None,
 ) -> list[tuple[int, str, str, int | None]]:
     """Up to ``RUN_PAGE`` runs after ``after`` whose "namespace/run" matches ``pattern`` and
-    namespace ``namespaces``: (id, namespace, run, last position a pass may delete, or None
+    a namespace of ``namespaces``: (id, namespace, run, last position a pass may delete, or None
     when ``keep_last`` keeps them all)."""
-    where = ["(namespace || '/' || name) LIKE %s", "namespace LIKE %s"]
-    args: list[Any] = [like_pattern(pattern), like_pattern(namespaces)]
+    where = ["(namespace || '/' || name) LIKE %s", "namespace LIKE ANY (%s::text[])"]
+    args: list[Any] = [like_pattern(pattern), [like_pattern(p) for p in namespaces]]
     if after is not None:
         where.append("(namespace, name) > (%s, %s)")
         args.extend(after)

@@ -37,6 +37,7 @@ from rngvault.server.storage import migrations, sqlite_sql
 from rngvault.server.storage.base import (
     SAMPLE,
     Collected,
+    Globs,
     Page,
     RunInfo,
     SnapshotInfo,
@@ -45,6 +46,7 @@ from rngvault.server.storage.base import (
     StoreFullError,
     check_rules,
     decode_cursor,
+    globs,
     run_page,
     snapshot_page,
 )
@@ -200,13 +202,13 @@ class SQLiteStore:
         self,
         *,
         namespace: str | None = None,
-        pattern: str = "*",
+        pattern: Globs = "*",
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page[RunInfo]:
         after = decode_cursor(cursor, str, str) if cursor else None
         rows = await self._read(
-            lambda conn: sqlite_sql.list_runs(conn, namespace, pattern, after, limit)
+            lambda conn: sqlite_sql.list_runs(conn, namespace, globs(pattern), after, limit)
         )
         return run_page(rows, limit)
 
@@ -304,13 +306,13 @@ class SQLiteStore:
         *,
         keep_last: int | None = None,
         stored_before: float | None = None,
-        namespaces: str = "*",
+        namespaces: Globs = "*",
         dry_run: bool = False,
     ) -> Collected:
         check_rules(keep_last, stored_before)
         plan = await self._read(
             lambda conn: sqlite_sql.plan_collect(
-                conn, pattern, namespaces, keep_last, stored_before, SAMPLE
+                conn, pattern, globs(namespaces), keep_last, stored_before, SAMPLE
             )
         )
         removed = sqlite_sql.Removed(plan.snapshots, plan.ranks, 0)

@@ -182,14 +182,19 @@ def get(conn: sqlite3.Connection, key: SnapshotKey) -> bytes:
     return join(row[1], holes)
 
 
+def matching(patterns: tuple[str, ...]) -> str:
+    """A condition: ``namespace`` matches one of ``patterns`` (false for none)."""
+    return f"({' OR '.join(['namespace GLOB ?'] * len(patterns))})" if patterns else "0"
+
+
 def list_runs(
     conn: sqlite3.Connection,
     namespace: str | None,
-    pattern: str,
+    patterns: tuple[str, ...],
     after: tuple[Any, ...] | None,
     limit: int,
 ) -> list[RunInfo]:
-    where, args = ["namespace GLOB ?"], [pattern]
+    where, args = [matching(patterns)], list(patterns)
     if namespace is not None:
         where.append("namespace = ?")
         args.append(namespace)
@@ -353,16 +358,16 @@ class Plan:
 def plan_collect(
     conn: sqlite3.Connection,
     pattern: str,
-    namespaces: str,
+    namespaces: tuple[str, ...],
     keep_last: int | None,
     before: float | None,
     sample: int,
 ) -> Plan:
     """Select what ``Store.collect`` deletes, in one read transaction."""
     runs = conn.execute(
-        "SELECT id, namespace, name FROM runs"
-        " WHERE namespace || '/' || name GLOB ? AND namespace GLOB ? ORDER BY namespace, name",
-        (pattern, namespaces),
+        "SELECT id, namespace, name FROM runs WHERE namespace || '/' || name GLOB ?"
+        f" AND {matching(namespaces)} ORDER BY namespace, name",
+        (pattern, *namespaces),
     ).fetchall()
     doomed, found = [], []
     snapshots = ranks = 0

@@ -113,6 +113,33 @@ async def test_runs_page_by_cursor_and_filter_by_namespace_and_pattern(
     assert teams.items[0].snapshots == 1
 
 
+async def test_runs_filter_by_several_patterns_any_of_which_matches(
+    store: Store, make_body: Body
+) -> None:
+    for namespace in ("alice", "bob", "team-a", "team-b", "carol"):
+        for run in ("r1", "r2"):
+            await put(store, key(run=run, namespace=namespace), make_body(1))
+    some = await store.list_runs(pattern=("bob", "team-*", "bo?"), limit=3)
+    assert [(r.namespace, r.run) for r in some.items] == [
+        ("bob", "r1"),
+        ("bob", "r2"),
+        ("team-a", "r1"),
+    ]
+    assert some.next_cursor is not None
+    rest = await store.list_runs(pattern=("bob", "team-*", "bo?"), cursor=some.next_cursor)
+    assert [(r.namespace, r.run) for r in rest.items] == [
+        ("team-a", "r2"),
+        ("team-b", "r1"),
+        ("team-b", "r2"),
+    ]
+    assert rest.next_cursor is None
+    narrowed = await store.list_runs(pattern=("alice", "team-*"), namespace="team-b")
+    assert {r.namespace for r in narrowed.items} == {"team-b"}
+    assert (await store.list_runs(pattern=())).items == ()
+    literal = await store.list_runs(pattern=("team_a", "%"))  # no SQL wildcards but * and ?
+    assert literal.items == ()
+
+
 async def test_snapshots_page_in_the_order_they_were_stored_with_metadata(
     store: Store, make_body: Body
 ) -> None:
@@ -268,6 +295,17 @@ async def test_collect_only_touches_the_namespaces_it_is_given(
     assert await _names(store, "bob", "r") == ["s2"]
     none = await store.collect("alice/*", keep_last=1, namespaces="b*")
     assert (none.runs, none.snapshots) == (0, 0)
+
+
+async def test_collect_takes_several_namespace_patterns(store: Store, make_body: Body) -> None:
+    for namespace in ("alice", "bob", "carol"):
+        for i in range(3):
+            await put(store, key(f"s{i}", run="r", namespace=namespace), make_body(i))
+    assert (await store.collect("*", keep_last=1, namespaces=())).runs == 0
+    both = await store.collect("*", keep_last=1, namespaces=("bob", "c*"))
+    assert (both.runs, both.snapshots) == (2, 4)
+    assert await _names(store, "alice", "r") == ["s0", "s1", "s2"]
+    assert await _names(store, "bob", "r") == await _names(store, "carol", "r") == ["s2"]
 
 
 async def test_collect_removes_runs_it_empties(store: Store, make_body: Body) -> None:
