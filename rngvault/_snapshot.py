@@ -290,3 +290,38 @@ class Snapshot:
     def __repr__(self) -> str:
         names = ", ".join(self.states)
         return f"<Snapshot {self.digest[:12]} [{names}]>"
+
+
+class _TakenSnapshot(Snapshot):
+    """A snapshot a Vault has just taken: its ``ref`` is known before it is stored.
+
+    ``Vault.snapshot`` returns before the states are encoded; the reference's digest is
+    computed on first use of ``ref`` (or filled in by the writer once it has encoded
+    them), never on the training thread's ``snapshot()`` call.
+    """
+
+    @classmethod
+    def _for(
+        cls, states: dict[str, State], metadata: Metadata, run: str, name: str
+    ) -> _TakenSnapshot:
+        snapshot = cls._taken(states, metadata)
+        snapshot.__dict__["_where"] = (run, name)
+        return snapshot  # type: ignore[return-value]
+
+    def _with(self, *, digest: str | None = None, **changes: Any) -> Snapshot:
+        # A copy names its ref as known so far: copying never computes the digest.
+        changes.setdefault("ref", self.__dict__.get("ref"))
+        return super()._with(digest=digest, **changes)
+
+    @property
+    def ref(self) -> SnapshotRef | None:
+        known: SnapshotRef | None = self.__dict__.get("ref")
+        where = self.__dict__.get("_where")
+        if known is None and where is not None:
+            known = SnapshotRef(where[0], where[1], self.digest, self.metadata.rank)
+            self.__dict__["ref"] = known
+        return known
+
+    @ref.setter
+    def ref(self, value: SnapshotRef | None) -> None:  # the dataclass __init__ of a copy
+        self.__dict__["ref"] = value

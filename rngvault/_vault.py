@@ -6,15 +6,18 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from rngvault import _environment, _probes, _ranks
 from rngvault._api import global_resolved
 from rngvault._api import restore as restore_states
+from rngvault._diff import DiffReport
 from rngvault._divergence import DivergenceReport, compare_snapshots
 from rngvault._errors import (
+    AuthError,
+    ConflictError,
     DivergenceError,
     EncodeError,
     NotFoundError,
@@ -25,10 +28,12 @@ from rngvault._errors import (
 from rngvault._format import decode, encode_with_digest
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import EnvironmentDifference, RestoreReport
-from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State
+from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State, _TakenSnapshot
 from rngvault._writer import OnError, StoreWarning, Writer
 from rngvault.families import Family, family_of
 from rngvault.stores import SnapshotInfo, Store, open_store
+
+T = TypeVar("T")
 
 
 class DivergenceWarning(UserWarning):
@@ -127,14 +132,27 @@ class Vault:
         self._divergence: DivergenceReport | None = None
         self._divergence_raised = False
         self._reference_warned = False
+        # Names whose put this Vault saw refused: name -> the store's words.
+        self._refused: dict[str, RngVaultError] = {}
         self._writer = Writer(self._write, on_error, self.run, at_exit=self._at_exit)
+        self._check_store()
+
+    def _check_store(self) -> None:
+        """A store that can check its access (the HTTP store: one read the token must be
+        allowed) does so once: a refused token or a server that does not answer is a
+        warning saying what to do, never an error."""
+        check = getattr(self.store, "check_access", None)
+        if callable(check):
+            problem = check(self.run.split("/", 1)[0])
+            if problem:
+                warnings.warn(f"rngvault: {problem}", StoreWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return f"<Vault run={self.run!r} store={self.store.location!r} rank={self.rank}>"
 
     # -- tracking -------------------------------------------------------------------------
 
-    def track(self, obj: Any, name: str) -> Any:
+    def track(self, obj: T, name: str) -> T:
         """Register a generator (Random, RandomState, Generator, BitGenerator,
         torch.Generator or DataLoader) under ``name``; returns ``obj``."""
         check_generator_name(name)
@@ -185,8 +203,11 @@ class Vault:
         """Capture every tracked generator as snapshot ``name`` of this run.
 
         Costs the calling thread about the generators' own getstate calls; encoding,
-        probes and storage happen on the background writer. ``durable=True`` waits until
-        the snapshot is stored (and raises if it could not be).
+        probes and storage happen on the background writer. ``snapshot.ref`` is known at
+        once (its digest is computed on first use, off this call). ``durable=True`` waits
+        until the snapshot is on disk, in the store or, for a server that is away, in the
+        spool (``flush()`` says when it reached the server), and raises if it could not
+        be kept.
         """
         self._raise_pending()
         check_name(name)
@@ -205,7 +226,7 @@ class Vault:
                 rank=self.rank,
                 world_size=self.world_size,
             )
-        snapshot = Snapshot._taken(states, metadata)
+        snapshot = _TakenSnapshot._for(states, metadata, self.run, name)
         job = self._writer.submit((name, snapshot, devices))
         if durable:
             self._writer.wait_for(job)
@@ -225,8 +246,14 @@ class Vault:
             probes=_probes.compute(snapshot.states, devices) if self.probes else {},
         )
         data, digest = encode_with_digest(complete)  # the states are encoded once
+        snapshot.__dict__.setdefault("digest", digest)  # the returned one's ref needs it
         complete = complete._with(ref=SnapshotRef(self.run, name, digest, self.rank), digest=digest)
-        self.store.put(self.run, name, data, complete)
+        try:
+            self.store.put(self.run, name, data, complete)
+        except (ConflictError, AuthError) as exc:
+            self._refused[name] = exc
+            raise
+        self._refused.pop(name, None)
         if self.reference is not None and self._divergence is None:
             self._check_divergence(name, complete)
         return complete
@@ -280,10 +307,20 @@ class Vault:
         if left:
             spool = getattr(self.store, "spool", None)
             where = getattr(spool, "directory", "the spool")
+            count = getattr(spool, "count", None)
+            refused = count("refused") if callable(count) else 0
+            url = self.store.location
+            said = (
+                f"the next process using {url}, or `rngvault --url {url} spool flush`, "
+                "sends the waiting ones"
+            )
+            if refused:
+                said += (
+                    f"; {refused} were refused for the token: set RNGVAULT_TOKEN or pass "
+                    f"--token, then `rngvault --url {url} spool retry`"
+                )
             warnings.warn(
-                f"rngvault: {left} snapshot(s) of {self.run} are left in the spool at {where}; "
-                f"the next process using {self.store.location}, or "
-                f"`rngvault --url {self.store.location} spool flush`, sends them",
+                f"rngvault: {left} snapshot(s) are left in the spool at {where}; {said}",
                 StoreWarning,
                 stacklevel=1,
             )
@@ -336,7 +373,7 @@ class Vault:
         self._read_own_writes()
         return self.store.runs()
 
-    def diff(self, a: str, b: str, run: str | None = None) -> Any:
+    def diff(self, a: str, b: str, run: str | None = None) -> DiffReport:
         """Per generator: unchanged / advanced (by how many draws) / reseeded / missing."""
         from rngvault._diff import diff
 
@@ -395,6 +432,8 @@ class Vault:
         """The snapshot this rank restores (its own, or states derived for a rank that was
         not recorded), checked against the digest a reference names; and notes on ranks."""
         run, name, digest, ref_rank = self._resolve_ref(name, run)
+        if digest is None and run == self.run:
+            self._refuse_if_not_ours(name)
         rank0 = self.get(name, run, rank=0, digest=digest if ref_rank == 0 else None)
         recorded = rank0.metadata.world_size
         notes: list[str] = []
@@ -429,6 +468,26 @@ class Vault:
                 f"names {digest[:16]}...: it is not the snapshot the reference was made for"
             )
         return snapshot, notes
+
+    def _refuse_if_not_ours(self, name: str) -> None:
+        """Restoring a name right after this Vault's own snapshot of it was refused would
+        restore states this Vault did not take: an error saying what to do instead."""
+        self._read_own_writes()
+        refused = self._refused.get(name)
+        if isinstance(refused, ConflictError):
+            raise ConflictError(
+                f"snapshot {self.run}/{name} holds other content than the snapshot this Vault "
+                f"just took under that name (its put was refused: {refused}); nothing was "
+                "restored. Take snapshots under a new name (or a new run), or, to restore "
+                f"the stored one anyway, pass its reference: vault.restore(vault.get({name!r})"
+                ".ref)"
+            )
+        if refused is not None:
+            raise RestoreError(
+                f"snapshot {self.run}/{name} taken by this Vault was not stored ({refused}); "
+                "nothing was restored: the store's snapshot of that name, if any, is not "
+                "the one this Vault took"
+            )
 
     def _environment_differences(
         self, snapshot: Snapshot, strict: bool, apply_flags: bool, remap: str | None

@@ -617,3 +617,190 @@ def test_hostile_recorded_flags_become_notes_after_an_exact_restore(
     assert any(needle in note for note in report.notes), report.notes
     assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     assert torch.backends.cudnn.benchmark is benchmark
+
+
+# -- the same snapshot taken again; restores after a refused put ----------------------------
+
+
+def _seeded_run(store: Path, *, loss: float = 0.5) -> rngvault.Snapshot:
+    """A run seeded the same way each time, in a Vault of its own: the same states."""
+    rngvault.seed_everything(11)
+    vault = Vault(store, run="alice/again", on_error="raise")
+    vault.track(np.random.default_rng(0), "augment")
+    taken = vault.snapshot("epoch0", epoch=0, metrics={"loss": loss}, durable=True)
+    vault.close()
+    return taken
+
+
+def test_taking_the_same_snapshot_again_is_not_a_conflict(tmp_path: Path) -> None:
+    """A rerun from the same seed: same states and user metadata, another `created` and
+    environment: already stored, the stored bytes kept; other metrics: a conflict."""
+    first = _seeded_run(tmp_path)
+    stored = LocalStore(tmp_path).get("alice/again", "epoch0")
+    again = _seeded_run(tmp_path)  # on_error="raise": a conflict would raise here
+    assert again.created != first.created and again.digest == first.digest
+    assert LocalStore(tmp_path).get("alice/again", "epoch0") == stored
+    with pytest.raises(rngvault.ConflictError, match="other states or metadata"):
+        _seeded_run(tmp_path, loss=0.25)
+
+
+def test_same_snapshot_compares_states_and_user_metadata_only() -> None:
+    """The rule: digest and step/epoch/tags/metrics/rank/world_size; not created,
+    environment or probes; metric types exact, NaN equal to NaN."""
+    from rngvault._identity import same_snapshot
+
+    base = rngvault.capture({"g": random.Random(1)}, include_globals=False)
+    nan = dataclasses.replace(base, metadata=rngvault.Metadata(metrics={"x": float("nan")}))
+    other_env = dataclasses.replace(base, created=1.0, environment={"numpy": "0"}, probes={"g": 1})
+    assert same_snapshot(base, other_env)
+    assert same_snapshot(nan, dataclasses.replace(nan, created=2.0))
+    for change in (
+        rngvault.Metadata(step=1),
+        rngvault.Metadata(tags=("a",)),
+        rngvault.Metadata(world_size=2),
+        rngvault.Metadata(metrics={"x": 1}),
+    ):
+        assert not same_snapshot(base, dataclasses.replace(base, metadata=change))
+    one = dataclasses.replace(base, metadata=rngvault.Metadata(metrics={"x": 1}))
+    assert not same_snapshot(
+        one, dataclasses.replace(base, metadata=rngvault.Metadata(metrics={"x": 1.0}))
+    )
+    moved = rngvault.capture({"g": random.Random(2)}, include_globals=False)
+    assert not same_snapshot(base, moved)
+
+
+def test_restore_right_after_a_refused_put_raises(tmp_path: Path) -> None:
+    """This Vault's snapshot of a name was refused (the name holds other content): restore
+    of that name raises ConflictError saying so and touches nothing; the stored one can
+    still be restored by its reference."""
+    other = Vault(tmp_path, run="alice/exp")
+    other.snapshot("epoch0", durable=True)
+    stored_ref = other.get("epoch0").ref
+    other.close()
+    random.random()  # this process's states differ from the stored ones
+    vault = Vault(tmp_path, run="alice/exp")
+    with pytest.warns(rngvault.StoreWarning, match="other states or metadata"):
+        vault.snapshot("epoch0")
+        before = random.getstate()
+        with pytest.raises(rngvault.ConflictError, match="holds other content .* nothing was"):
+            vault.restore("epoch0")
+    assert random.getstate() == before
+    assert vault.restore(stored_ref).ok  # explicitly, by reference
+    vault.close()
+
+
+# -- snapshot.ref and durable= ----------------------------------------------------------------
+
+
+def test_ref_is_known_at_once_without_encoding_on_the_training_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """snapshot().ref names the run, the name and the digest the store then holds; the
+    snapshot() call itself neither encodes nor digests the states."""
+    import rngvault._snapshot as snapshot_module
+    import rngvault._vault as vault_module
+
+    store = BlockingStore(tmp_path)  # the writer stays busy: nothing is filled in for us
+    vault = Vault(store, run="alice/exp")
+    vault.track(np.random.default_rng(1), "augment")
+    calls: list[str] = []
+    for module, attr in ((snapshot_module, "states_digest"), (vault_module, "encode_with_digest")):
+        real = getattr(module, attr)
+
+        def spy(*args: Any, _real: Any = real, _attr: str = attr) -> Any:
+            calls.append(f"{_attr} on {threading.current_thread().name}")
+            return _real(*args)
+
+        monkeypatch.setattr(module, attr, spy)
+    vault.snapshot("warm")  # the writer takes this one and waits in put
+    assert store.entered.wait(10)
+    calls.clear()
+    taken = vault.snapshot("s0")
+    here = threading.current_thread().name
+    assert [c for c in calls if c.endswith(here)] == []  # nothing encoded on this thread
+    ref = taken.ref
+    assert ref is not None and (ref.run, ref.name, ref.rank) == ("alice/exp", "s0", 0)
+    store.release.set()
+    vault.flush()
+    assert (
+        ref.digest == vault.get("s0").digest == rngvault.decode(store.get("alice/exp", "s0")).digest
+    )
+    assert vault.restore(ref).ok
+    vault.close()
+
+
+def test_durable_with_the_server_away_means_kept_in_the_spool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """durable=True with a server that does not answer returns once the snapshot is
+    fsynced in the spool (not on the server): its ref is set, flush() is False."""
+    import httpx
+
+    from rngvault.stores.http import HttpStore, SpoolWarning
+    from rngvault.stores.spool import Spool
+
+    def away(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    url = "http://127.0.0.1:9"
+    store = HttpStore(
+        url, transport=httpx.MockTransport(away), spool=Spool(url, tmp_path / "spool")
+    )
+    with pytest.warns(rngvault.StoreWarning, match="does not answer"):
+        vault = Vault(store, run="alice/exp", on_error="raise")
+    with pytest.warns(SpoolWarning, match="snapshots are kept in"):
+        taken = vault.snapshot("s0", durable=True)
+    [kept] = store.spool.entries()
+    assert (kept.run, kept.name) == ("alice/exp", "s0")
+    assert taken.ref is not None and rngvault.decode(kept.data).digest == taken.ref.digest
+    assert vault.flush(timeout=5) is False
+    vault.close()
+
+
+# -- the token is checked once, at the start ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [(401, "refused the token"), (403, "refused the token"), (None, "does not answer")],
+    ids=["401", "403", "away"],
+)
+def test_a_vault_on_a_server_checks_the_token_once_at_start(
+    tmp_path: Path, status: int | None, said: str
+) -> None:
+    """A refused token or a server that is away is one warning at Vault() saying what to
+    do; never an error; one request."""
+    import httpx
+
+    from rngvault.stores.http import HttpStore
+    from rngvault.stores.spool import Spool
+
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(f"{request.method} {request.url.path}?{request.url.query.decode()}")
+        if status is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return httpx.Response(status, json={"error": "unauthorized", "detail": "unknown token"})
+
+    url = "http://127.0.0.1:9"
+    store = HttpStore(
+        url, token="garbage", transport=httpx.MockTransport(answer), spool=Spool(url, tmp_path)
+    )
+    with pytest.warns(rngvault.StoreWarning, match=said) as caught:
+        Vault(store, run="alice/exp")
+    assert len(caught) == 1
+    if status is not None:
+        assert "set RNGVAULT_TOKEN or pass token=" in str(caught[0].message)
+    assert seen == ["GET /v1/runs?limit=1&namespace=alice"]
+
+
+def test_track_and_diff_have_real_types() -> None:
+    """track returns the type it is given (a TypeVar); diff returns a DiffReport."""
+    import typing
+
+    from rngvault._diff import DiffReport
+
+    track = typing.get_type_hints(Vault.track)
+    assert isinstance(track["obj"], typing.TypeVar) and track["return"] is track["obj"]
+    assert typing.get_type_hints(Vault.diff)["return"] is DiffReport
