@@ -24,7 +24,7 @@ from rngvault._errors import (
     TransportError,
 )
 from rngvault._format import decode, encode
-from rngvault._probes import ProbeCheck, ProbeVerdict
+from rngvault._probes import ProbeCheck, ProbeVerdict, verify
 from rngvault._report import EnvironmentDifference, GeneratorOutcome, RestoreReport
 from rngvault._seeding import ReproducibilityWarning, per_worker, seed_everything, seed_worker
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
@@ -32,6 +32,9 @@ from rngvault._vault import DivergenceWarning, Vault, fetch
 from rngvault._writer import StoreWarning
 from rngvault.families.dataloader import LateRestoreWarning
 from rngvault.stores import LocalStore, SnapshotInfo, Store, open_store
+from rngvault.stores.spool import drop as spool_drop
+from rngvault.stores.spool import list_entries as spool_list
+from rngvault.stores.spool import retry as spool_retry
 
 __version__ = "0.1.0"
 
@@ -83,5 +86,9 @@ __all__ = [
     "restore",
     "seed_everything",
     "seed_worker",
+    "spool_drop",
+    "spool_list",
+    "spool_retry",
     "state_distance",
+    "verify",
 ]

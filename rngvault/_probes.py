@@ -12,7 +12,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from rngvault._snapshot import State, values_equal
+from rngvault._snapshot import Snapshot, State, values_equal
 from rngvault.families import get_family
 
 
@@ -92,3 +92,14 @@ def check(
             verdict = ProbeVerdict.OK if values_equal(mine, theirs) else ProbeVerdict.DIFFERS
             out[name] = ProbeCheck(verdict, theirs, mine)
     return out
+
+
+def verify(snapshot: Snapshot, devices: Mapping[str, int] | None = None) -> dict[str, ProbeCheck]:
+    """Recompute each generator's first draws from ``snapshot``'s states on this machine and
+    compare them with the ones recorded when it was taken.
+
+    Returns generator name -> ``ProbeCheck``, whose ``verdict`` is ``ProbeVerdict.OK``,
+    ``DIFFERS`` (same state, other numbers here: another library version or device),
+    ``NOT_RECORDED`` or ``CANNOT_PROBE`` (the family's library is not imported here).
+    ``devices`` maps CUDA generators to devices."""
+    return check(snapshot.states, snapshot.probes, devices)

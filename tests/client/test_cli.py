@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 
@@ -32,23 +33,30 @@ def filled(live_server: ServerProcess) -> str:
     return live_server.url
 
 
-def test_every_command_has_help(rv: Run) -> None:
-    """Each command and subcommand answers --help with its description, exit 0."""
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
+def command_paths(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and subcommand of ``group``, as the words that run it."""
     paths = []
-    for name, command in sub.choices.items():  # type: ignore[union-attr]
-        nested = [a for a in command._actions if a.dest == "action"]
-        if nested:
-            paths += [(name, action) for action in nested[0].choices]  # type: ignore[union-attr]
-        else:
-            paths.append((name,))
+    for name, command in group.commands.items():
+        paths.append((*path, name))
+        if isinstance(command, click.Group):
+            paths += command_paths(command, (*path, name))
+    return paths
+
+
+def test_every_command_has_help_with_a_description_and_an_example(rv: Run) -> None:
+    """Each command and subcommand answers --help with its description and an example of
+    its use, exit 0."""
+    paths = command_paths(cli.cli)
     assert {"runs", "ls", "show", "diff", "pull", "push", "export", "import", "verify"} <= {
         p[0] for p in paths
     }
+    assert {("spool", a) for a in ("status", "list", "flush", "retry", "drop")} <= set(paths)
     for path in paths:
         status, out, _ = rv(*path, "--help")
-        assert status == 0 and out.startswith("usage: rngvault " + " ".join(path)), path
+        assert status == 0 and out.startswith("Usage: rngvault " + " ".join(path)), path
+        description = out.split("\n\n")[1].strip()
+        assert len(description) > 20, path
+        assert f"$ rngvault {path[0]}" in out.split("Examples:")[1], path
 
 
 def test_runs_and_ls(rv: Run, filled: str) -> None:
@@ -104,15 +112,17 @@ def test_pull_push_and_conflicts(rv: Run, filled: str, tmp_path: Path) -> None:
 
 
 def test_export_and_import_a_run(rv: Run, filled: str, tmp_path: Path) -> None:
-    """export writes every snapshot and a manifest with progress; import stores them all."""
+    """export writes every snapshot and a manifest; import stores them all. Off a terminal
+    there is no progress bar: no carriage return reaches a log file."""
     target = tmp_path / "export"
     status, _, err = rv("--url", filled, "export", "alice/exp", str(target))
-    assert status == 0 and "3/3" in err
+    assert status == 0 and "exported 3 snapshot file(s)" in err and "\r" not in err
     assert json.loads((target / "manifest.json").read_text())["run"] == "alice/exp"
     status, _, err = rv("--url", filled, "import", str(target), "--run", "carol/imported")
-    assert status == 0 and "(3 new)" in err
+    assert status == 0 and "(3 new)" in err and "\r" not in err
     status, out, _ = rv("--url", filled, "ls", "carol/imported", "--json")
-    assert [d["name"] for d in json.loads(out)] == ["epoch0", "epoch1", "epoch2"]
+    # sent several at once: the server lists them in the order they arrived
+    assert sorted(d["name"] for d in json.loads(out)) == ["epoch0", "epoch1", "epoch2"]
     status, _, err = rv("--url", filled, "import", str(tmp_path))
     assert status == 1 and "not an export" in err
 
