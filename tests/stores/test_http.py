@@ -56,6 +56,8 @@ class FakeServer:
                 return httpx.Response(503, json={"error": "storage_unavailable", "detail": "db"})
             if request.url.path == "/healthz":
                 return httpx.Response(200, json={"status": "ok"})
+            if request.url.path == "/v1/runs":  # a Vault's check at start
+                return httpx.Response(200, json={"runs": [], "next_cursor": None})
             key = (request.url.path, int(request.url.params.get("rank", 0)))
             if request.method == "PUT":
                 self.puts += 1
@@ -494,3 +496,21 @@ def test_a_listing_in_the_servers_json_reads_back() -> None:
     [info] = HttpStore(URL, transport=httpx.MockTransport(_listing([item]))).snapshots("a/b")
     assert (info.step, info.epoch, info.world_size, info.ranks) == (2**70, 3, 2, (0, 1))
     assert info.created != info.created  # NaN
+
+
+def test_a_409_for_the_same_snapshot_is_already_stored(
+    server: FakeServer, make_store: Callable[[], HttpStore]
+) -> None:
+    """A server that compares bytes answers 409 to the same snapshot taken again (another
+    `created`): the client compares states and user metadata, and counts it as stored;
+    other content stays a conflict, kept in conflicts/."""
+    store = make_store()
+    snap = _snapshot(1)
+    assert store.put("alice/exp", "s", rngvault.encode(snap), snap) is True
+    again = dataclasses.replace(snap, created=2e9)
+    assert store.put("alice/exp", "s", rngvault.encode(again), again) is False
+    assert server.stored[_path("s")] == rngvault.encode(snap) and store.spool.conflicting() == []
+    other = dataclasses.replace(snap, metadata=rngvault.Metadata(step=1))
+    with pytest.raises(rngvault.ConflictError):
+        store.put("alice/exp", "s", rngvault.encode(other), other)
+    assert [e.name for e in store.spool.conflicting()] == ["s"]
