@@ -24,6 +24,7 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -59,6 +60,7 @@ MAX_BACKOFF = 60.0
 # full): a spooled snapshot is not blamed for them.
 SERVER_WIDE = frozenset({429, 507})
 _INTEGER = re.compile(r"-?[0-9]{1,400}")
+PAGE = 1000  # listing items asked for per request
 HEALTH_TIMEOUT = 2.0  # seconds for the /healthz probe after a failed spooled upload
 
 
@@ -444,46 +446,48 @@ class HttpStore:
             pass  # a cache that cannot be written is only slower
 
     def _pages(self, path: str, key: str, **params: Any) -> list[Any]:
-        """Every item of a paged listing; StoreError for an answer of another shape or a
-        cursor that does not move on."""
-        items: list[Any] = []
+        """Every item of a paged listing (``_iter_pages``)."""
+        return [item for page in self._iter_pages(path, key, **params) for item in page]
+
+    def _iter_pages(
+        self, path: str, key: str, limit: int | None = None, **params: Any
+    ) -> Iterator[list[Any]]:
+        """The pages of a paged listing as they come (at most ``limit`` items in all);
+        StoreError for an answer of another shape or a cursor that does not move on."""
         cursor = None
         seen: set[str] = set()
-        while True:
-            query = dict(params, limit=1000, **({"cursor": cursor} if cursor else {}))
+        left = limit
+        while left is None or left > 0:
+            size = PAGE if left is None else min(PAGE, left)
+            query = dict(params, limit=size, **({"cursor": cursor} if cursor else {}))
             body = self._json(path, **query)
             page, cursor = body.get(key), body.get("next_cursor")
             if not isinstance(page, list):
                 raise StoreError(f"{self.url}{path}: the answer has no list {key!r}")
-            items += page
+            if left is not None:
+                page = page[:left]
+                left -= len(page)
+            yield page
             if not cursor:
-                return items
+                return
             if not isinstance(cursor, str) or not page or cursor in seen:
                 raise StoreError(f"{self.url}{path}: the listing's next_cursor does not move on")
             seen.add(cursor)
 
     def snapshots(self, run: str) -> list[SnapshotInfo]:
+        return list(self.iter_snapshots(run))
+
+    def iter_snapshots(self, run: str, limit: int | None = None) -> Iterator[SnapshotInfo]:
+        """A run's snapshots (at most ``limit``), page by page as the server sends them: a
+        listing of any length in the memory of one page. NotFoundError for no such run."""
         source = f"the listing of {self.url}"
-        infos = []
-        for item in self._pages(self._path(run), "snapshots"):
-            if isinstance(item, dict):  # the JSON rendering back to SnapshotInfo's fields
-                generators = item.get("generators", [])
-                if isinstance(generators, list) and all(isinstance(g, dict) for g in generators):
-                    generators = {g.get("name"): g.get("family") for g in generators}
-                ranks = item.get("ranks")
-                if not (isinstance(ranks, list) and all(type(r) is int for r in ranks)):
-                    ranks = []
-                item = {
-                    "world_size": max(ranks, default=0) + 1,
-                    **item,
-                    **{k: _number(item.get(k)) for k in ("created", "step", "epoch")},
-                    "run": run,
-                    "generators": generators,
-                }
-            infos.append(SnapshotInfo.from_dict(item, source=source))
-        if not infos:
+        empty = True
+        for page in self._iter_pages(self._path(run), "snapshots", limit=limit):
+            for item in page:
+                empty = False
+                yield SnapshotInfo.from_dict(_listed(run, item), source=source)
+        if empty:
             self._require_run(run)
-        return infos
 
     def _require_run(self, run: str) -> None:
         namespace, name = split_run(run)
@@ -505,6 +509,25 @@ class HttpStore:
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
+
+
+def _listed(run: str, item: Any) -> Any:
+    """A listing item of the server's JSON rendering, back to SnapshotInfo's fields."""
+    if not isinstance(item, dict):
+        return item
+    generators = item.get("generators", [])
+    if isinstance(generators, list) and all(isinstance(g, dict) for g in generators):
+        generators = {g.get("name"): g.get("family") for g in generators}
+    ranks = item.get("ranks")
+    if not (isinstance(ranks, list) and all(type(r) is int for r in ranks)):
+        ranks = []
+    return {
+        "world_size": max(ranks, default=0) + 1,
+        **item,
+        **{k: _number(item.get(k)) for k in ("created", "step", "epoch")},
+        "run": run,
+        "generators": generators,
+    }
 
 
 def _number(value: Any) -> Any:

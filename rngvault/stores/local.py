@@ -24,6 +24,7 @@ import math
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,11 @@ class LocalStore:
             info = dict(record["info"], run=run, name=directory.name, ranks=ranks)
             infos.append(SnapshotInfo.from_dict(info, source=str(path)))
         return sorted(infos, key=_oldest_first)
+
+    def iter_snapshots(self, run: str, limit: int | None = None) -> Iterator[SnapshotInfo]:
+        """A run's snapshots, oldest first (at most ``limit``), as ``HttpStore`` lists them
+        page by page; a directory is read whole, to put it in order."""
+        yield from self.snapshots(run)[:limit]
 
     def runs(self) -> list[str]:
         base = self.root / "runs"
