@@ -19,7 +19,9 @@ from rngvault.server.storage.base import Store
 
 DESCRIPTION = """Stores rngvault snapshots: the exact states of a training run's random number
 generators, as msgpack (docs/format.md). Snapshots are immutable: a PUT of a taken name
-answers 200 for identical bytes and 409 for other content. Send tokens as
+answers 200 for the same snapshot (the same states and user metadata: step, epoch, tags,
+metrics, rank, world size; its time and environment may differ) and 409 for other content.
+Send tokens as
 `Authorization: Bearer <token>`. Errors are JSON: `{"error": ..., "detail": ...}`."""
 
 

@@ -12,7 +12,8 @@ status  error                   when
                                 a server without tokens refuses clients on other machines
 404     not_found               no such run, snapshot, rank or generator; no such route
 406     not_acceptable          the Accept header asks for neither msgpack nor JSON
-409     conflict                the snapshot name is taken by other content
+409     conflict                the snapshot name is taken by other content (other states
+                                or user metadata)
 413     too_large               the body is over the server's limit
 415     unsupported_media_type  a PUT body that is not ``application/msgpack``
 421     misdirected_request     a server without tokens, asked for a host that is not

@@ -25,7 +25,7 @@ class StoredBody(BaseModel):
     rank: int
     digest: str = Field(description="SHA-256 of the canonical encoding of the states")
     size: int = Field(description="bytes stored")
-    created: bool = Field(description="false when the same bytes were already stored")
+    created: bool = Field(description="false when the same snapshot was already stored")
 
 
 class GeneratorBody(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import httpx
@@ -44,6 +45,30 @@ async def test_put_is_201_then_200_for_the_same_bytes_then_409_for_others(
     assert other.status_code == 409
     assert other.json()["error"] == "conflict"
     assert "already stored with other content" in other.json()["detail"]
+
+
+async def test_a_rerun_of_the_same_snapshot_is_200_and_other_metadata_409(
+    client: httpx.AsyncClient, make_snapshot: Callable[..., rngvault.Snapshot]
+) -> None:
+    """The same states and user metadata taken again, later, elsewhere: the same snapshot."""
+    first = make_snapshot(1, epoch=0)
+    stored = await put(client, "epoch0", rngvault.encode(first))
+    assert stored.status_code == 201
+    rerun = dataclasses.replace(
+        first, created=first.created + 86400, environment={"python": "3.12.0"}
+    )
+    again = await put(client, "epoch0", rngvault.encode(rerun))
+    assert again.status_code == 200, again.text
+    assert again.json()["created"] is False
+    assert again.json()["size"] == len(rngvault.encode(first))
+    kept = await client.get(f"{URL}/epoch0")
+    assert kept.content == rngvault.encode(first)  # the first bytes stay
+    retagged = dataclasses.replace(
+        rerun, metadata=dataclasses.replace(first.metadata, tags=("retry",))
+    )
+    other = await put(client, "epoch0", rngvault.encode(retagged))
+    assert other.status_code == 409
+    assert "other metadata" in other.json()["detail"]
 
 
 async def test_get_returns_the_exact_bytes_for_msgpack_and_any(

@@ -122,7 +122,7 @@ router.add_api_route(
     methods=["PUT"],
     status_code=201,
     response_model=StoredBody,
-    summary="Store a snapshot (201 new, 200 identical, 409 other content)",
+    summary="Store a snapshot (201 new, 200 the same snapshot, 409 other content)",
     openapi_extra=_MSGPACK_BODY,
     responses={200: {"model": StoredBody}, **errors(400, 401, 403, 409, 413, 415, 422, 503, 507)},
     dependencies=[Depends(_WRITE)],

@@ -1,7 +1,8 @@
 """The ``Store`` protocol: what the server needs from a storage backend, and its result types.
 
 A backend keeps snapshots under ``namespace/run/name`` and a rank, immutably: a second PUT
-of the same bytes is a no-op, of other bytes a ``ConflictError``. The contract test suite
+of the same snapshot (the same states and user metadata, ``rngvault._identity``) is a no-op
+that keeps the first bytes, of another snapshot a ``ConflictError``. The contract test suite
 (tests/server/storage/test_contract.py) pins the semantics every backend shares.
 """
 
@@ -69,7 +70,8 @@ class Stored:
     """The outcome of a put.
 
     Attributes:
-        created: True when the snapshot is new, False when the same bytes were already stored.
+        created: True when the snapshot is new, False when the same snapshot was already
+            stored (then ``digest`` and ``size`` are those of the bytes stored first).
         digest: the states digest.
         size: the snapshot's encoded size in bytes.
     """

@@ -1,4 +1,13 @@
-"""What a backend keeps for one PUT: an envelope, content-addressed state blobs, listing info.
+"""What a backend keeps for one PUT: an envelope, content-addressed state blobs, listing info;
+and when a re-put of a stored name is the same snapshot.
+
+A re-put is the same snapshot when its states and its user metadata (step, epoch, tags,
+metrics, rank, world size) are those stored: ``rngvault._identity.same_snapshot``, the rule
+every store applies. Its ``created`` time and environment may differ (a rerun from the same
+seed): the store answers "already stored" and keeps the first bytes. Backends compare the
+whole body's SHA-256 and the states digest in their transaction; only when the digests match
+and the bytes do not (``SameStates``) does ``settle`` read the stored body and compare the
+metadata.
 
 Every state entry (``{"family", "fields"}``) of a body that ``decode`` accepted is in canonical
 form, so one generator state has the same bytes in every snapshot of every run. Backends keep
@@ -8,15 +17,21 @@ envelope) with the entries cut out; ``join`` splices them back, byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rngvault._errors import ConflictError
+from rngvault._format import decode
+from rngvault._identity import same_snapshot
 from rngvault._snapshot import Snapshot
 from rngvault._split import state_spans
-from rngvault.server.storage.base import SnapshotInfo
+from rngvault.server.storage.base import SnapshotInfo, SnapshotKey, Store, Stored
+
+_INLINE_DECODE = 256 * 1024  # larger stored bodies are decoded off the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +39,7 @@ class Prepared:
     """One rank's snapshot, ready to store.
 
     Attributes:
-        body_sha256: SHA-256 of the whole body (same bytes = same snapshot).
+        body_sha256: SHA-256 of the whole body (same bytes: the same snapshot, at once).
         digest: the states digest.
         size: the body's length.
         envelope: the body with every state entry cut out.
@@ -40,6 +55,43 @@ class Prepared:
     holes: tuple[tuple[int, bytes], ...]
     blobs: Mapping[bytes, bytes]
     info: str
+
+
+class SameStates(ConflictError):
+    """The key holds other bytes with the same states digest: the same snapshot if the user
+    metadata matches too, which ``settle`` decides (a ConflictError until it has)."""
+
+
+def _conflict(key: SnapshotKey, what: str) -> str:
+    return (
+        f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run} is already stored "
+        f"with other content ({what}); snapshots are immutable: use a new name"
+    )
+
+
+def outcome(
+    key: SnapshotKey, prepared: Prepared, stored_sha256: bytes, stored_digest: str
+) -> Stored:
+    """A put's answer when ``key`` is taken: not created for the same bytes; SameStates for
+    the same states in other bytes; ConflictError for other states."""
+    if bytes(stored_sha256) == prepared.body_sha256:
+        return Stored(created=False, digest=prepared.digest, size=prepared.size)
+    if stored_digest == prepared.digest:
+        raise SameStates(_conflict(key, "other metadata"))
+    raise ConflictError(_conflict(key, "other states"))
+
+
+async def settle(store: Store, key: SnapshotKey, snapshot: Snapshot) -> Stored:
+    """After SameStates: not created (the stored bytes kept) when the stored snapshot is the
+    same snapshot as ``snapshot``, else ConflictError."""
+    stored = await store.get(key)
+    if len(stored) <= _INLINE_DECODE:
+        first = decode(stored)
+    else:
+        first = await asyncio.to_thread(decode, stored)
+    if not same_snapshot(first, snapshot):
+        raise ConflictError(_conflict(key, "other metadata"))
+    return Stored(created=False, digest=first.digest, size=len(stored))
 
 
 def info_json(snapshot: Snapshot) -> str:

@@ -54,7 +54,7 @@ from rngvault.server.storage.base import (
     run_page,
     snapshot_page,
 )
-from rngvault.server.storage.content import prepare
+from rngvault.server.storage.content import SameStates, prepare, settle
 
 try:
     import psycopg
@@ -341,6 +341,8 @@ class PostgresStore:
             )
         except sql.Unchanged as same:
             return same.stored
+        except SameStates:
+            return await settle(self, key, snapshot)
 
     async def get(self, key: SnapshotKey) -> bytes:
         return await self._run(lambda conn: sql.get(conn, key), transaction=False)

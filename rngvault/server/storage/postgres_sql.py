@@ -6,8 +6,8 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 
 - immutable names: the unique keys (run_id, name) and (snapshot_id, rank) with
   ``ON CONFLICT DO NOTHING``. Of two puts racing on one name, the second waits for the
-  first to commit, then runs again and finds its entry: identical (not created) or a
-  ``ConflictError``.
+  first to commit, then runs again and finds its entry: the same snapshot (not created) or
+  a ``ConflictError``.
 - listing order: a put locks its run's row only for its last statement, which takes the
   run's next position and counts the snapshot, and holds it through the commit; so a run's
   positions follow commit order and a cursor never skips a snapshot stored while paging.
@@ -27,10 +27,10 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from rngvault._errors import ConflictError, NotFoundError
+from rngvault._errors import NotFoundError
 from rngvault.server.storage import migrations
 from rngvault.server.storage.base import SAMPLE, RunInfo, SnapshotInfo, SnapshotKey, Stored
-from rngvault.server.storage.content import Prepared, join, snapshot_info
+from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
 
 Conn = AsyncConnection[Any]
 
@@ -39,7 +39,7 @@ MIGRATION_LOCK = int.from_bytes(b"rngvault", "big")
 
 
 class Unchanged(Exception):
-    """The same bytes were stored by a concurrent put: roll back, answer not created."""
+    """A concurrent put stored this key first: roll back, answer with ``outcome``'s result."""
 
     def __init__(self, stored: Stored) -> None:
         super().__init__("unchanged")
@@ -74,20 +74,12 @@ async def migrate(conn: Conn) -> None:
             )
 
 
-def _outcome(key: SnapshotKey, prepared: Prepared, stored_sha256: bytes) -> Stored:
-    if bytes(stored_sha256) == prepared.body_sha256:
-        return Stored(created=False, digest=prepared.digest, size=prepared.size)
-    raise ConflictError(
-        f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run} is "
-        "already stored with other content; snapshots are immutable: use a new name"
-    )
-
-
 async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
     """Store one rank's snapshot. The store runs this in pipeline mode: statements whose
-    results are not read yet travel together, so a put costs three round trips."""
+    results are not read yet travel together, so a put costs three round trips. A taken
+    key: see ``outcome``."""
     found_query = await conn.execute(
-        "SELECT r.id, s.id, e.body_sha256 FROM runs r"
+        "SELECT r.id, s.id, e.body_sha256, e.digest FROM runs r"
         " LEFT JOIN snapshots s ON s.run_id = r.id AND s.name = %s"
         " LEFT JOIN entries e ON e.snapshot_id = s.id AND e.rank = %s"
         " WHERE r.namespace = %s AND r.name = %s",
@@ -102,7 +94,7 @@ async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
         )
     found = await found_query.fetchone()
     if found is not None and found[2] is not None:
-        return _outcome(key, prepared, found[2])  # a retry: nothing new was written
+        return outcome(key, prepared, found[2], found[3])  # a retry: nothing new was written
     now = time.time()
     run_id = found[0] if found else await _create_run(conn, key, now)
     entry_values = (
@@ -136,12 +128,12 @@ async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
         if entry is None:  # a concurrent put stored this rank first
             row = await _one(
                 conn,
-                "SELECT body_sha256 FROM entries WHERE snapshot_id = %s AND rank = %s",
+                "SELECT body_sha256, digest FROM entries WHERE snapshot_id = %s AND rank = %s",
                 (existing, key.rank),
             )
             if row is None:
                 raise Retry
-            raise Unchanged(_outcome(key, prepared, row[0]))
+            raise Unchanged(outcome(key, prepared, row[0], row[1]))
     entry_id, snapshot_id = entry
     if prepared.holes:
         await conn.execute(

@@ -50,7 +50,7 @@ from rngvault.server.storage.base import (
     run_page,
     snapshot_page,
 )
-from rngvault.server.storage.content import prepare
+from rngvault.server.storage.content import SameStates, prepare, settle
 from rngvault.server.storage.writer import Writer, log, map_error
 
 T = TypeVar("T")
@@ -188,12 +188,15 @@ class SQLiteStore:
 
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
-        return await self._writer.run(
-            lambda conn: sqlite_sql.put(
-                conn, key, prepared, self._ids, functools.partial(self._room, conn)
-            ),
-            heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
-        )
+        try:
+            return await self._writer.run(
+                lambda conn: sqlite_sql.put(
+                    conn, key, prepared, self._ids, functools.partial(self._room, conn)
+                ),
+                heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
+            )
+        except SameStates:
+            return await settle(self, key, snapshot)
 
     async def get(self, key: SnapshotKey) -> bytes:
         return await self._read(lambda conn: sqlite_sql.get(conn, key))

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rngvault._errors import ConflictError, NotFoundError
+from rngvault._errors import NotFoundError
 from rngvault.server.storage.base import RunInfo, SnapshotInfo, SnapshotKey, Stored
-from rngvault.server.storage.content import Prepared, join, snapshot_info
+from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
 
 
 def _run_id(conn: sqlite3.Connection, namespace: str, run: str) -> int:
@@ -83,7 +83,7 @@ def put(
     room: Callable[[int], None] = lambda size: None,
 ) -> Stored:
     """Store one rank; ``room(size)`` raises StoreFullError when new data may not be added
-    (an identical retry is answered before it is asked)."""
+    (an identical retry is answered before it is asked). A taken key: see ``outcome``."""
     now = time.time()
     run_id = ids.runs.get((key.namespace, key.run))
     if run_id is None:
@@ -106,16 +106,11 @@ def put(
     )
     if not new_name:
         same = conn.execute(
-            "SELECT body_sha256 FROM entries WHERE snapshot_id = ? AND rank = ?",
+            "SELECT body_sha256, digest FROM entries WHERE snapshot_id = ? AND rank = ?",
             (snapshot_id, key.rank),
         ).fetchone()
         if same is not None:
-            if same[0] == prepared.body_sha256:
-                return Stored(created=False, digest=prepared.digest, size=prepared.size)
-            raise ConflictError(
-                f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run} is "
-                "already stored with other content; snapshots are immutable: use a new name"
-            )
+            return outcome(key, prepared, same[0], same[1])
     room(prepared.size)
     entry_id = conn.execute(
         "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"

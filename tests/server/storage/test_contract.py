@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import pytest
@@ -43,6 +44,63 @@ async def test_same_bytes_again_is_not_created_and_other_bytes_conflict(
     with pytest.raises(ConflictError, match="already stored with other content"):
         await put(store, key(), make_body(2))
     assert await store.get(key()) == make_body(1)
+
+
+def rerun(body: bytes, **metadata: object) -> bytes:
+    """The snapshot of ``body`` taken again later on another machine (other ``created`` and
+    environment), with ``metadata`` changed."""
+    first = rngvault.decode(body)
+    again = dataclasses.replace(
+        first,
+        created=first.created + 3600,
+        environment={**first.environment, "hostname": "another-machine"},
+        metadata=dataclasses.replace(first.metadata, **metadata),
+    )
+    return rngvault.encode(again)
+
+
+async def test_a_rerun_with_the_same_states_and_metadata_is_the_same_snapshot(
+    store: Store, make_body: Body
+) -> None:
+    """Same states, step, epoch, tags, metrics, rank and world size: stored, not created,
+    and the first bytes kept, whatever ``created`` and the environment say."""
+    first = rerun(make_body(1, world_size=2), tags=("baseline", "fp32"))
+    assert (await put(store, key(), first)).created
+    again = rerun(first)
+    assert again != first
+    stored = await put(store, key(), again)
+    assert (stored.created, stored.digest, stored.size) == (
+        False,
+        rngvault.decode(first).digest,
+        len(first),
+    )
+    assert await store.get(key()) == first
+    page = await store.list_snapshots("alice", "resnet")
+    assert [(s.name, s.ranks) for s in page.items] == [("epoch1", (0,))]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"step": 99},
+        {"epoch": 3},
+        {"tags": ("other",)},
+        {"metrics": {"loss": 0.5}},
+        {"metrics": {"loss": 1}},  # 1 is not 1.0: types count
+        {"world_size": 4},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+async def test_a_rerun_with_other_user_metadata_conflicts(
+    store: Store, make_body: Body, change: dict[str, object]
+) -> None:
+    first = make_body(0)  # metrics {"loss": 1.0}
+    assert (await put(store, key(), first)).created
+    with pytest.raises(ConflictError, match="already stored with other content .other metadata."):
+        await put(store, key(), rerun(first, **change))
+    with pytest.raises(ConflictError, match="already stored with other content .other states."):
+        await put(store, key(), make_body(2))
+    assert await store.get(key()) == first
 
 
 async def test_ranks_are_separate_entries_of_one_snapshot(store: Store, make_body: Body) -> None:
