@@ -320,7 +320,8 @@ class Vault:
                     f"--token, then `rngvault --url {url} spool retry`"
                 )
             warnings.warn(
-                f"rngvault: {left} snapshot(s) are left in the spool at {where}; {said}",
+                f"rngvault: {left} snapshot(s) of {self.run} are left in the spool at {where}; "
+                f"{said}",
                 StoreWarning,
                 stacklevel=1,
             )
