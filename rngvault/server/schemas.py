@@ -44,6 +44,8 @@ class SnapshotInfoBody(BaseModel):
     epoch: int | str | None
     metrics: dict[str, Any]
     generators: list[GeneratorBody]
+    tags: list[str]
+    world_size: int = Field(description="how many ranks the run had when it was taken")
 
     @classmethod
     def of(cls, info: SnapshotInfo) -> SnapshotInfoBody:
@@ -58,6 +60,8 @@ class SnapshotInfoBody(BaseModel):
             epoch=to_jsonable(info.epoch),
             metrics=to_jsonable(info.metrics),
             generators=[GeneratorBody(name=n, family=f) for n, f in info.generators],
+            tags=list(info.tags),
+            world_size=info.world_size,
         )
 
 

@@ -130,6 +130,19 @@ async def test_ranks_are_stored_and_fetched_separately(
     assert (await put(client, "epoch1", make_body(6, rank=0, world_size=2))).status_code == 201
     listed = (await client.get(URL)).json()["snapshots"]
     assert listed[0]["ranks"] == [0, 1]
+    assert (listed[0]["world_size"], listed[0]["tags"]) == (2, [])
+
+
+async def test_the_snapshot_listing_carries_tags_and_world_size(
+    client: httpx.AsyncClient, make_snapshot: Callable[..., rngvault.Snapshot]
+) -> None:
+    first = make_snapshot(1, world_size=4)
+    tagged = dataclasses.replace(
+        first, metadata=dataclasses.replace(first.metadata, tags=("baseline", "fp32"))
+    )
+    assert (await put(client, "epoch1", rngvault.encode(tagged))).status_code == 201
+    [listed] = (await client.get(URL)).json()["snapshots"]
+    assert (listed["tags"], listed["world_size"]) == (["baseline", "fp32"], 4)
 
 
 async def test_a_bad_rank_query_is_a_422_naming_the_parameter(

@@ -96,6 +96,8 @@ class SnapshotInfo:
         epoch: its epoch, if any.
         metrics: its metrics.
         generators: (generator name, family) pairs, in snapshot order.
+        tags: its tags.
+        world_size: how many ranks the run had when it was taken.
     """
 
     name: str
@@ -108,6 +110,8 @@ class SnapshotInfo:
     epoch: int | None
     metrics: Mapping[str, Any]
     generators: tuple[tuple[str, str], ...]
+    tags: tuple[str, ...] = ()
+    world_size: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,8 @@ def info_json(snapshot: Snapshot) -> str:
             "epoch": meta.epoch,
             "metrics": dict(meta.metrics),
             "generators": [[name, state.family] for name, state in snapshot.states.items()],
+            "tags": list(meta.tags),
+            "world_size": meta.world_size,
         },
         separators=(",", ":"),
     )
@@ -112,7 +114,8 @@ def info_json(snapshot: Snapshot) -> str:
 def snapshot_info(
     name: str, stored: float, ranks: Sequence[int], digest: str, size: int, info: str
 ) -> SnapshotInfo:
-    """A ``SnapshotInfo`` from a stored row and its ``info_json`` text."""
+    """A ``SnapshotInfo`` from a stored row and its ``info_json`` text (rows stored before
+    the listing carried tags and world size read as none and 1)."""
     data: dict[str, Any] = json.loads(info)
     return SnapshotInfo(
         name=name,
@@ -125,6 +128,8 @@ def snapshot_info(
         epoch=data["epoch"],
         metrics=data["metrics"],
         generators=tuple((g, f) for g, f in data["generators"]),
+        tags=tuple(data.get("tags", ())),
+        world_size=data.get("world_size", 1),
     )
 
 

@@ -218,6 +218,23 @@ async def test_snapshots_page_in_the_order_they_were_stored_with_metadata(
     assert first.step == 0 and first.epoch is None and first.metrics == {"loss": 1.0}
     assert first.generators == tuple((n, s.family) for n, s in snap.states.items())
     assert first.created == snap.created and first.stored > 0
+    assert (first.tags, first.world_size) == ((), 1)
+
+
+async def test_listed_snapshots_carry_tags_and_world_size(store: Store, make_body: Body) -> None:
+    """Of the lowest rank stored, as every other listed field."""
+    body = rerun(make_body(1, rank=1, world_size=4), tags=("baseline", "fp32"))
+    await put(store, key(rank=1), body)
+    [listed] = (await store.list_snapshots("alice", "resnet")).items
+    assert (listed.tags, listed.world_size, listed.ranks) == (("baseline", "fp32"), 4, (1,))
+
+
+def test_rows_stored_without_tags_and_world_size_list_them_as_none_and_1() -> None:
+    from rngvault.server.storage.content import snapshot_info
+
+    old = '{"created":1.0,"step":1,"epoch":null,"metrics":{},"generators":[["g","random"]]}'
+    info = snapshot_info("s", 2.0, [0], "d" * 64, 10, old)
+    assert (info.tags, info.world_size, info.generators) == ((), 1, (("g", "random"),))
 
 
 async def test_delete_snapshot_keeps_states_other_snapshots_still_use(
