@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,46 @@ def test_serve_refuses_bad_settings_in_one_line(
     assert cli.main(["serve", *argv]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_serve_on_a_busy_port_is_one_line_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another process listens on the port: one line naming it, exit 1 (not uvicorn's
+    multi-line log and exit 3)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        status = cli.main(["serve", "--port", str(port), "--db", f"sqlite:///{tmp_path / 'db'}"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "choose --port" in err
+
+
+def test_token_create_takes_several_grants(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--grant read:'*' --grant write:bob makes one token of two grants; --scope with
+    --namespace is one grant; neither, or half of the pair, is a usage error."""
+    tokens = tmp_path / "tokens.json"
+    base = ["token", "--tokens", str(tokens), "create"]
+    assert cli.main([*base, "--grant", "read:*", "--grant", "write:bob"]) == 0
+    assert "grants read:*, write:bob" in capsys.readouterr().err
+    assert cli.main([*base, "--scope", "admin", "--namespace", "team-*"]) == 0
+    both, one = TokenFile(tokens).load()
+    assert [str(g) for g in both.grants] == ["read:*", "write:bob"]
+    assert [str(g) for g in one.grants] == ["admin:team-*"]
+    assert cli.main(["token", "--tokens", str(tokens), "list"]) == 0
+    assert "read:*,write:bob" in capsys.readouterr().out
+    assert cli.main([*base]) == 2
+    assert cli.main([*base, "--scope", "read"]) == 2
+    assert cli.main([*base, "--grant", "owner:bob"]) == 1
+    assert "invalid scope 'owner'" in capsys.readouterr().err
+
+
+def test_import_rngvault_imports_neither_click_nor_the_cli() -> None:
+    code = "import sys, rngvault; print(sorted(m for m in ('click', 'rngvault.cli') "
+    code += "if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -211,9 +211,9 @@ def import_(directory: Path, run: str | None) -> None:
                 waiting.add(pool.submit(put, name, data, snapshot))
             settle(0)
         except RngVaultError as exc:
-            for future in waiting:
-                future.cancel()
-            concurrent.futures.wait(waiting)
+            concurrent.futures.wait(waiting)  # the few already decoded and sent go in
+            went = [f for f in waiting if f.exception() is None]
+            stored += len(went)
             if not stored:
                 raise
             raise type(exc)(
