@@ -139,7 +139,7 @@ def test_backup_refuses_postgresql_and_existing_files(
     ("argv", "message"),
     [
         (["--db", "mysql://x/y"], "no storage backend for mysql://"),
-        (["--port", "99999"], "port 99999 is outside 0..65535"),
+        (["--port", "99999"], "99999 is outside 0..65535"),
         (["--db", "sqlite:///x.db?cache=1"], "invalid SQLite URL option"),
     ],
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import types
@@ -70,3 +71,19 @@ def test_version_matches_the_project():
     match = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE)
     assert match is not None
     assert rngvault.__version__ == match.group(1)
+
+
+def test_the_functions_the_command_uses_are_public(tmp_path: Path) -> None:
+    """verify and the spool functions are part of the library, not private to the CLI:
+    verify recomputes the probes a Vault recorded (all ok here) and spots one that is not."""
+    import numpy as np
+
+    vault = rngvault.Vault(tmp_path, run="alice/exp")
+    vault.track(np.random.default_rng(0), "g")
+    snapshot = vault.snapshot("s", durable=True)
+    checks = rngvault.verify(snapshot)
+    assert set(checks) == set(snapshot.states) and checks["g"].verdict is rngvault.ProbeVerdict.OK
+    forged = dataclasses.replace(snapshot, probes={**snapshot.probes, "g": [0, 1]})
+    assert rngvault.verify(forged)["g"].verdict is rngvault.ProbeVerdict.DIFFERS
+    for name in ("verify", "spool_list", "spool_retry", "spool_drop"):
+        assert name in rngvault.__all__ and inspect.isfunction(getattr(rngvault, name))

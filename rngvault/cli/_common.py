@@ -170,13 +170,18 @@ def print_json(data: Any) -> None:
 
 
 def print_json_items(items: Iterable[Any]) -> None:
-    """A JSON list written item by item as they come (a listing of any length)."""
+    """A JSON list written as the items come (a listing of any length), ``SIZE_FROM`` at
+    a time."""
+    parts: list[str] = []
     first = True
     for item in items:
         text = json.dumps(to_jsonable(item), indent=1).replace("\n", "\n ")
-        click.echo(("[\n " if first else ",\n ") + text, nl=False)
+        parts.append(("[\n " if first else ",\n ") + text)
         first = False
-    click.echo("[]" if first else "\n]")
+        if len(parts) == SIZE_FROM:
+            click.echo("".join(parts), nl=False)
+            parts = []
+    click.echo("".join(parts) + ("[]" if first else "\n]"))
 
 
 SIZE_FROM = 1000  # rows that set the column widths of a streamed table

@@ -52,12 +52,13 @@ def runs(as_json: bool) -> None:
 
 
 def listing(store: Store, run: str, limit: int | None) -> Iterator[SnapshotInfo]:
-    """A run's snapshots as the store gives them, page by page where it pages."""
+    """A run's snapshots as the store gives them, page by page where it pages (a Store
+    of another kind lists them whole)."""
     pages = getattr(store, "iter_snapshots", None)
-    if pages is not None:
-        yield from pages(run, limit=limit)
-    else:
+    if pages is None:
         yield from store.snapshots(run)[:limit]
+    else:
+        yield from pages(run, limit=limit)
 
 
 @click.command(
