@@ -68,20 +68,25 @@ for module in (_server, _maintenance, _snapshots, _transfer, _spool):
         cli.add_command(command)
 
 
-_HTTP_ANSWER = re.compile(r"^\S+ \S+ -> (?P<status>40[13]) (?P<detail>.*)$", re.DOTALL)
+# How the HTTP store words a server's error answer: "GET http://host/path?query -> 404 ..."
+_HTTP_ANSWER = re.compile(
+    r"^[A-Z]+ (?P<server>https?://[^/\s]+)\S* -> (?P<status>\d{3}) (?P<detail>.*)$", re.DOTALL
+)
 
 
 def _message(exc: BaseException) -> str:
-    """One line for a failure; an auth error says what to do, without the request's URL."""
+    """One line for a failure. A server's error answer is shown as the server and its own
+    words, without the request's path and query; one about the token says what to do."""
     text = str(exc)
-    if isinstance(exc, AuthError):
-        answer = _HTTP_ANSWER.match(text)
-        if answer:
-            status, detail = answer["status"], answer["detail"]
-            what = "no valid token" if status == "401" else "a token that may not do this"
-            text = (
-                f"the server refused {what} ({status} {detail}): set RNGVAULT_TOKEN or pass "
-                "--token" + (" with a token whose grants cover it" if status == "403" else "")
+    answer = _HTTP_ANSWER.match(text)
+    if answer:
+        server, status, detail = answer["server"], answer["status"], answer["detail"]
+        text = f"{server} answered {status} {detail}"
+        if isinstance(exc, AuthError):
+            text += (
+                ": set RNGVAULT_TOKEN or pass --token"
+                if status == "401"
+                else ": set RNGVAULT_TOKEN or pass --token with a token whose grants cover it"
             )
     return " ".join(text.split())
 
