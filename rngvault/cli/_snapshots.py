@@ -69,7 +69,7 @@ def listing(store: Store, run: str, limit: int | None) -> Iterator[SnapshotInfo]
     )
 )
 @click.argument("run")
-@click.option("--limit", type=click.IntRange(min=0), help="list at most N snapshots")
+@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="list at most N snapshots")
 @store_options
 @json_option
 def ls(run: str, limit: int | None, as_json: bool) -> None:
