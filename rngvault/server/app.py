@@ -7,14 +7,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-import rngvault
+from rngvault._version import __version__
 from rngvault.server import errors
-from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for
+from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for, log
 from rngvault.server.metrics import Metrics, MetricsMiddleware
 from rngvault.server.render import Renderer
 from rngvault.server.routes import admin, ops, runs, snapshots
 from rngvault.server.settings import Settings
-from rngvault.server.storage import open_store
+from rngvault.server.storage import location, open_store
 from rngvault.server.storage.base import Store
 
 DESCRIPTION = """Stores rngvault snapshots: the exact states of a training run's random number
@@ -41,6 +41,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         opened = store if store is not None else await open_store(settings.db)
+        if store is None:
+            log.info("database %s", location(settings.db))
         app.state.store = opened
         try:
             yield
@@ -51,7 +53,7 @@ def create_app(
 
     app = FastAPI(
         title="rngvault",
-        version=rngvault.__version__,
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
     )

@@ -27,6 +27,17 @@ def scheme_of(url: str) -> str:
     return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else "sqlite"
 
 
+def location(url: str) -> str:
+    """Where ``url``'s data lives, for logs: an SQLite file's absolute path (a relative
+    ``sqlite:///x.db`` or plain ``x.db`` is relative to the working directory), else the
+    URL without its password."""
+    if scheme_of(url) != "sqlite":
+        return redact(url)
+    from rngvault.server.storage.sqlite import parse_url
+
+    return f"SQLite {parse_url(url)[0].resolve()}"
+
+
 def redact(url: str) -> str:
     """``url`` without its password, for messages and logs."""
     parts = urlsplit(url) if "://" in url else None
