@@ -3,7 +3,7 @@
 - ``app``: ``create_app(settings)``, the app factory (its lifespan opens the store);
 - ``settings``: ``Settings``, from arguments or ``RNGVAULT_*`` environment variables;
 - ``routes/``: one router per resource (snapshots, runs, operations);
-- ``auth`` and ``tokens``: bearer tokens with scopes and namespace patterns;
+- ``auth`` and ``tokens``: bearer tokens, each with grants (a scope and a namespace pattern);
 - ``metrics``: Prometheus counters;
 - ``storage/``: the ``Store`` protocol and its backends.
 

@@ -79,6 +79,21 @@ async def test_a_rerun_with_the_same_states_and_metadata_is_the_same_snapshot(
     assert [(s.name, s.ranks) for s in page.items] == [("epoch1", (0,))]
 
 
+async def test_concurrent_reruns_of_one_snapshot_store_it_once_without_a_conflict(
+    store: Store, make_body: Body
+) -> None:
+    """Eight puts at once of one snapshot taken at eight moments: one stored, seven answered
+    "already stored", none a conflict."""
+    snapshot = rngvault.decode(make_body(1))
+    bodies = [
+        rngvault.encode(dataclasses.replace(snapshot, created=snapshot.created + i))
+        for i in range(8)
+    ]
+    outcomes = await asyncio.gather(*(put(store, key(), body) for body in bodies))
+    assert sorted(o.created for o in outcomes) == [False] * 7 + [True]
+    assert await store.get(key()) in bodies
+
+
 @pytest.mark.parametrize(
     "change",
     [
