@@ -132,9 +132,7 @@ def serve(workers: int, **given: Any) -> None:
     _check_port(chosen.host, chosen.port)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     mode = "tokens " + str(chosen.tokens) if not app.state.auth.open else "open, no tokens"
-    from rngvault.server.storage import redact
-
-    logging.getLogger("rngvault.server").info("database %s; %s", redact(chosen.db), mode)
+    logging.getLogger("rngvault.server").info("%s", mode)  # the app logs the database
     serving.run(app, chosen, workers=workers)
 
 
