@@ -320,7 +320,7 @@ class Vault:
                     f"--token, then `rngvault --url {url} spool retry`"
                 )
             warnings.warn(
-                f"rngvault: {left} snapshot(s) of {self.run} are left in the spool at {where}; "
+                f"rngvault: {left} snapshot(s) for {url} are left in the spool at {where}; "
                 f"{said}",
                 StoreWarning,
                 stacklevel=1,

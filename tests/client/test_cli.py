@@ -208,6 +208,8 @@ def test_two_runs_two_tokens(
     reader.snapshot("epoch1")
     with pytest.raises(rngvault.AuthError, match="403"):
         reader.flush()
+    # the refused snapshot is kept, for a retry with a better token; this test drops it
+    assert rngvault.spool_drop(server.url, bucket="refused") == 1
     with pytest.raises(rngvault.AuthError):
         rngvault.fetch("bob/exp", "epoch0", url=server.url, token=alice_write)
     with pytest.raises(rngvault.AuthError, match="401"):

@@ -153,7 +153,7 @@ def test_exit_says_how_many_wait_in_the_spool_and_where(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
     )
     assert done.returncode == 0, done.stderr
-    assert "2 snapshot(s) of alice/exit are left in the spool at" in done.stderr
+    assert f"2 snapshot(s) for {server.url} are left in the spool at" in done.stderr
     assert str(home / "spool") in done.stderr
     assert len(list((home / "spool").rglob("*.snap"))) == 2
 
