@@ -13,6 +13,7 @@ import numpy as np
 from rngvault import _environment, _probes, _ranks
 from rngvault._api import global_resolved
 from rngvault._api import restore as restore_states
+from rngvault._config import client_config
 from rngvault._diff import DiffReport
 from rngvault._divergence import DivergenceReport, compare_snapshots
 from rngvault._errors import (
@@ -117,6 +118,7 @@ class Vault:
         self.run = _check_run(run)
         self.reference = _check_run(reference) if reference is not None else None
         self.rank, self.world_size, self.local_rank = _ranks.detect(rank, world_size)
+        client_config()  # a bad RNGVAULT_* variable fails here, not in the writer or at exit
         self.store: Store = open_store(store, token=token)
         self.on_divergence = on_divergence
         self.strict = strict
@@ -564,7 +566,7 @@ def fetch(
 ) -> Snapshot:
     """Snapshot ``name`` of ``run`` from a server (``url`` or ``$RNGVAULT_URL``), or from any
     store location; fetched snapshots are cached locally by digest."""
-    location = url or os.environ.get("RNGVAULT_URL")
+    location = url or client_config().url
     if not location:
         raise StoreError("fetch needs a server: pass url= or set RNGVAULT_URL")
     run = _check_run(run)

@@ -6,8 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from rngvault._config import client_config
 from rngvault._errors import StoreError
-from rngvault._paths import default_store
 from rngvault.stores.base import SnapshotInfo, Store
 from rngvault.stores.local import LocalStore
 
@@ -26,7 +26,8 @@ def open_store(
     (``$RNGVAULT_STORE`` or the per-user data directory).
     """
     if store is None:
-        store = os.environ.get("RNGVAULT_URL") or default_store()
+        config = client_config()
+        store = config.url or config.store
     if isinstance(store, Store) and not isinstance(store, (str, Path)):
         return store
     text = os.fspath(store)

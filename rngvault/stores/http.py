@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from rngvault._config import client_config
 from rngvault._errors import (
     AuthError,
     ConflictError,
@@ -41,7 +42,6 @@ from rngvault._errors import (
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._names import check_name, split_run
-from rngvault._paths import data_dir
 from rngvault._snapshot import Snapshot
 from rngvault.stores._transport import CAUGHT, from_httpx, from_response, require_httpx
 from rngvault.stores.base import SnapshotInfo
@@ -50,7 +50,6 @@ from rngvault.stores.spool import Spool, SpoolEntry
 
 MSGPACK = "application/msgpack"
 _STORES: weakref.WeakSet[HttpStore] = weakref.WeakSet()
-DEFAULT_TIMEOUT = 10.0
 # Retry jitter from a generator of rngvault's own: never the ``random`` module's, whose
 # stream belongs to the user's run (a retry thread drawing from it would move their
 # generator).
@@ -68,19 +67,12 @@ class SpoolWarning(UserWarning):
     """A snapshot went to the spool, or the spool holds snapshots the server refused."""
 
 
-def _timeout() -> float:
-    value = os.environ.get("RNGVAULT_TIMEOUT")
-    try:
-        return float(value) if value else DEFAULT_TIMEOUT
-    except ValueError:
-        raise StoreError(f"RNGVAULT_TIMEOUT={value!r} is not a number of seconds") from None
-
-
 class HttpStore:
     """Snapshots on an rngvault server (``http://host:8000``).
 
     ``token`` defaults to ``$RNGVAULT_TOKEN``; ``timeout`` (seconds, default
-    ``$RNGVAULT_TIMEOUT`` or 10) bounds every request; ``transport`` replaces httpx's
+    ``$RNGVAULT_TIMEOUT`` or 10) bounds every request; ``cache`` (default: the cache
+    directory, ``rngvault._config``) keeps fetched snapshots; ``transport`` replaces httpx's
     network transport (tests).
     """
 
@@ -96,11 +88,12 @@ class HttpStore:
     ) -> None:
         self.url = url.rstrip("/")
         self.location = self.url
-        self._token = token if token is not None else os.environ.get("RNGVAULT_TOKEN")
-        self._timeout = timeout if timeout is not None else _timeout()
+        config = client_config()
+        self._token = token if token is not None else config.token
+        self._timeout = timeout if timeout is not None else config.timeout
         self._transport = transport
         self.spool = spool if spool is not None else Spool(self.url)
-        self.cache = cache or data_dir() / "cache"
+        self.cache = cache or config.cache_dir
         self._lock = threading.RLock()
         self._failures = 0
         self._retry_at = 0.0

@@ -30,11 +30,10 @@ from typing import Literal
 
 import msgpack
 
+from rngvault._config import client_config
 from rngvault._errors import StoreError
-from rngvault._paths import data_dir
 from rngvault.stores.local import _fsync_dir, _write_temp
 
-DEFAULT_MAX_BYTES = 2**30
 MAX_ATTEMPTS = 3  # failures of one snapshot, with the server up, before it is set aside
 _COUNTER = itertools.count()
 
@@ -51,16 +50,7 @@ _FOLDERS: dict[Bucket, str] = {
 
 def spool_root() -> Path:
     """Where spools live: ``$RNGVAULT_SPOOL`` or the data directory's ``spool``."""
-    configured = os.environ.get("RNGVAULT_SPOOL")
-    return Path(configured).expanduser() if configured else data_dir() / "spool"
-
-
-def max_bytes() -> int:
-    value = os.environ.get("RNGVAULT_SPOOL_MAX_BYTES")
-    try:
-        return int(value) if value else DEFAULT_MAX_BYTES
-    except ValueError:
-        raise StoreError(f"RNGVAULT_SPOOL_MAX_BYTES={value!r} is not a number of bytes") from None
+    return client_config().spool_dir
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +150,7 @@ class Spool:
     ) -> Path:
         """Keep a snapshot on disk (durably) in ``bucket`` (``conflict=True``: in
         ``"conflict"``) until it can be sent; ``error`` says why it is not waiting."""
-        limit = max_bytes()
+        limit = client_config().spool_max_bytes
         used = self.size()
         if used + len(data) > limit:
             raise StoreError(
