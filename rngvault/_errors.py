@@ -18,10 +18,25 @@ Every exception rngvault raises on purpose derives from ``RngVaultError``::
     └── MissingExtraError     an optional dependency is not installed (also an ImportError)
 
 Messages name the generator, the field and the bad value, and say what to do.
+
+Every warning rngvault gives derives from ``RngVaultWarning`` (a ``UserWarning``), so one
+filter silences or raises them all (``-W error::rngvault.RngVaultWarning``)::
+
+    RngVaultWarning
+    ├── ReproducibilityWarning  something besides the generators' states can change a run
+    ├── StoreWarning            a snapshot could not be stored (``on_error="warn"``)
+    ├── SpoolWarning            snapshots wait in the spool, or the server refused some
+    ├── DivergenceWarning       a reproduction drifted from its reference run
+    └── LateRestoreWarning      a DataLoader was restored while an iterator was running
+
+A warning points at the line of your code that led to it, and is given once per problem.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from typing import Any
 
 __all__ = [
@@ -36,6 +51,8 @@ __all__ = [
     "NotFoundError",
     "RestoreError",
     "RngVaultError",
+    "RngVaultWarning",
+    "SpoolWarning",
     "StateError",
     "StoreError",
     "TransportError",
@@ -143,3 +160,26 @@ class MissingExtraError(RngVaultError, ImportError):
             f"{feature} needs {module!r}, which is not installed: pip install 'rngvault[{extra}]'"
         )
         self.extra = extra
+
+
+class RngVaultWarning(UserWarning):
+    """Root of every warning rngvault gives."""
+
+
+class SpoolWarning(RngVaultWarning):
+    """A snapshot went to the spool, or the spool holds snapshots the server refused."""
+
+
+_PACKAGE = os.path.dirname(__file__) + os.sep  # as frames spell it
+
+
+def warn(message: str, category: type[RngVaultWarning]) -> None:
+    """``warnings.warn`` pointed at the first frame outside rngvault: the user's line that
+    led to the warning, however deep inside rngvault it is given (a background thread's
+    warning points at the thread's start)."""
+    level = 2  # the caller of warn()
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, category, stacklevel=level)

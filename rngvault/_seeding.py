@@ -18,13 +18,12 @@ import importlib.util
 import os
 import random
 import sys
-import warnings
 from types import ModuleType
 from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from rngvault._errors import StateError
+from rngvault._errors import RngVaultWarning, StateError, warn
 from rngvault.families import _torch
 
 __all__ = ["ReproducibilityWarning", "per_worker", "seed_everything", "seed_worker"]
@@ -35,8 +34,12 @@ Deterministic = bool | Literal["warn"]
 G = TypeVar("G")
 
 
-class ReproducibilityWarning(UserWarning):
+class ReproducibilityWarning(RngVaultWarning):
     """Something outside the generators' states can still make a run differ."""
+
+
+# The PYTHONHASHSEED warning is about the process, not one call: it is given once.
+_warned_hashseed = False
 
 
 def _torch_if_installed() -> ModuleType | None:
@@ -97,21 +100,26 @@ def seed_everything(seed: int, *, deterministic: Deterministic = False) -> tuple
         if deterministic:
             _make_deterministic(torch, warn_only=deterministic == "warn")
     elif deterministic:
-        warnings.warn(
+        warn(
             f"seed_everything(deterministic={deterministic!r}): torch is not installed, so "
             "there are no torch algorithms to make deterministic; python and numpy were seeded",
             ReproducibilityWarning,
-            stacklevel=2,
         )
-    if os.environ.get("PYTHONHASHSEED", "random") == "random":
-        warnings.warn(
-            "PYTHONHASHSEED is not set: hash() of str and bytes, and so the iteration order "
-            "of sets, changes from run to run; start Python with PYTHONHASHSEED=0 (or any "
-            "fixed number) in its environment",
-            ReproducibilityWarning,
-            stacklevel=2,
-        )
+    _warn_hashseed()
     return tuple(seeded)
+
+
+def _warn_hashseed() -> None:
+    global _warned_hashseed
+    if _warned_hashseed or os.environ.get("PYTHONHASHSEED", "random") != "random":
+        return
+    _warned_hashseed = True
+    warn(
+        "PYTHONHASHSEED is not set: hash() of str and bytes, and so the iteration order "
+        "of sets, changes from run to run; start Python with PYTHONHASHSEED=0 (or any "
+        "fixed number) in its environment (this warning is given once per process)",
+        ReproducibilityWarning,
+    )
 
 
 def _make_deterministic(torch: Any, *, warn_only: bool) -> None:
@@ -122,13 +130,12 @@ def _make_deterministic(torch: Any, *, warn_only: bool) -> None:
         return  # the user's choice stands
     os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE_CONFIG
     if torch.cuda.is_initialized():
-        warnings.warn(
+        warn(
             f"CUBLAS_WORKSPACE_CONFIG was set to {CUBLAS_WORKSPACE_CONFIG} after CUDA was "
             "initialized; cuBLAS reads it when it creates its workspace, so it has no effect "
             "on work already done: call seed_everything before any CUDA work, or set "
             "CUBLAS_WORKSPACE_CONFIG in the environment",
             ReproducibilityWarning,
-            stacklevel=3,
         )
 
 

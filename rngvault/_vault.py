@@ -24,7 +24,9 @@ from rngvault._errors import (
     NotFoundError,
     RestoreError,
     RngVaultError,
+    RngVaultWarning,
     StoreError,
+    warn,
 )
 from rngvault._format import decode, encode_with_digest
 from rngvault._names import check_generator_name, check_name, split_run
@@ -37,7 +39,7 @@ from rngvault.stores import SnapshotInfo, Store, open_store
 T = TypeVar("T")
 
 
-class DivergenceWarning(UserWarning):
+class DivergenceWarning(RngVaultWarning):
     """A reproduction's generators drifted from its reference run."""
 
 
@@ -147,7 +149,7 @@ class Vault:
         if callable(check):
             problem = check(self.run.split("/", 1)[0])
             if problem:
-                warnings.warn(f"rngvault: {problem}", StoreWarning, stacklevel=3)
+                warn(f"rngvault: {problem}", StoreWarning)
 
     def __repr__(self) -> str:
         return f"<Vault run={self.run!r} store={self.store.location!r} rank={self.rank}>"
@@ -269,18 +271,17 @@ class Vault:
         except RngVaultError as exc:  # the snapshot itself is safe: only the check is lost
             if not self._reference_warned:
                 self._reference_warned = True
-                warnings.warn(
+                warn(
                     f"rngvault: cannot compare {self.run} with the reference run "
                     f"{self.reference}: {exc}",
                     DivergenceWarning,
-                    stacklevel=2,
                 )
             return
         report = compare_snapshots(name, self.run, snapshot, self.reference, reference)
         if report is None:
             return
         self._divergence = report
-        warnings.warn(str(report), DivergenceWarning, stacklevel=2)
+        warn(str(report), DivergenceWarning)
         if self.on_divergence is not None:
             self.on_divergence(report)
 

@@ -24,11 +24,13 @@ import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
+from rngvault._errors import RngVaultError, RngVaultWarning, warn
+
 OnError = Literal["warn", "raise"]
 IDLE_EXIT = 30.0  # seconds an idle writer thread waits before it ends
 
 
-class StoreWarning(UserWarning):
+class StoreWarning(RngVaultWarning):
     """A snapshot could not be stored (with ``on_error="warn"``)."""
 
 
@@ -175,7 +177,7 @@ class Writer:
         if key not in self._warned:
             self._warned.add(key)
             try:
-                warnings.warn(f"rngvault: {exc}", StoreWarning, stacklevel=2)
+                warn(f"rngvault: {exc}", StoreWarning)
             except Warning as raised:  # warnings are errors here (-W error): raise it later
                 self._errors.append(raised)
 
@@ -229,10 +231,18 @@ _USED: set[Writer] = set()
 
 
 def exit_timeout() -> float:
+    """Seconds exit waits for pending snapshots (``RNGVAULT_EXIT_TIMEOUT``). A bad value
+    fails ``Vault(...)`` already; one set since is warned about here, never raised, so that
+    the exit flush still runs."""
+    from rngvault._config import DEFAULT_EXIT_TIMEOUT, client_config
+
     try:
-        return float(os.environ.get("RNGVAULT_EXIT_TIMEOUT", "10"))
-    except ValueError:
-        return 10.0
+        return client_config().exit_timeout
+    except RngVaultError as exc:
+        warnings.warn(
+            f"rngvault: {exc}; waiting {DEFAULT_EXIT_TIMEOUT:g} s", RngVaultWarning, stacklevel=1
+        )
+        return DEFAULT_EXIT_TIMEOUT
 
 
 @atexit.register

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+import importlib
+import pkgutil
 import re
 import sys
+import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,7 +17,12 @@ import rngvault
 from rngvault import _errors
 from rngvault.families import _torch
 
-ERRORS = [getattr(_errors, name) for name in _errors.__all__]
+ERRORS = [
+    getattr(_errors, name)
+    for name in _errors.__all__
+    if not issubclass(getattr(_errors, name), Warning)
+]
+PACKAGE = Path(rngvault.__file__).parent
 
 
 def documented_tree() -> dict[str, str]:
@@ -44,7 +55,7 @@ def test_docstring_tree_matches_the_classes():
     """The tree in the module docstring lists every error under its real parent."""
     tree = documented_tree()
     assert tree["DivergenceError"] == "RestoreError"
-    assert set(tree) | {"RngVaultError"} == set(_errors.__all__)
+    assert set(tree) | {"RngVaultError"} == {error.__name__ for error in ERRORS}
     for name, parent in tree.items():
         assert getattr(_errors, name).__bases__[0] is getattr(_errors, parent), name
 
@@ -104,3 +115,107 @@ def test_divergence_error_is_a_restore_error_with_its_report():
     error = rngvault.DivergenceError("drifted at epoch 3", report={"epoch": 3})
     assert isinstance(error, rngvault.RestoreError)
     assert error.report == {"epoch": 3}
+
+
+# -- warnings ------------------------------------------------------------------------------
+
+
+def rngvault_modules() -> list[str]:
+    """Every module of the package (the server's too: it may warn as well)."""
+    return ["rngvault"] + [
+        info.name
+        for info in pkgutil.walk_packages([str(PACKAGE)], prefix="rngvault.")
+        if not info.name.endswith("__main__")  # running it would run the command
+    ]
+
+
+def test_every_warning_class_derives_from_the_warning_root() -> None:
+    """Each Warning class defined in rngvault is a RngVaultWarning (itself a UserWarning),
+    so one filter covers them all; and each is exported from rngvault."""
+    found = {}
+    for name in rngvault_modules():
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Warning)
+                and value.__module__.startswith("rngvault")
+            ):
+                found[value.__name__] = value
+    assert {"ReproducibilityWarning", "StoreWarning", "SpoolWarning"} <= set(found)
+    assert issubclass(rngvault.RngVaultWarning, UserWarning)
+    for name, warning in found.items():
+        assert issubclass(warning, rngvault.RngVaultWarning), name
+        assert getattr(rngvault, name) is warning, name
+
+
+def test_every_warning_rngvault_gives_is_of_a_rngvault_category() -> None:
+    """No warnings.warn/warn call in the package passes a bare UserWarning (or any category
+    outside the tree): read from the source, so a rare path cannot hide one."""
+    calls = 0
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "__main__.py":
+            continue
+        module_name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        module = importlib.import_module(module_name.removesuffix(".__init__"))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called != "warn" or len(node.args) < 2:
+                continue
+            category = node.args[1]
+            if module is _errors and getattr(category, "id", "") == "category":
+                continue  # warn() itself, passing its argument on
+            calls += 1
+            assert isinstance(category, ast.Name), f"{path}:{node.lineno}"
+            value = getattr(module, category.id)
+            assert issubclass(value, rngvault.RngVaultWarning), f"{path}:{node.lineno}"
+    assert calls >= 10
+
+
+def test_the_warning_tree_in_the_docstring_lists_every_warning() -> None:
+    """The warning tree drawn in the module docstring names each warning class."""
+    drawn = set(re.findall(r"[├└]── (\w+Warning)\b", _errors.__doc__ or ""))
+    public = {n for n in rngvault.__all__ if n.endswith("Warning") and n != "RngVaultWarning"}
+    assert drawn == public
+
+
+def test_warn_points_at_the_first_line_outside_rngvault() -> None:
+    """However deep in rngvault a warning is given, it names the user's line: here, a
+    Vault that cannot reach its server warns at the line that made it."""
+    from tests._live import free_port
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        rngvault.Vault(f"http://127.0.0.1:{free_port()}", run="alice/exp")
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)]
+
+
+def test_a_refused_token_warns_once_not_once_per_snapshot(
+    server_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with tokens refuses a wrong one: the start check warns, then the first
+    refused put warns; the next snapshots, refused for the same reason, add no warning. All
+    are kept in the spool's refused/ folder."""
+    import numpy as np
+
+    from rngvault.cli import main
+
+    tokens = tmp_path / "tokens.json"
+    assert main(["token", "--tokens", str(tokens), "create", "--grant", "write:alice"]) == 0
+    server = server_factory("--tokens", str(tokens))
+    monkeypatch.setenv("RNGVAULT_HOME", str(tmp_path / "client"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vault = rngvault.Vault(server.url, run="alice/exp", token="garbage")
+        vault.track(np.random.default_rng(0), "g")
+        for epoch in range(4):
+            vault.snapshot(f"epoch{epoch}")
+        assert vault.flush() is False  # four wait for a token that works
+    refused = [str(w.message) for w in caught if "refused the token" in str(w.message)]
+    assert len(refused) == 2, refused
+    assert "GET" in refused[0] and "writing to alice/exp" in refused[1]
+    assert len(list((tmp_path / "client").rglob("refused/*.snap"))) == 4

@@ -87,3 +87,15 @@ def test_the_functions_the_command_uses_are_public(tmp_path: Path) -> None:
     assert rngvault.verify(forged)["g"].verdict is rngvault.ProbeVerdict.DIFFERS
     for name in ("verify", "spool_list", "spool_retry", "spool_drop"):
         assert name in rngvault.__all__ and inspect.isfunction(getattr(rngvault, name))
+
+
+def test_every_public_warning_is_a_rngvault_warning() -> None:
+    """One filter covers every warning: each public ``*Warning`` derives from
+    RngVaultWarning, and the spool's warning is the one the HTTP store gives."""
+    from rngvault.stores import http
+
+    warning_names = [name for name in rngvault.__all__ if name.endswith("Warning")]
+    assert {"RngVaultWarning", "SpoolWarning", "StoreWarning"} <= set(warning_names)
+    for name in warning_names:
+        assert issubclass(getattr(rngvault, name), rngvault.RngVaultWarning), name
+    assert rngvault.SpoolWarning is http.SpoolWarning

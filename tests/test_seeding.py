@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from rngvault import StateError
+import rngvault
+from rngvault import StateError, _seeding
 from rngvault._seeding import (
     CUBLAS_WORKSPACE_CONFIG,
     ReproducibilityWarning,
@@ -123,15 +124,43 @@ def test_cublas_set_after_cuda_init_warns(monkeypatch: pytest.MonkeyPatch) -> No
 def test_unset_pythonhashseed_warns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without PYTHONHASHSEED (or with "random") seed_everything warns; with one it does not."""
     monkeypatch.delenv("PYTHONHASHSEED")
+    monkeypatch.setattr(_seeding, "_warned_hashseed", False)  # a process that has not warned
     with pytest.warns(ReproducibilityWarning, match="PYTHONHASHSEED"):
         seed_everything(1)
     monkeypatch.setenv("PYTHONHASHSEED", "random")
+    monkeypatch.setattr(_seeding, "_warned_hashseed", False)
     with pytest.warns(ReproducibilityWarning, match="PYTHONHASHSEED"):
         seed_everything(1)
     monkeypatch.setenv("PYTHONHASHSEED", "123")
     with warnings.catch_warnings():
         warnings.simplefilter("error", ReproducibilityWarning)
         seed_everything(1)
+
+
+def test_the_pythonhashseed_warning_is_given_once_per_process_at_the_callers_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The PYTHONHASHSEED warning is about the process: the first seed_everything gives it,
+    pointing at the caller's line (this file); later calls do not repeat it."""
+    monkeypatch.delenv("PYTHONHASHSEED")
+    monkeypatch.setattr(_seeding, "_warned_hashseed", False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for seed in range(3):
+            seed_everything(seed)
+    hashseed = [w for w in caught if "PYTHONHASHSEED" in str(w.message)]
+    assert len(hashseed) == 1
+    assert hashseed[0].filename == __file__
+    assert issubclass(hashseed[0].category, rngvault.RngVaultWarning)
+
+
+def test_the_cublas_warning_points_at_the_callers_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The warning about CUBLAS_WORKSPACE_CONFIG set too late names the seed_everything line."""
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seed_everything(1, deterministic=True)
+    assert [w.filename for w in caught if "after CUDA" in str(w.message)] == [__file__]
 
 
 def test_without_torch_only_python_and_numpy_are_seeded(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from rngvault import _distance
-from rngvault._errors import StateError
+from rngvault._errors import RngVaultWarning, StateError
 from rngvault.families import Family, Fields, _torch
 from rngvault.families import _fields as f
 
@@ -30,7 +30,7 @@ _KEYS = frozenset({"generator", "sampler_generator", "sampler"})
 _ITERATORS: weakref.WeakKeyDictionary[Any, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
 
 
-class LateRestoreWarning(UserWarning):
+class LateRestoreWarning(RngVaultWarning):
     """A DataLoader was restored while one of its iterators was running."""
 
 

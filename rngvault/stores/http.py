@@ -36,8 +36,10 @@ from rngvault._errors import (
     DecodeError,
     NotFoundError,
     RngVaultError,
+    SpoolWarning,
     StoreError,
     TransportError,
+    warn,
 )
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
@@ -61,10 +63,6 @@ SERVER_WIDE = frozenset({429, 507})
 _INTEGER = re.compile(r"-?[0-9]{1,400}")
 PAGE = 1000  # listing items asked for per request
 HEALTH_TIMEOUT = 2.0  # seconds for the /healthz probe after a failed spooled upload
-
-
-class SpoolWarning(UserWarning):
-    """A snapshot went to the spool, or the spool holds snapshots the server refused."""
 
 
 class HttpStore:
@@ -196,7 +194,12 @@ class HttpStore:
                 return True
             except AuthError as exc:  # the token: kept whole until one that works is given
                 self.spool.add(run, name, rank, data, bucket="refused", error=str(exc))
-                raise AuthError(f"{exc}; {self._refused_hint()}") from None
+                # Worded per run, not per snapshot: a warning per distinct failure, not per put.
+                why = str(exc).partition(" -> ")[2] or str(exc)
+                raise AuthError(
+                    f"{self.url} refused the token for writing to {run} ({why}); "
+                    f"{self._refused_hint()}"
+                ) from None
             except ConflictError:
                 if self._holds_same(run, name, rank, snapshot):
                     return False
@@ -211,7 +214,7 @@ class HttpStore:
 
     def _refused_hint(self) -> str:
         return (
-            f"the snapshot waits in {self.spool.refused}: set RNGVAULT_TOKEN or pass "
+            f"snapshots wait in {self.spool.refused}: set RNGVAULT_TOKEN or pass "
             f"token=... (a token that may write there), then run "
             f"`rngvault --url {self.url} spool retry`"
         )
@@ -246,11 +249,10 @@ class HttpStore:
         first = len(self.spool) == 0
         self.spool.add(run, name, rank, data)
         if first:
-            warnings.warn(
+            warn(
                 f"rngvault: {self.url} {why}: snapshots are kept in {self.spool.directory} "
                 "and sent when it answers",
                 SpoolWarning,
-                stacklevel=3,
             )
         self._schedule_retry()
 
@@ -327,20 +329,18 @@ class HttpStore:
     def _warn_refused(self, refused: list[SpoolEntry], error: RngVaultError | None) -> None:
         """One warning for the spooled snapshots one pass moved to ``refused/``."""
         if refused and error is not None:
-            warnings.warn(
+            warn(
                 f"rngvault: {self.url} refused the token for {len(refused)} spooled "
                 f"snapshot(s) ({error}); {self._refused_hint()}",
                 SpoolWarning,
-                stacklevel=4,
             )
 
     @staticmethod
     def _set_aside(entry: SpoolEntry, where: Path, what: str, error: RngVaultError) -> None:
-        warnings.warn(
+        warn(
             f"rngvault: the server {what} spooled snapshot {entry.run}/{entry.name} "
             f"(rank {entry.rank}): {error}; it is kept in {where} for you to resolve",
             SpoolWarning,
-            stacklevel=3,
         )
 
     def _schedule_retry(self) -> None:

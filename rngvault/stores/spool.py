@@ -31,7 +31,7 @@ from typing import Literal
 import msgpack
 
 from rngvault._config import client_config
-from rngvault._errors import StoreError
+from rngvault._errors import SpoolWarning, StoreError
 from rngvault.stores.local import _fsync_dir, _write_temp
 
 MAX_ATTEMPTS = 3  # failures of one snapshot, with the server up, before it is set aside
@@ -186,7 +186,7 @@ class Spool:
                 os.replace(path, target)
             warnings.warn(
                 f"rngvault: unreadable spool file {path} ({exc}) moved to {target}",
-                UserWarning,
+                SpoolWarning,
                 stacklevel=3,
             )
             return None
