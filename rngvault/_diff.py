@@ -155,23 +155,36 @@ def diff(
     b: Snapshot,
     *,
     search_limit: int = DEFAULT_SEARCH_LIMIT,
-    labels: tuple[str, str] = ("A", "B"),
+    labels: tuple[str, str] | None = None,
 ) -> DiffReport:
     """Compare every generator of snapshot ``a`` with the one of the same name in ``b``.
+
+    ``labels`` name the two sides when printed; by default the snapshots' names (with their
+    runs when the runs differ), or ``A`` and ``B`` for snapshots that were never stored.
 
     ``search_limit`` bounds the search for MT19937 generators that moved into another
     block of 624 words (and the stepping that checks SFC64 distances): further apart than
     that, they are ``unknown``. Searching 10**7 outputs takes about 0.1 s per direction.
     """
-    for label, snapshot in zip(labels, (a, b), strict=True):
+    for label, snapshot in zip(("A", "B"), (a, b), strict=True):
         if not isinstance(snapshot, Snapshot):
             raise StateError(f"diff compares Snapshots; {label} is a {type(snapshot).__name__}")
+    if labels is None:
+        labels = _labels(a, b)
     names = list(a.states) + [n for n in b.states if n not in a.states]
     entries = tuple(
         state_distance(a.states.get(n), b.states.get(n), name=n, search_limit=search_limit)
         for n in names
     )
     return DiffReport(entries, labels)
+
+
+def _labels(a: Snapshot, b: Snapshot) -> tuple[str, str]:
+    if a.ref is None or b.ref is None:
+        return "A", "B"
+    if a.ref.run == b.ref.run:
+        return a.ref.name, b.ref.name
+    return f"{a.ref.run}/{a.ref.name}", f"{b.ref.run}/{b.ref.name}"
 
 
 def state_distance(

@@ -418,7 +418,7 @@ class Vault:
         if remap not in (None, "spawn"):
             raise RestoreError(f"remap must be None or 'spawn', not {remap!r}")
         snapshot, notes = self._snapshot_for_rank(name, run, remap)
-        differences = self._environment_differences(snapshot, strict, apply_flags, remap)
+        self._environment_differences(snapshot, strict, apply_flags, remap)  # strict refuses
         notes += self._probe_notes(snapshot)
         targets = {n: obj for n, (_family, obj) in self._tracked.items()}
         report = restore_states(
@@ -426,6 +426,9 @@ class Vault:
         )
         if apply_flags:
             notes += _environment.apply_flags(snapshot.environment)
+        # The report describes this process as the restore leaves it: the probes may have
+        # imported torch, and the flags applied are no longer differences.
+        differences = self._environment_differences(snapshot, False, False, remap)
         return dataclasses.replace(
             report, differences=tuple(differences), notes=report.notes + tuple(notes)
         )

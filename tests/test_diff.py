@@ -576,3 +576,24 @@ def test_cuda_generator_draws_advance_by_the_offset_delta(capture_state: Capture
     )
     generator.manual_seed(4)
     assert state_distance(b, capture_state(generator)).status == "reseeded"
+
+
+def test_a_vault_diff_names_its_columns_after_the_snapshots(tmp_path: Any) -> None:
+    """vault.diff("epoch0", "epoch2") heads its table "epoch0 -> epoch2", not "A -> B";
+    snapshots of two runs are named with their runs; snapshots from nowhere stay A and B."""
+    import rngvault
+
+    vault = rngvault.Vault(tmp_path, run="alice/exp", track_globals=False)
+    rng = vault.track(np.random.default_rng(0), "g")
+    vault.snapshot("epoch0", durable=True)
+    rng.random(3)
+    vault.snapshot("epoch2", durable=True)
+    report = vault.diff("epoch0", "epoch2")
+    assert report.labels == ("epoch0", "epoch2")
+    assert str(report).splitlines()[0].startswith("diff epoch0 -> epoch2: 1 advanced")
+    other = rngvault.Vault(tmp_path, run="bob/exp", track_globals=False)
+    other.track(np.random.default_rng(0), "g")
+    theirs = other.snapshot("epoch0", durable=True)
+    assert diff(vault.get("epoch0"), theirs).labels == ("alice/exp/epoch0", "bob/exp/epoch0")
+    loose = decode(encode(theirs))  # decoded bytes say nothing of where they were stored
+    assert diff(loose, loose).labels == ("A", "B")

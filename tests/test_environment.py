@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,3 +83,41 @@ def test_unknown_devices_are_not_a_difference() -> None:
     elsewhere = dict(here, devices=["NVIDIA A100-SXM4-80GB"])
     [diff] = _environment.compare(recorded, elsewhere, ["torch.cuda"])
     assert diff.key == "devices" and diff.severity == "may-break"
+
+
+def test_a_restore_with_apply_flags_reports_the_process_as_it_leaves_it(
+    tmp_path: Path, run_python: Any
+) -> None:
+    """In a process that has not imported torch, restore(apply_flags=True) of a snapshot
+    taken with torch and deterministic flags: the report agrees with itself. torch is
+    imported by then, so no line says it is not, and it is not listed as missing; the
+    CUBLAS_WORKSPACE_CONFIG the note says was set is not listed as different."""
+    take = """
+        import sys, torch, rngvault
+        rngvault.seed_everything(0, deterministic=True)
+        rngvault.Vault(sys.argv[1], run="alice/exp").snapshot("epoch0", durable=True)
+    """
+    taken = run_python(take, str(tmp_path))
+    assert taken.returncode == 0, taken.stderr
+    restore = """
+        import json, os, sys, rngvault
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        assert "torch" not in sys.modules
+        report = rngvault.Vault(sys.argv[1], run="alice/exp").restore("epoch0", apply_flags=True)
+        print(json.dumps({
+            "torch": "torch" in sys.modules,
+            "generators": {o.name: [o.status, o.detail] for o in report.outcomes},
+            "differences": [d.key for d in report.differences],
+            "notes": list(report.notes),
+            "text": str(report),
+        }))
+    """
+    done = run_python(restore, str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["torch"] is True
+    assert report["generators"]["torch.cpu"][0] == "restored"
+    assert "not imported" not in report["text"]
+    assert "torch" not in report["differences"]
+    assert "set CUBLAS_WORKSPACE_CONFIG=:4096:8" in report["notes"]
+    assert "flags.CUBLAS_WORKSPACE_CONFIG" not in report["differences"]

@@ -215,7 +215,7 @@ def test_a_refused_token_warns_once_not_once_per_snapshot(
         for epoch in range(4):
             vault.snapshot(f"epoch{epoch}")
         assert vault.flush() is False  # four wait for a token that works
-    refused = [str(w.message) for w in caught if "refused the token" in str(w.message)]
+    refused = [str(w.message) for w in caught if " -> 401 " in str(w.message)]
     assert len(refused) == 2, refused
-    assert "GET" in refused[0] and "writing to alice/exp" in refused[1]
+    assert "GET" in refused[0] and "/v1/runs/alice/exp/snapshots -> 401" in refused[1]
     assert len(list((tmp_path / "client").rglob("refused/*.snap"))) == 4

@@ -142,3 +142,30 @@ def test_cuda_probes_taken_by_the_writer_verify_on_the_main_thread(tmp_path) -> 
     assert {"g", "torch.cuda:0"} <= set(stored.probes)
     verdicts = vault.verify("s")
     assert verdicts["g"] == "ok" and verdicts["torch.cuda:0"] == "ok"
+
+
+def test_verify_without_torch_says_why_a_torch_generator_cannot_be_checked(
+    tmp_path, run_python
+) -> None:
+    """Where torch cannot be imported, verify says so for each torch generator (and what to
+    install), and still checks the others."""
+    vault = rngvault.Vault(tmp_path, run="alice/exp")
+    vault.track(torch.Generator().manual_seed(1), "torch_gen")
+    vault.track(np.random.default_rng(1), "np_gen")
+    (tmp_path / "s.msgpack").write_bytes(rngvault.encode(vault.snapshot("s", durable=True)))
+    code = """
+        import json, sys
+        sys.modules["torch"] = None  # as if torch were not installed
+        import rngvault
+        snapshot = rngvault.decode(open(sys.argv[1], "rb").read())
+        checks = rngvault.verify(snapshot)
+        print(json.dumps({n: [c.verdict.name, str(c), c.why] for n, c in checks.items()}))
+    """
+    done = run_python(code, str(tmp_path / "s.msgpack"))
+    assert done.returncode == 0, done.stderr
+    checks = json.loads(done.stdout)
+    assert checks["np_gen"][0] == "OK"
+    verdict, text, why = checks["torch_gen"]
+    assert verdict == "CANNOT_PROBE"
+    assert "torch" in why and "pip install 'rngvault[torch]'" in why
+    assert text == f"cannot be probed here: {why}"

@@ -197,8 +197,7 @@ class HttpStore:
                 # Worded per run, not per snapshot: a warning per distinct failure, not per put.
                 why = str(exc).partition(" -> ")[2] or str(exc)
                 raise AuthError(
-                    f"{self.url} refused the token for writing to {run} ({why}); "
-                    f"{self._refused_hint()}"
+                    f"PUT {self.url}/v1/runs/{run}/snapshots -> {why}; {self._refused_hint()}"
                 ) from None
             except ConflictError:
                 if self._holds_same(run, name, rank, snapshot):
