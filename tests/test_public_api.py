@@ -99,3 +99,51 @@ def test_every_public_warning_is_a_rngvault_warning() -> None:
     for name in warning_names:
         assert issubclass(getattr(rngvault, name), rngvault.RngVaultWarning), name
     assert rngvault.SpoolWarning is http.SpoolWarning
+
+
+def test_the_rest_api_doc_makes_every_token_and_file_it_uses_first(tmp_path: Path) -> None:
+    """docs/rest-api.md can be followed from an empty directory: its opening commands, run
+    here (all but the server), make ``$TOKEN``, ``$READ`` (``token create --grant``: the
+    token alone on stdout) and the snapshot files; every later command uses only those."""
+    import os
+    import subprocess
+    import sys
+
+    text = (ROOT / "docs" / "rest-api.md").read_text()
+    commands = re.findall(r"^\$ (.*(?:\n(?!\$ |```).*)*)", text, re.MULTILINE)
+    opening = [c for c in commands[:4] if not c.rstrip().endswith("&")]
+    made = [re.sub(r"\n(token [0-9a-f]{12}: .*)?$", "", c.rstrip()) for c in opening]
+    script = "\n".join(made) + "\necho TOKEN=$TOKEN READ=$READ\n"
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    env.update(RNGVAULT_HOME=str(tmp_path / "home"), PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    tokens = dict(re.findall(r"(TOKEN|READ)=(rv_\S+)", done.stdout))
+    assert set(tokens) == {"TOKEN", "READ"}
+    assert "grants admin:alice" in done.stderr and "grants read:*" in done.stderr
+    for name in ("epoch3", "epoch4"):
+        snapshot = rngvault.decode((tmp_path / f"{name}.msgpack").read_bytes())
+        assert set(snapshot.states) == {"augment", "python"}
+    for command in commands[4:]:
+        for variable in re.findall(r"\$([A-Z][A-Z0-9_]*)", command.splitlines()[0]):
+            assert variable in tokens, f"${variable} is not made by the opening commands"
+        for file in re.findall(r"@([\w.-]+)", command.splitlines()[0]):
+            assert (tmp_path / file).exists(), f"{file} is not made by the opening commands"
+
+
+def test_the_readme_installs_from_a_checkout_with_extras_that_exist() -> None:
+    """The README shows ``pip install -e '.[server,torch]'``, and those extras are the
+    project's."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"pip install -e '\.\[([a-z,]+)\]'", readme)
+    assert match is not None
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    extras = set(
+        re.findall(
+            r"^([a-z]+) = \[", pyproject.split("[project.optional-dependencies]")[1], re.MULTILINE
+        )
+    )
+    assert {"server", "torch"} <= set(match.group(1).split(",")) <= extras
