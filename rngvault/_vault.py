@@ -323,8 +323,7 @@ class Vault:
                     f"--token, then `rngvault --url {url} spool retry`"
                 )
             warnings.warn(
-                f"rngvault: {left} snapshot(s) for {url} are left in the spool at {where}; "
-                f"{said}",
+                f"rngvault: {left} snapshot(s) for {url} are left in the spool at {where}; {said}",
                 StoreWarning,
                 stacklevel=1,
             )

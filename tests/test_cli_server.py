@@ -189,6 +189,19 @@ def test_token_create_takes_several_grants(
     assert "invalid scope 'owner'" in capsys.readouterr().err
 
 
+def test_tokens_file_may_follow_the_token_subcommand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rngvault token create --tokens FILE`, the form the server's hints print, works."""
+    tokens = tmp_path / "tokens.json"
+    assert cli.main(["token", "create", "--tokens", str(tokens), "--grant", "read:alice"]) == 0
+    assert cli.main(["token", "list", "--tokens", str(tokens)]) == 0
+    assert "read:alice" in capsys.readouterr().out
+    (record,) = TokenFile(tokens).load()
+    assert cli.main(["token", "revoke", record.id, "--tokens", str(tokens)]) == 0
+    assert TokenFile(tokens).load()[0].revoked is not None
+
+
 def test_import_rngvault_imports_neither_click_nor_the_cli() -> None:
     code = "import sys, rngvault; print(sorted(m for m in ('click', 'rngvault.cli') "
     code += "if m in sys.modules))"

@@ -42,3 +42,17 @@ def test_close_does_not_wait_for_the_idle_timeout_when_a_job_races_it(
     assert writer.close(timeout=10)
     assert time.monotonic() - started < 2.0, "close() waited for the idle timeout"
     assert writer.flush(timeout=5) and handled == ["first", "late"]
+
+
+def test_a_bad_exit_timeout_set_late_is_a_warning_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At exit a raise would skip the flush: a bad RNGVAULT_EXIT_TIMEOUT warns, waits 10 s."""
+    from rngvault import RngVaultWarning
+    from rngvault._writer import exit_timeout
+
+    monkeypatch.setenv("RNGVAULT_EXIT_TIMEOUT", "3")
+    assert exit_timeout() == 3.0
+    monkeypatch.setenv("RNGVAULT_EXIT_TIMEOUT", "later")
+    with pytest.warns(RngVaultWarning, match="RNGVAULT_EXIT_TIMEOUT"):
+        assert exit_timeout() == 10.0

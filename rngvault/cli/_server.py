@@ -153,6 +153,20 @@ def token(ctx: click.Context, tokens: str | None) -> None:
     ctx.meta["rngvault.tokens"] = tokens
 
 
+def _tokens_here(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta["rngvault.tokens"] = value
+
+
+# --tokens after the subcommand too (`rngvault token create --tokens FILE ...`)
+tokens_after = click.option(
+    "--tokens",
+    expose_value=False,
+    callback=_tokens_here,
+    help="tokens file (RNGVAULT_TOKENS, default: data dir); also before the subcommand",
+)
+
+
 def _token_file() -> Any:
     from rngvault.server.tokens import TokenFile
 
@@ -178,6 +192,7 @@ def _token_file() -> Any:
 @click.option("--namespace", help="one grant's namespace pattern, e.g. alice, team-*, *")
 @click.option("--expires", help="30d, 12h, 2w, or an ISO date (default: never)")
 @click.option("--note", default="", help="a label shown by 'token list'")
+@tokens_after
 def create(
     grants: tuple[str, ...],
     scope: str | None,
@@ -209,6 +224,7 @@ def create(
 
 @token.command("list", epilog=example("rngvault token list", "rngvault token list --json"))
 @click.option("--json", "as_json", is_flag=True, help="print JSON for scripts")
+@tokens_after
 def list_(as_json: bool) -> None:
     """List the tokens: ids, grants, times and states, never secrets."""
     records = _token_file().load()
@@ -237,6 +253,7 @@ def list_(as_json: bool) -> None:
 
 @token.command(epilog=example("rngvault token revoke 3f2a9c0d1e4b"))
 @click.argument("ident", metavar="ID")
+@tokens_after
 def revoke(ident: str) -> None:
     """Revoke a token by its id (see 'token list'); it stays listed as revoked."""
     record = _token_file().revoke(ident)
