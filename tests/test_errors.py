@@ -219,3 +219,5 @@ def test_a_refused_token_warns_once_not_once_per_snapshot(
     assert len(refused) == 2, refused
     assert "GET" in refused[0] and "/v1/runs/alice/exp/snapshots -> 401" in refused[1]
     assert len(list((tmp_path / "client").rglob("refused/*.snap"))) == 4
+    assert rngvault.spool_drop(server.url, bucket="refused") == 4  # left alone, exit warns
+    vault.close()
