@@ -94,6 +94,7 @@ def test_gc_on_the_database_says_what_it_would_delete_then_deletes_it(
         (["gc", "alice/*", "--keep-last", "x"], "invalid count 'x'"),
         (["gc", "alice/*", "--older-than", "soon"], "invalid duration 'soon'"),
         (["gc", "alice/[ab]", "--keep-last", "1"], "invalid RUN-PATTERN"),
+        (["gc", "alice/*", "--older-than", "9" * 400 + "d"], "longer than a thousand years"),
     ],
 )
 def test_gc_usage_errors_exit_2_and_say_why(
@@ -101,6 +102,53 @@ def test_gc_usage_errors_exit_2_and_say_why(
 ) -> None:
     assert cli.main([*argv, "--db", f"sqlite:///{tmp_path / 'x.db'}"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_gc_with_db_acts_on_the_database_whatever_rngvault_url_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--db names the database: a team server in $RNGVAULT_URL is never asked (port 9
+    answers nothing here) and never gets $RNGVAULT_TOKEN."""
+    db = tmp_path / "store.db"
+    _fill(db, {"alice/resnet": 3}, make_body)
+    monkeypatch.setenv("RNGVAULT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("RNGVAULT_TOKEN", "rv_secret")
+    assert cli.main(["gc", "alice/*", "--keep-last", "1", "--db", f"sqlite:///{db}"]) == 0
+    assert _names(db, "alice/resnet") == ["s2"]
+    assert "127.0.0.1:9" not in capsys.readouterr().err
+
+
+def test_gc_through_something_that_is_not_an_rngvault_server_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy's login page answering 200 with HTML: an error naming it, no traceback."""
+    import http.server
+    import threading
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = b"<html>please log in</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert cli.main(["--url", url, "gc", "alice/*", "--keep-last", "1"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert "not a gc result" in err and "text/html" in err
+    assert err.count("\n") == 1
 
 
 def test_gc_through_a_real_server_uses_the_admin_route_and_its_token(

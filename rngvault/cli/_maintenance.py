@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from rngvault._errors import RngVaultError
+from rngvault._errors import RngVaultError, StoreError
 from rngvault.cli._common import example, given_token, given_url, say, store_options
 from rngvault.cli._server import settings
 
@@ -69,8 +69,9 @@ def gc(
 ) -> None:
     """In every run matching RUN-PATTERN (namespace/run, with * and ?), delete the
     snapshots that every given rule selects; runs left empty are removed and state blobs
-    no snapshot uses are freed. Acts on the database (--db), or through the server's
-    admin route with --url (an admin token)."""
+    no snapshot uses are freed. Acts on the database (--db, which always wins), or,
+    given an http(s) --url or $RNGVAULT_URL and no --db, through the server's admin route
+    (an admin token)."""
     from rngvault.server.tokens import parse_duration
 
     if keep_last is None and older_than is None:
@@ -87,9 +88,9 @@ def gc(
     if older_than is not None:
         request["older_than"] = older_than
     url = given_url()
-    if url:
+    if db is None and url and url.startswith(("http://", "https://")):
         answer = _gc_remote(url, given_token(), request)
-    else:
+    else:  # --db always means the database, whatever RNGVAULT_URL says
         answer = _gc_local(db, request, keep_last, age)
     verb = "would delete" if answer["dry_run"] else "deleted"
     for item in answer["sample"]:
@@ -147,8 +148,20 @@ def _gc_remote(url: str, token: str | None, request: dict[str, Any]) -> dict[str
         raise from_httpx(exc, url) from exc
     if response.status_code >= 400:
         raise from_response(response)
-    body: dict[str, Any] = response.json()
-    return body
+    try:
+        body = response.json()
+        fields = ("dry_run", "sample", "snapshots", "ranks", "runs", "blobs")
+        if not isinstance(body, dict) or any(f not in body for f in fields):
+            raise ValueError("not a gc result")
+        for item in body["sample"]:
+            item["namespace"], item["run"], item["name"]
+    except (ValueError, TypeError, KeyError):
+        raise StoreError(
+            f"{url}/v1/admin/gc answered something that is not a gc result "
+            f"({response.headers.get('content-type', 'no type')}): is it an rngvault server?"
+        ) from None
+    result: dict[str, Any] = body
+    return result
 
 
 @click.command(epilog=example("rngvault vacuum --db sqlite:////srv/rngvault/rngvault.db"))

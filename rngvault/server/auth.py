@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rngvault._errors import RngVaultError
 from rngvault.server.errors import ApiError, error_response, printable
-from rngvault.server.settings import LOOPBACK_NAMES, Settings, is_loopback
+from rngvault.server.settings import LOOPBACK_NAMES, Settings, host_of, is_loopback
 from rngvault.server.tokens import SCOPES, Grant, TokenFile, TokenRecord, token_hash, token_id
 
 log = logging.getLogger("rngvault.server")
@@ -166,11 +166,15 @@ class Require:
 
 
 async def metrics_allowed(request: Request) -> None:
-    """/metrics: open to clients on this machine, an admin token otherwise, since the
-    counts are store-wide (not declared in OpenAPI as a security requirement, since local
-    scrapers need none)."""
+    """/metrics: open to clients on this machine that address it by a loopback name (or an
+    allowed host), an admin token otherwise, since the counts are store-wide (not declared
+    in OpenAPI as a security requirement, since local scrapers need none)."""
     client = request.client.host if request.client else ""
-    if not is_loopback(client):
+    settings: Settings = request.app.state.settings
+    named = host_of(request.headers.get("host", ""))
+    hosts = LOOPBACK_NAMES + settings.allowed_hosts
+    # a page in the user's browser that rebinds its name to 127.0.0.1 is not a local scraper
+    if not is_loopback(client) or not (named in hosts or "*" in hosts):
         principal = request.app.state.auth.authenticate(request.headers.get("authorization"))
         if "*" not in principal.patterns("admin"):
             raise ApiError(
@@ -179,14 +183,6 @@ async def metrics_allowed(request: Request) -> None:
                 f"{principal.describe()} may not read /metrics: its counts cover every "
                 "namespace, so it needs an admin token for namespaces '*' (the grant admin:*)",
             )
-
-
-def host_of(header: str) -> str:
-    """The host name of a ``Host`` header, without its port: ``[::1]:8000`` -> ``::1``."""
-    header = header.strip().lower()
-    if header.startswith("["):
-        return header[1:].partition("]")[0]
-    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 class LocalOnly:

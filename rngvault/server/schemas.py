@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from rngvault._json import to_jsonable
 from rngvault.server.storage.base import Collected, RunInfo, SnapshotInfo
-from rngvault.server.tokens import parse_duration
+from rngvault.server.tokens import MAX_DURATION, parse_duration
 
 RUN_PATTERN_RULE = "[A-Za-z0-9._*?-]{1,128}(/[A-Za-z0-9._*?-]{1,128})?"
 
@@ -125,8 +125,10 @@ class GcRequest(BaseModel):
     def _age(cls, value: int | str | None) -> int | None:
         if isinstance(value, str):
             return parse_duration(value)
-        if value is not None and value < 0:
-            raise ValueError(f"older_than must be 0 seconds or more, not {value}")
+        if value is not None and not 0 <= value <= MAX_DURATION:
+            raise ValueError(
+                f"older_than must be 0 to {MAX_DURATION} seconds, not {str(value)[:40]}"
+            )
         return value
 
     @property

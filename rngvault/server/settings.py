@@ -85,6 +85,14 @@ def parse_bool(text: str, name: str) -> bool:
     raise RngVaultError(f"invalid {name} {text!r}: write true or false")
 
 
+def host_of(header: str) -> str:
+    """The host name of a ``Host`` header, without its port: ``[::1]:8000`` -> ``::1``."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
+
+
 @functools.lru_cache(maxsize=4096)  # asked on every request of an open server
 def is_loopback(host: str) -> bool:
     """Whether ``host`` (a name or an address) is this machine's loopback."""
@@ -252,7 +260,8 @@ class Settings(BaseSettings):
         for name in names:
             if name != "*" and not re.fullmatch(r"[a-z0-9.\-:\[\]]+", name):
                 raise ValueError(f"allowed host {name!r} is not a host name or address")
-        return names
+        # as requests are compared: without a port or brackets ([fe80::1]:80 -> fe80::1)
+        return tuple(n if n == "*" else host_of(n) for n in names)
 
     @field_validator("max_connections", mode="before")
     @classmethod

@@ -65,12 +65,19 @@ def token_id(token: str) -> str | None:
     return match[1] if match else None
 
 
+MAX_DURATION = 1000 * 366 * 86400  # seconds: a thousand years is longer than any retention
+
+
 def parse_duration(text: str) -> int:
-    """Seconds in ``30d``, ``12h``, ``90m`` or ``2w``; ValueError naming the text otherwise."""
+    """Seconds in ``30d``, ``12h``, ``90m`` or ``2w`` (at most ``MAX_DURATION``); ValueError
+    naming the text otherwise."""
     match = _DURATION.fullmatch(text.strip())
     if not match:
-        raise ValueError(f"invalid duration {text!r}: write 30d, 12h, 90m or 2w")
-    return int(match[1]) * _SECONDS[match[2]]
+        raise ValueError(f"invalid duration {text[:40]!r}: write 30d, 12h, 90m or 2w")
+    seconds = int(match[1][:20]) * _SECONDS[match[2]] if len(match[1]) <= 20 else MAX_DURATION + 1
+    if seconds > MAX_DURATION:
+        raise ValueError(f"duration {text[:40]!r} is longer than a thousand years")
+    return seconds
 
 
 def parse_expiry(text: str, now: float) -> float:

@@ -179,3 +179,31 @@ def test_control_characters_in_paths_cannot_forge_log_lines(open_server: ServerP
     log = open_server.log()
     assert not any(line.startswith("INFO: forged") for line in log.splitlines())
     assert "a\\nINFO: forged\\r" in log
+
+
+@pytest.mark.anyio
+async def test_allowed_hosts_match_with_brackets_and_ports_as_written(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {},
+        db=f"sqlite:///{tmp_path / 'a.db'}",
+        tokens=str(tmp_path / "none.json"),
+        allowed_hosts="[fe80::1],vault.lab:8000",
+    )
+    assert settings.allowed_hosts == ("fe80::1", "vault.lab")
+    app = create_app(settings.replace(tokens_required=False))
+    async with app.router.lifespan_context(app), _client(app, "127.0.0.1") as client:
+        for host in ("[fe80::1]:8000", "vault.lab", "vault.lab:9000"):
+            assert (await client.get("/healthz", headers={"Host": host})).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_metrics_on_this_machine_need_a_loopback_host_name_too(tmp_path: Path) -> None:
+    """With tokens, /metrics needs none from a local scraper; a page rebinding its own name
+    to 127.0.0.1 is not one."""
+    TokenFile(tmp_path / "tokens.json").create("read", "alice")
+    settings = Settings(db=f"sqlite:///{tmp_path / 'a.db'}", tokens=tmp_path / "tokens.json")
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), _client(app, "127.0.0.1") as client:
+        assert (await client.get("/metrics", headers={"Host": "127.0.0.1:8000"})).status_code == 200
+        rebound = await client.get("/metrics", headers={"Host": "rebind.attacker.example"})
+        assert rebound.status_code == 401
