@@ -11,6 +11,7 @@ import typing
 
 from rngvault import convert
 from rngvault._api import capture, restore
+from rngvault._checkpoint import load_ref, save_ref
 from rngvault._diff import DiffReport, GeneratorDiff, diff, state_distance
 from rngvault._divergence import DivergenceReport
 from rngvault._errors import (
@@ -120,9 +121,11 @@ __all__ = [
     "diff",
     "encode",
     "fetch",
+    "load_ref",
     "open_store",
     "per_worker",
     "restore",
+    "save_ref",
     "seed_everything",
     "seed_worker",
     "spool_drop",

@@ -1,0 +1,29 @@
+"""rngvault inside the training frameworks people use, and the RNG states their checkpoints hold.
+
+==================================  ==========================================================
+module                              what it gives
+==================================  ==========================================================
+``rngvault.integrations.lightning``     ``RngVaultCallback`` for Lightning's ``Trainer``
+``rngvault.integrations.transformers``  ``RngVaultTrainerCallback`` for Hugging Face ``Trainer``
+``rngvault.integrations.accelerate``    ``track(accelerator, vault)`` for ``save_state``/``load_state``
+``import_checkpoint(kind, path)``       the RNG states a framework's checkpoint holds, as snapshots
+==================================  ==========================================================
+
+Each module imports its framework when it is imported itself; ``import rngvault`` never
+imports any framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["import_checkpoint"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "import_checkpoint":
+        value = importlib.import_module("rngvault.integrations._import").import_checkpoint
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rngvault.integrations' has no attribute {name!r}")
