@@ -5,16 +5,17 @@ what a generator is lives in its module, which fills in one ``Family`` record. T
 rngvault iterates the registry (``families()``) and never names a family. Adding a family
 is one module and one line in ``_MODULES`` below (or ``register(family)`` at run time).
 
-==================  =========================================================================
-family              objects
-==================  =========================================================================
-``python``          ``random.Random`` (and the ``random`` module's global instance)
-``numpy.legacy``    ``numpy.random.RandomState`` (and the global ``np.random`` state)
-``numpy.bitgen``    ``numpy.random.Generator`` and every ``BitGenerator``
-``torch.cpu``       CPU ``torch.Generator`` (and ``torch.default_generator``)
-``torch.cuda``      CUDA ``torch.Generator`` and each device's default generator
-``dataloader``      ``torch.utils.data.DataLoader`` (its generator and DistributedSampler)
-==================  =========================================================================
+=================================  =================================================================
+family                             objects
+=================================  =================================================================
+``python``                         ``random.Random`` (and the ``random`` module's global instance)
+``numpy.legacy``                   ``numpy.random.RandomState`` (and the global ``np.random`` state)
+``numpy.bitgen``                   ``numpy.random.Generator`` and every ``BitGenerator``
+``torch.cpu``                      CPU ``torch.Generator`` (and ``torch.default_generator``)
+``torch.cuda``                     CUDA ``torch.Generator`` and each device's default generator
+``torchdata.stateful_dataloader``  torchdata's ``StatefulDataLoader`` (its own ``state_dict()``)
+``dataloader``                     ``torch.utils.data.DataLoader`` (generator, DistributedSampler)
+=================================  =================================================================
 """
 
 from __future__ import annotations
@@ -103,7 +104,15 @@ class Family:
 
 
 # The family modules, in the order their process-wide generators are captured.
-_MODULES = ("python", "numpy_legacy", "numpy_bitgen", "torch_cpu", "torch_cuda", "dataloader")
+_MODULES = (
+    "python",
+    "numpy_legacy",
+    "numpy_bitgen",
+    "torch_cpu",
+    "torch_cuda",
+    "stateful_dataloader",
+    "dataloader",
+)
 
 _FAMILIES: dict[str, Family] | None = None
 

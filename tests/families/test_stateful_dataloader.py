@@ -1,0 +1,367 @@
+"""rngvault/families/stateful_dataloader.py: torchdata's StatefulDataLoader, through its own
+state_dict(), stored as flat entries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import rngvault
+from rngvault.families import families, family_of
+from rngvault.families import stateful_dataloader as sdl
+from tests.conftest import ROOT, python_env
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchdata.stateful_dataloader")
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
+FAMILY = families()[sdl.NAME]
+
+
+class Items(Dataset):
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+def make_loader(seed: int = 1, num_workers: int = 0, **kwargs: Any) -> StatefulDataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    return StatefulDataLoader(
+        Items(), batch_size=3, shuffle=True, generator=generator, num_workers=num_workers, **kwargs
+    )
+
+
+def batches(iterable: Any) -> list[list[int]]:
+    return [batch.tolist() for batch in iterable]
+
+
+def mid_epoch(loader: StatefulDataLoader, taken: int = 7) -> Any:
+    """The loader's iterator after ``taken`` batches of its second epoch."""
+    batches(loader)
+    iterator = iter(loader)
+    for _ in range(taken):
+        next(iterator)
+    return iterator
+
+
+@pytest.fixture(scope="module")
+def two_workers() -> dict[str, Any]:
+    """Fields of a 2-worker loader at batch 7 of its second epoch."""
+    loader = make_loader(num_workers=2)
+    iterator = mid_epoch(loader)
+    fields = FAMILY.capture(loader)
+    del iterator
+    return fields
+
+
+def index_of(fields: dict[str, Any], *path: Any) -> int:
+    return next(i for i, entry in enumerate(fields["entries"]) if entry[0] == path)
+
+
+def replaced(fields: dict[str, Any], index: int, entry: Any) -> dict[str, Any]:
+    entries = list(fields["entries"])
+    entries[index] = entry
+    return {"entries": tuple(entries)}
+
+
+def test_a_stateful_dataloader_is_its_own_family_and_a_plain_one_is_not():
+    """StatefulDataLoader subclasses DataLoader: the registry finds this family first."""
+    assert family_of(make_loader()).name == sdl.NAME
+    assert family_of(DataLoader(Items())).name == "dataloader"
+
+
+def test_two_worker_state_survives_encode_decode_and_says_where_it_is(two_workers):
+    """A captured mid-epoch state of a 2-worker loader comes back from encode/decode
+    equal; its description names the batch and the workers; it fits the format's bounds."""
+    snapshot = rngvault.Snapshot({"loader": rngvault.State(sdl.NAME, two_workers)}, created=0.0)
+    data = rngvault.encode(snapshot)
+    decoded = rngvault.decode(data)
+    assert decoded.states["loader"] == snapshot.states["loader"]
+    text = decoded.states["loader"].describe()
+    assert "7 batches of the epoch yielded, 2 workers" in text
+    print(f"2-worker state: {len(two_workers['entries'])} entries, snapshot {len(data)} bytes")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_restore_mid_epoch_gives_the_rest_of_the_epoch_and_the_next_epochs(num_workers):
+    """Captured at batch 7, restored into a loader seeded differently: the rest of that
+    epoch and the next epoch are the uninterrupted loader's (in one process too, where
+    torchdata alone leaves the generator one draw behind)."""
+    loader = make_loader(num_workers=num_workers)
+    iterator = mid_epoch(loader)
+    snapshot = rngvault.capture({"loader": loader}, include_globals=False)
+    expected = batches(iterator) + batches(loader) + batches(loader)
+    other = make_loader(seed=99, num_workers=num_workers)
+    report = rngvault.restore(snapshot, {"loader": other}, include_globals=False)
+    assert report.restored == ["loader"]
+    assert batches(other) + batches(other) + batches(other) == expected
+
+
+def test_restore_while_an_iterator_runs_warns_and_applies_from_the_next_iter():
+    """torchdata applies a loaded state at the next iter(): a restore during an epoch warns,
+    the running iterator goes on, the next iter() resumes at the restored position."""
+    loader = make_loader()
+    iterator = mid_epoch(loader, 3)
+    snapshot = rngvault.capture({"loader": loader}, include_globals=False)
+    next(iterator)
+    reference = mid_epoch(make_loader(), 3)
+    from_3 = batches(reference)
+    with pytest.warns(rngvault.LateRestoreWarning, match="next iter"):
+        rngvault.restore(snapshot, {"loader": loader}, include_globals=False)
+    assert batches(iterator) == from_3[1:]
+    assert batches(loader) == from_3
+
+
+def test_a_restored_state_not_yet_iterated_is_captured_without_starting_workers():
+    """After a restore, before iter(), capture reads the pending state (torchdata's
+    state_dict() would start the workers to find it) and the report verifies it."""
+    loader = make_loader(num_workers=2)
+    iterator = mid_epoch(loader)
+    snapshot = rngvault.capture({"loader": loader}, include_globals=False)
+    del iterator
+    other = make_loader(num_workers=2)
+    rngvault.restore(snapshot, {"loader": other}, include_globals=False)
+    assert other._iterator is None
+    assert FAMILY.capture(other) == snapshot.states["loader"].fields
+    assert other._iterator is None
+
+
+def test_distance_counts_batches_within_an_epoch_and_the_generator_across_epochs():
+    loader = make_loader()
+    iterator = mid_epoch(loader, 2)
+    a = FAMILY.capture(loader)
+    for _ in range(5):
+        next(iterator)
+    b = FAMILY.capture(loader)
+    assert FAMILY.distance(a, b, 10_000) == rngvault._distance.by_sign(5, "batches", "same epoch")
+    assert FAMILY.distance(b, a, 10_000).distance == -5
+    batches(iterator)
+    next(iter(loader))
+    later = FAMILY.distance(a, FAMILY.capture(loader), 10_000)
+    assert later.status == "advanced" and "another epoch" in later.detail
+
+
+def test_derive_keeps_the_position_and_replaces_the_generator_and_seeds(two_workers):
+    import numpy as np
+
+    derived = FAMILY.derive(two_workers, np.random.SeedSequence(5))
+    FAMILY.validate(derived)
+    assert FAMILY.describe(derived).startswith("7 batches of the epoch yielded, 2 workers")
+    changed = [
+        a[0] for a, b in zip(two_workers["entries"], derived["entries"], strict=True) if a != b
+    ]
+    assert ("_snapshot", "_main_snapshot", "_base_seed") in changed
+    assert any(path[-1] == "generator" for path in changed)
+
+
+def test_capture_refuses_values_it_cannot_store_naming_where():
+    """A dataset whose state holds something outside the stored kinds (a set) cannot be
+    captured; the error names the path inside the state."""
+
+    class WithSet(Items):
+        def state_dict(self) -> dict[str, Any]:
+            return {"seen": {1, 2}}
+
+        def load_state_dict(self, state: dict[str, Any]) -> None:
+            pass
+
+    loader = StatefulDataLoader(WithSet(), batch_size=3)
+    with pytest.raises(rngvault.CaptureError, match="dataset_state/seen"):
+        FAMILY.capture(loader)
+
+
+def test_target_with_other_workers_or_without_shuffling_is_refused(two_workers):
+    snapshot = rngvault.Snapshot({"loader": rngvault.State(sdl.NAME, two_workers)})
+    for target, words in [
+        (make_loader(num_workers=0), "num_workers=2"),
+        (StatefulDataLoader(Items(), batch_size=3, num_workers=2), "shuffled"),
+        (StatefulDataLoader(list(range(6)), batch_size=3, shuffle=True, num_workers=2), "has 2"),
+    ]:
+        with pytest.raises(rngvault.RestoreError, match=words):
+            rngvault.restore(snapshot, {"loader": target}, include_globals=False)
+
+
+# -- hostile states ------------------------------------------------------------------------------
+
+GENERATOR = (
+    "_snapshot",
+    "_main_snapshot",
+    "_sampler_iter_state",
+    "sampler_iter_state",
+    "generator",
+)
+
+
+def hostile(fields: dict[str, Any]) -> dict[str, tuple[dict[str, Any], str]]:
+    """Name -> (fields, the field the StateError must name)."""
+    entries = fields["entries"]
+    gen = index_of(fields, *GENERATOR)
+    _path, _kind, (dtype, shape, data) = entries[gen]
+    unseeded = bytearray(data)
+    unseeded[12] = 0
+    last = index_of(fields, "_snapshot", "_last_yielded_worker_id")
+    worker = index_of(fields, "_snapshot", "_worker_snapshots", "worker_1")
+    step = index_of(fields, "_snapshot", "_snapshot_step")
+    dicts = [((f"d{i}",), "dict", None) for i in range(sdl.MAX_ENTRIES)]
+    tensor = (("t",), "tensor", ("uint8", (4,), b"1234"))
+    return {
+        "not an array": ({"entries": {"a": 1}}, "entries"),
+        "extra field": ({**fields, "pickle": b"x"}, "pickle"),
+        "too many entries": ({"entries": (entries[0], *dicts)}, "entries"),
+        "entry not a triple": (replaced(fields, 3, (("x",), "int")), "entries[3]"),
+        "unknown kind": (replaced(fields, 3, (entries[3][0], "object", None)), "entries[3].kind"),
+        "int as str": (replaced(fields, step, (entries[step][0], "int", "7")), "entries["),
+        "negative counter": (replaced(fields, step, (entries[step][0], "int", -1)), "entries["),
+        "int beyond 64 bits": (
+            replaced(fields, step, (entries[step][0], "int", 2**64)),
+            "entries[",
+        ),
+        "float key": (replaced(fields, 3, ((1.5,), "none", None)), "entries[3].path"),
+        "orphan": (replaced(fields, 3, (("nowhere", "x"), "none", None)), "entries[3].path"),
+        "duplicate path": (replaced(fields, 3, entries[2]), "entries[3].path"),
+        "root twice": (replaced(fields, 3, ((), "dict", None)), "entries[3].path"),
+        "unknown dtype": (
+            replaced(fields, gen, (GENERATOR, "tensor", ("complex64", shape, data))),
+            f"entries[{gen}].value.dtype",
+        ),
+        "short tensor data": (
+            replaced(fields, gen, (GENERATOR, "tensor", (dtype, shape, data[:-1]))),
+            f"entries[{gen}].value.data",
+        ),
+        "huge shape": (
+            replaced(fields, gen, (GENERATOR, "tensor", (dtype, (2**40,), data))),
+            f"entries[{gen}].value.shape",
+        ),
+        "too much data": (
+            replaced(fields, gen, (GENERATOR, "tensor", (dtype, (40_000,), bytes(40_000)))),
+            "entries[",
+        ),
+        "too many tensors": (
+            {"entries": (entries[0], *((((f"t{i}",), *tensor[1:])) for i in range(9)))},
+            "entries[",
+        ),
+        "unseeded sampler generator": (
+            replaced(fields, gen, (GENERATOR, "tensor", (dtype, shape, bytes(unseeded)))),
+            f"entries[{gen}].value.data.seeded",
+        ),
+        "worker id out of range": (
+            replaced(fields, last, (entries[last][0], "int", 2**40)),
+            f"entries[{last}].value",
+        ),
+        "a worker missing": (
+            replaced(
+                fields, worker, (("_snapshot", "_worker_snapshots", "worker_9"), "dict", None)
+            ),
+            "entries[",
+        ),
+    }
+
+
+def test_hostile_states_are_refused_naming_the_field(two_workers):
+    """Each corrupted state is refused by validate with a StateError naming the field, and
+    by decode (a DecodeError) when it arrives in a snapshot."""
+    cases = hostile(two_workers)
+    for name, (fields, field) in cases.items():
+        with pytest.raises(rngvault.StateError) as refused:
+            FAMILY.validate(fields)
+        assert refused.value.field is not None, name
+        assert refused.value.field.startswith(field), (name, refused.value.field)
+        try:
+            snapshot = rngvault.Snapshot({"g": rngvault.State(sdl.NAME, fields)}, created=0.0)
+            data = rngvault.encode(snapshot)
+        except (rngvault.StateError, rngvault.EncodeError, TypeError, ValueError):
+            continue  # not even encodable: nothing to decode
+        with pytest.raises(rngvault.DecodeError):
+            rngvault.decode(data)
+
+
+# -- the resume in a fresh process ---------------------------------------------------------------
+
+SCRIPT = """
+import json, sys, warnings
+warnings.filterwarnings("ignore", message=".*set_vital.*")
+import torch
+from torch.utils.data import Dataset, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
+import rngvault
+
+
+class Items(Dataset):
+    # each item: its index, the worker that loaded it and that worker's seed
+    def __len__(self):
+        return 46
+
+    def __getitem__(self, index):
+        info = get_worker_info()
+        return torch.tensor([index, info.id, info.seed % 2**62])
+
+
+def run(mode, store):
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(1234)
+    loader = StatefulDataLoader(
+        Items(), batch_size=4, shuffle=True, generator=generator, num_workers=2
+    )
+    vault = rngvault.Vault(store, run="t/stateful-loader")
+    vault.track(loader, "loader")
+    seen = []
+    if mode == "full":
+        for epoch in range(3):
+            for index, batch in enumerate(loader):
+                seen.append([epoch, index, batch.tolist()])
+                if epoch == 1 and index == 7:
+                    vault.snapshot("epoch1-batch7", epoch=1, step=7, durable=True)
+    else:
+        report = vault.restore("epoch1-batch7")
+        assert "loader" in report.restored, report
+        for epoch, first in ((1, 8), (2, 0)):
+            for index, batch in enumerate(loader, first):
+                seen.append([epoch, index, batch.tolist()])
+    vault.close()
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], sys.argv[2])
+"""
+
+
+def run_script(script: Path, *args: str) -> list[Any]:
+    done = subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=python_env(),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_resume_at_epoch_1_batch_7_with_2_workers_in_a_fresh_process(tmp_path):
+    """A StatefulDataLoader (shuffled by its own generator, 2 workers) tracked by a Vault,
+    snapshot at epoch 1 batch 7; a new process builds the loader, restores the snapshot,
+    and the rest of epoch 1 and all of epoch 2 are the uninterrupted run's batches: the
+    same items, loaded by the same workers with the same seeds."""
+    script = tmp_path / "loader_run.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    store = str(tmp_path / "store")
+    full = run_script(script, "full", store)
+    resumed = run_script(script, "resume", store)
+    expected = [b for b in full if (b[0], b[1]) >= (1, 8)]
+    assert len(expected) == 12 + 4  # 12 batches per epoch: 4 left of epoch 1, then 12
+    assert resumed == expected
+    epoch1 = [b for b in full if b[0] == 1]
+    epoch2 = [b for b in full if b[0] == 2]
+    assert [b[2] for b in epoch1] != [b[2] for b in epoch2]  # the epochs do differ
