@@ -4,8 +4,9 @@
 file-system error, printed as one line ``rngvault: error: ...``), 2 usage error (click's
 message). Commands live in ``_server`` (serve, token), ``_maintenance`` (backup, gc,
 vacuum), ``_snapshots`` (runs, ls, show, verify, diff, pull, push), ``_transfer`` (export,
-import) and ``_spool``. The server is imported only by the commands that need it, so the
-command needs just the core and click.
+import), ``_spool`` and ``_integrations`` (import-checkpoint). The server, and torch for
+import-checkpoint, are imported only by the commands that need them, so the command needs
+just the core and click.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import click
 
 import rngvault
 from rngvault._errors import AuthError, RngVaultError
-from rngvault.cli import _maintenance, _server, _snapshots, _spool, _transfer
+from rngvault.cli import _integrations, _maintenance, _server, _snapshots, _spool, _transfer
 from rngvault.cli._common import example, root_store_options
 
 __all__ = ["cli", "main"]
@@ -63,7 +64,7 @@ def cli() -> None:
     training run. --url and --token may come before or after the command."""
 
 
-for module in (_server, _maintenance, _snapshots, _transfer, _spool):
+for module in (_server, _maintenance, _snapshots, _transfer, _spool, _integrations):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -1,0 +1,70 @@
+"""import-checkpoint: the RNG states a framework's checkpoint holds, into a store."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import click
+
+import rngvault
+from rngvault.cli._common import example, print_table, refs, say, store_options, the_store
+from rngvault.cli._snapshots import words
+
+KINDS = ("accelerate", "transformers", "lightning", "composer")  # rngvault.integrations._import
+
+
+@click.command(
+    "import-checkpoint",
+    epilog=example(
+        "rngvault import-checkpoint accelerate ./ckpt/checkpoint_3 alice/resnet50/epoch3",
+        "rngvault import-checkpoint transformers ./out/checkpoint-500 alice/bert step500",
+        "rngvault import-checkpoint composer ep2-ba400-rank0.pt alice/gpt/ep2 --url ./store",
+    ),
+)
+@click.argument("kind", type=click.Choice(KINDS))
+@click.argument("path", type=click.Path(path_type=Path))
+@words
+@store_options
+def import_checkpoint(kind: str, path: Path, words: tuple[str, ...]) -> None:
+    """Store the RNG states a KIND checkpoint at PATH holds (accelerate's
+    random_states_N.pkl, the Trainer's rng_state.pth, Composer's rng entry, the RNG dict a
+    Lightning callback saved) as the snapshot SNAPSHOT, one per rank. The files are loaded
+    with torch.load(weights_only=True) and a small allowlist: one that needs anything else
+    is refused. Prints each rank's generators."""
+    [ref] = refs(words, 1)
+    from rngvault.integrations import import_checkpoint as read
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", rngvault.RngVaultWarning)
+        snapshots = read(kind, path)
+    for warning in caught:
+        say(f"rngvault: warning: {warning.message}")
+    store = the_store()
+    stored = []
+    try:
+        for snapshot in snapshots:
+            created = store.put(ref.run, ref.name, rngvault.encode(snapshot), snapshot)
+            stored.append("stored" if created else "already stored (identical)")
+        left = store.flush()
+    finally:
+        store.close()  # what is left waits in the spool on disk, for `rngvault spool flush`
+    print_table(
+        ["rank", "generators", "step", "epoch", "digest", "state"],
+        [
+            (
+                f"{s.metadata.rank}/{s.metadata.world_size}",
+                ", ".join(s.states),
+                "-" if s.metadata.step is None else s.metadata.step,
+                "-" if s.metadata.epoch is None else s.metadata.epoch,
+                s.digest[:12],
+                state,
+            )
+            for s, state in zip(snapshots, stored, strict=True)
+        ],
+    )
+    where = f"the spool (the server is away; {left} waiting)" if left else store.location
+    say(f"imported {len(snapshots)} rank(s) of {kind} checkpoint {path} as {ref} into {where}")
+
+
+COMMANDS = [import_checkpoint]
