@@ -68,13 +68,13 @@ _REQUIRED = ("format", "version", "created", "digest", "states", "metadata", "en
 _NOT_A_SNAPSHOT = "not an rngvault snapshot (no 'format': 'rngvault-snapshot' map)"
 
 # The decode bounds, documented in docs/format.md ("Bounds").
-MAX_SNAPSHOT_BYTES = 64 * 2**20  # 1024 DataLoaders with two torch CPU states each: 10 MB
+MAX_SNAPSHOT_BYTES = 64 * 2**20  # 1024 DataLoaders mid-epoch (five torch CPU states): 26 MB
 MAX_STATES = 1024  # generators in one snapshot: their validation stays within 50 ms
 MAX_DEPTH = 8  # maps and arrays nest at most this deep, the top-level map counting 1
 MAX_ITEMS = 2**17  # array elements and map entries outside states; also per array or map
 MAX_EXTS = 1024  # extension values outside states
 MAX_EXTS_PER_STATE = 72  # extension values in states, per generator (a valid one has <= 67)
-MAX_STATE_BYTES = 16 * 2**10  # one state's encoding (the largest valid one, a DataLoader: 10 KB)
+MAX_STATE_BYTES = 32 * 2**10  # one state's encoding (the largest, a DataLoader mid-epoch: 26 KB)
 MAX_PROBE_VALUES = 16  # values in one generator's probe (version 1 probes have 1 to 4)
 MAX_TOP_LEVEL_KEYS = 64
 

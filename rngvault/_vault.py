@@ -160,7 +160,9 @@ class Vault:
         """Register a generator (Random, RandomState, Generator, BitGenerator,
         torch.Generator or DataLoader) under ``name``; returns ``obj``."""
         check_generator_name(name)
-        self._tracked[name] = (family_of(obj), obj)
+        family = family_of(obj)
+        family.watch(obj)
+        self._tracked[name] = (family, obj)
         self._version += 1
         return obj
 

@@ -702,7 +702,7 @@ def test_a_state_larger_than_max_state_bytes_is_refused_before_it_is_built():
     data = fixed_states(change)
     assert len(data) > 15 * 2**20
     started = time.process_time()
-    refuse(data, "states['rng']", "bytes; a state takes at most 16384")
+    refuse(data, "states['rng']", f"bytes; a state takes at most {_format.MAX_STATE_BYTES}")
     assert time.process_time() - started < 1.0  # bounded work, with a wide margin for load
 
 

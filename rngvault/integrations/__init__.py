@@ -1,13 +1,12 @@
 """rngvault inside the training frameworks people use, and the RNG states their checkpoints hold.
 
-==================================  ==========================================================
-module                              what it gives
-==================================  ==========================================================
-``rngvault.integrations.lightning``     ``RngVaultCallback`` for Lightning's ``Trainer``
-``rngvault.integrations.transformers``  ``RngVaultTrainerCallback`` for Hugging Face ``Trainer``
-``rngvault.integrations.accelerate``    ``track(accelerator, vault)`` for ``save_state``/``load_state``
-``import_checkpoint(kind, path)``       the RNG states a framework's checkpoint holds, as snapshots
-==================================  ==========================================================
+- ``rngvault.integrations.lightning``: ``RngVaultCallback`` for Lightning's ``Trainer``;
+- ``rngvault.integrations.transformers``: ``RngVaultTrainerCallback`` for the Hugging Face
+  ``Trainer``;
+- ``rngvault.integrations.accelerate``: ``track(accelerator, vault)``, carried by
+  ``save_state`` and ``load_state``;
+- ``import_checkpoint(kind, path)``: the RNG states a framework's checkpoint holds, as
+  snapshots (also ``rngvault import-checkpoint``).
 
 Each module imports its framework when it is imported itself; ``import rngvault`` never
 imports any framework.

@@ -94,6 +94,14 @@ WORST: dict[str, tuple[str, dict[str, Any]]] = {
             "generator": TORCH_STATE,
             "sampler_generator": TORCH_STATE,
             "sampler": {"seed": 2**63, "epoch": 2**63 - 1},  # seed + epoch = 2**64 - 1
+            # mid-epoch: three more CPU states, those the epoch started from
+            "epoch": {
+                "batches": 2**63 - 1,
+                "generator": TORCH_STATE,
+                "sampler_generator": TORCH_STATE,
+                "global": TORCH_STATE,
+                "unsupported": None,
+            },
         },
     ),
 }
