@@ -40,7 +40,9 @@ def save_ref(
     elif isinstance(snapshot, SnapshotRef):
         ref = snapshot
     else:
-        raise TypeError(f"save_ref takes a Snapshot or a SnapshotRef, not {type(snapshot).__name__}")
+        raise TypeError(
+            f"save_ref takes a Snapshot or a SnapshotRef, not {type(snapshot).__name__}"
+        )
     if not isinstance(checkpoint, MutableMapping):
         raise TypeError(f"save_ref needs a dict to write into, not {type(checkpoint).__name__}")
     checkpoint[key] = str(ref)
@@ -56,7 +58,6 @@ def load_ref(checkpoint: Mapping[str, Any], *, key: str = KEY) -> SnapshotRef | 
         return None
     if not isinstance(text, str):
         raise InvalidNameError(
-            f"checkpoint[{key!r}] should be a snapshot reference string, not "
-            f"{type(text).__name__}"
+            f"checkpoint[{key!r}] should be a snapshot reference string, not {type(text).__name__}"
         )
     return SnapshotRef.parse(text)

@@ -46,6 +46,10 @@ def _no_device(obj: Any) -> int | None:
     return None
 
 
+def _no_watch(obj: Any) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Family:
     """Everything rngvault does with one family of generators.
@@ -80,6 +84,8 @@ class Family:
         from_mt: fields with that MT19937 key and index, for families that can hold one.
         type_decides: whether ``accepts`` depends on the object's type alone (so the
             family of a type can be cached).
+        watch: called when a Vault starts tracking an object, for families that follow
+            an object between snapshots (a DataLoader's epochs).
     """
 
     name: str
@@ -101,6 +107,7 @@ class Family:
     to_mt: Callable[[Mapping[str, Any]], tuple[np.ndarray, int]] | None = None
     from_mt: Callable[[np.ndarray, int], Fields] | None = None
     type_decides: bool = True
+    watch: Callable[[Any], None] = _no_watch
 
 
 # The family modules, in the order their process-wide generators are captured.
