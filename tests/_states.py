@@ -222,6 +222,38 @@ dataloader_fields = st.fixed_dictionaries(
     }
 )  # DistributedSampler shuffles with manual_seed(seed + epoch), which takes that range
 
+
+@st.composite
+def stateful_dataloader_fields(draw) -> dict[str, Any]:
+    """A one-process torchdata StatefulDataLoader state, as its state_dict() has it, of a
+    loader of 40 items in shuffled batches of 3 (14 per epoch), in the entries rngvault
+    stores."""
+    batches = draw(st.integers(0, 14))
+    samples = min(3 * batches, 40)
+    sampler = (("_sampler_iter_state",), "dict", None)
+    entries = [
+        ((), "dict", None),
+        (("_index_sampler_state",), "none", None),
+        sampler,
+        (("_sampler_iter_state", "sampler_iter_state"), "dict", None),
+        (
+            ("_sampler_iter_state", "sampler_iter_state", "generator"),
+            "tensor",
+            ("uint8", (TORCH_STATE_SIZE,), draw(torch_cpu_states())),
+        ),
+        (("_sampler_iter_state", "sampler_iter_state", "yielded"), "int", samples),
+        (("_sampler_iter_state", "samples_yielded"), "int", samples),
+        (("_sampler_iter_yielded",), "int", batches),
+        (("_num_yielded",), "int", batches),
+        (("_IterableDataset_len_called",), "none", None),
+        (("_shared_seed",), "none", None),
+        (("fetcher_state",), "none", None),
+        (("dataset_state",), "none", None),
+        (("_iterator_finished",), "bool", batches == 14 and draw(st.booleans())),
+    ]
+    return {"entries": tuple(entries)}
+
+
 VALID: dict[str, SearchStrategy[dict[str, Any]]] = {
     "python": python_fields,
     "numpy.legacy": legacy_fields,
@@ -229,6 +261,7 @@ VALID: dict[str, SearchStrategy[dict[str, Any]]] = {
     "torch.cpu": torch_cpu_states().map(lambda s: {"state": s}),
     "torch.cuda": cuda_states.map(lambda s: {"state": s}),
     "dataloader": dataloader_fields,
+    "torchdata.stateful_dataloader": stateful_dataloader_fields(),
 }
 
 states = st.one_of(

@@ -76,6 +76,7 @@ _COUNTERS = frozenset(
 _SNAPSHOT = "_snapshot"
 _MAIN = (_SNAPSHOT, "_main_snapshot")
 _WORKERS = (_SNAPSHOT, "_worker_snapshots")
+_NUM_WORKERS = (*_MAIN, "_num_workers")
 _SAMPLER_GENERATOR = ("sampler_iter_state", "generator")  # the end of its path
 # Where torchdata's RandomSampler keeps the generator state it sets on load: one process,
 # and the main process of a multi-worker loader.
@@ -107,8 +108,8 @@ _TORCH_DTYPES: dict[Any, str] = {}
 
 
 def _tensor(value: Any, path: tuple[Any, ...]) -> tuple[str, tuple[int, ...], bytes]:
-    torch = _torch.loaded()
-    if not _TORCH_DTYPES and torch is not None:
+    torch: Any = _torch.loaded()
+    if not _TORCH_DTYPES:
         _TORCH_DTYPES.update({getattr(torch, name): name for name in DTYPES})
     name = _TORCH_DTYPES.get(value.dtype)
     if name is None or value.device.type != "cpu" or value.layout != torch.strided:
@@ -255,8 +256,11 @@ def _fast_nodes(entries: tuple[Any, ...] | list[Any]) -> Nodes | None:
         where = dict(zip(tpaths, range(n), strict=True))
         if len(where) != n:
             return None
-        parents = list(map(where.get, map(_PARENT, tpaths[1:])))
-        if None in parents or not all(map(lt, parents, range(1, n))):
+        found = list(map(where.get, map(_PARENT, tpaths[1:])))
+        if None in found:
+            return None
+        parents: list[int] = found  # type: ignore[assignment]
+        if not all(map(lt, parents, range(1, n))):
             return None
         parent_kinds = set(map(kinds.__getitem__, parents))
         if not parent_kinds <= CONTAINERS:
@@ -380,7 +384,7 @@ def _int_at(
 
 def _check_workers(nodes: Mapping[tuple[Any, ...], tuple[int, str, Any]]) -> None:
     """What torchdata relies on when it restarts workers from a multi-worker state."""
-    workers = _int_at(nodes, (*_MAIN, "_num_workers"), 1, MAX_WORKERS)
+    workers = _int_at(nodes, _NUM_WORKERS, 1, MAX_WORKERS)
     # torchdata steps its round-robin over the workers that many times
     _int_at(nodes, (_SNAPSHOT, "_last_yielded_worker_id"), 0, workers - 1)
     _int_at(nodes, (_SNAPSHOT, "_snapshot_step"), 0, INT_MAX)
@@ -399,6 +403,72 @@ def _check_workers(nodes: Mapping[tuple[Any, ...], tuple[int, str, Any]]) -> Non
         )
 
 
+# The keys torchdata reads on load (a missing one fails at the next iter(), after the
+# loader's generator has been drawn from).
+_ONE_PROCESS = (
+    "_index_sampler_state",
+    "_sampler_iter_state",
+    "_sampler_iter_yielded",
+    "_num_yielded",
+    "_IterableDataset_len_called",
+    "_shared_seed",
+    "fetcher_state",
+    "dataset_state",
+    "_iterator_finished",
+)
+_REQUIRED: dict[tuple[str, ...], tuple[str, ...]] = {
+    (_SNAPSHOT,): (
+        "_last_yielded_worker_id",
+        "_main_snapshot",
+        "_snapshot_step",
+        "_worker_snapshots",
+    ),
+    _MAIN: (
+        "_IterableDataset_len_called",
+        "_base_seed",
+        "_index_sampler_state",
+        "_num_workers",
+        "_sampler_iter_state",
+        "_sampler_iter_yielded",
+        "_shared_seed",
+    ),
+}
+
+
+def _require(nodes: Nodes, path: tuple[Any, ...], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if (*path, key) not in nodes:
+            raise StateError(
+                f"the state has no {_show_path((*path, key))}, which torchdata reads on load",
+                field="entries",
+            )
+
+
+def _check_layout(nodes: Nodes) -> None:
+    """The keys torchdata's load_state_dict reads are there."""
+    if len(nodes) == 1:
+        return  # an empty state: no position
+    multi = (_SNAPSHOT,) in nodes
+    _require(
+        nodes,
+        (),
+        ("_snapshot", "_steps_since_snapshot", "_iterator_finished") if multi else _ONE_PROCESS,
+    )
+    if multi:
+        for path, keys in _REQUIRED.items():
+            _require(nodes, path, keys)
+    prefix = _MAIN if multi else ()
+    finished = nodes[("_iterator_finished",)]
+    if finished[1] != "bool":
+        raise _entry_error(finished[0], "kind", "_iterator_finished must be a bool")
+    sampler = (*prefix, "_sampler_iter_state")
+    if nodes[sampler][1] == "dict":
+        _require(nodes, sampler, ("samples_yielded",))
+        inner = (*sampler, "sampler_iter_state")
+        if inner in nodes and nodes[inner][1] == "dict":
+            _require(nodes, inner, ("generator", "yielded"))
+
+
 def validate(fields: Mapping[str, Any]) -> None:
     f.check_keys(fields, {"entries"})
     entries = f.get(fields, "entries")
@@ -411,6 +481,7 @@ def validate(fields: Mapping[str, Any]) -> None:
             value=len(entries),
         )
     nodes = _fast_nodes(entries) or _check_entries(entries)
+    _check_layout(nodes)
     for path in _GENERATOR_PATHS:
         if path in nodes:
             # torchdata's RandomSampler sets its generator to this state on load
@@ -446,7 +517,7 @@ def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
     if len(nodes) == 1:  # a loader with no position: nothing to match
         return
     multi = (_SNAPSHOT,) in nodes
-    workers = nodes[(*_MAIN, "_num_workers")][2] if multi else 0
+    workers = nodes[_NUM_WORKERS][2] if multi else 0
     if workers != obj.num_workers:
         raise StateError(
             f"the snapshot's loader had num_workers={workers}, this one has "
@@ -510,7 +581,8 @@ def _build(fields: Mapping[str, Any]) -> dict[str, Any]:
         if path:
             made[path[:-1]][path[-1]] = frozen
         made[path] = frozen
-    return made[()]  # type: ignore[no-any-return]
+    root: dict[str, Any] = made[()]
+    return root
 
 
 def running_iterator(loader: Any) -> bool:
@@ -582,7 +654,7 @@ def describe(fields: Mapping[str, Any]) -> str:
         else f"{batches} batches of the epoch yielded"
     )
     if (_SNAPSHOT,) in nodes:
-        workers = nodes[(*_MAIN, "_num_workers")][2]
+        workers = nodes[_NUM_WORKERS][2]
         text += f", {workers} worker{'s' * (workers != 1)}"
     start = _epoch_start(nodes)
     if start is not None:

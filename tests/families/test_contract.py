@@ -39,7 +39,7 @@ from tests._states import MUTATIONS, STUCK_WORDS, VALID, Mutant, torch_state_byt
 from tests.conftest import ROOT, python_env
 
 FAMILIES = sorted(families())
-TORCH_FAMILIES = {"torch.cpu", "torch.cuda", "dataloader"}
+TORCH_FAMILIES = {"torch.cpu", "torch.cuda", "dataloader", "torchdata.stateful_dataloader"}
 VALID_BATCH = 40  # valid states per family for the two-process comparison
 MUTANTS = 300  # mutants drawn per family
 PER_STATE_LIMIT_S = 5  # restore + draws of one state, in a child process
@@ -84,7 +84,7 @@ import numpy as np
 import rngvault
 
 path, family, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
-if family in ("torch.cpu", "torch.cuda", "dataloader"):
+if family in ("torch.cpu", "torch.cuda", "dataloader", "torchdata.stateful_dataloader"):
     import torch
     import torch.utils.data as tud
     torch.set_num_threads(1)
@@ -193,6 +193,20 @@ def dataloader(name, fields):
     return parts
 
 
+def stateful_dataloader(name, fields):
+    import warnings
+    warnings.filterwarnings("ignore")
+    from torchdata.stateful_dataloader import StatefulDataLoader
+    data = list(range(40))
+    loader = StatefulDataLoader(data, batch_size=3, shuffle=True, generator=fresh_torch())
+    restore(name, loader)
+    try:  # the rest of the epoch, and the next one
+        order = repr([[int(i) for batch in loader for i in batch] for _ in range(2)])
+    except Exception as exc:
+        order = f"iter() raised {type(exc).__name__}: {exc}"
+    return [order.encode(), *torch_draws(loader.generator)]
+
+
 OUTPUTS = {
     "python": python,
     "numpy.legacy": legacy,
@@ -200,6 +214,7 @@ OUTPUTS = {
     "torch.cpu": torch_cpu,
     "torch.cuda": torch_cuda,
     "dataloader": dataloader,
+    "torchdata.stateful_dataloader": stateful_dataloader,
 }
 
 snapshot = rngvault.decode(open(path, "rb").read())
@@ -216,7 +231,15 @@ for name, state in snapshot.states.items():
 print(json.dumps(results))
 """
 
-DRAWN_IN_CHILD = {"python", "numpy.legacy", "numpy.bitgen", "torch.cpu", "torch.cuda", "dataloader"}
+DRAWN_IN_CHILD = {
+    "python",
+    "numpy.legacy",
+    "numpy.bitgen",
+    "torch.cpu",
+    "torch.cuda",
+    "dataloader",
+    "torchdata.stateful_dataloader",
+}
 
 
 def _exit_reason(code: int) -> str:
@@ -442,6 +465,7 @@ VALID_EXAMPLES = {
     "torch.cpu": {"state": seeded_torch_state()},
     "torch.cuda": {"state": bytes(16)},
     "dataloader": {"generator": None, "sampler_generator": None, "sampler": None},
+    "torchdata.stateful_dataloader": {"entries": (((), "dict", None),)},
 }
 # A value that is not a map where a map belongs: (family, field, value).
 NOT_MAPS = [
