@@ -81,8 +81,8 @@ class UnsafeCheckpointError(CheckpointError):
         names = ", ".join(wanted) if wanted else "something a weights-only load refuses"
         super().__init__(
             f"{path}: refused: loading it needs {names}, which is not a plain value (a pickle "
-            "can run code through it); RNG state files hold only tensors, NumPy arrays, "
-            "tuples and numbers"
+            "can run code through it); the frameworks' RNG states need only tensors, NumPy "
+            "arrays and plain Python values"
         )
 
 
@@ -457,7 +457,8 @@ def _composer_source(path: Path) -> tuple[str, Any, float]:
     try:
         with tarfile.open(path) as tar:
             member = next(
-                (m for m in tar if m.name.lstrip("./") == _COMPOSER_STATES and m.isfile()), None
+                (m for m in tar if m.name.removeprefix("./") == _COMPOSER_STATES and m.isfile()),
+                None,
             )
             if member is None:
                 raise CheckpointError(f"{path}: a tar without {_COMPOSER_STATES}")

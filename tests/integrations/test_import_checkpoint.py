@@ -12,6 +12,7 @@ the layouts the frameworks use on GPU machines (this machine has none): 16-byte 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import pickle
 import random
@@ -556,6 +557,17 @@ def test_cli_stores_one_snapshot_per_rank(
         "import-checkpoint", "composer", str(path), "bob/gpt", "ep2", "--url", store
     )
     assert status == 0 and out.count("already stored (identical)") == 2
+    status, out, _ = rv(
+        "import-checkpoint", "composer", str(path), "bob/gpt/ep2", "--json", "--url", store
+    )
+    assert status == 0
+    assert [
+        (r["rank"], r["world_size"], r["generators"][-1], r["digest"], r["new"])
+        for r in json.loads(out)
+    ] == [
+        (s.metadata.rank, 2, "torch.cuda:" + str(s.metadata.rank), s.digest, False)
+        for s in expected
+    ]
 
 
 def test_cli_errors(rv: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
