@@ -45,6 +45,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from rngvault._errors import MissingExtraError, RngVaultError, StateError, warn
+from rngvault._format import MAX_STATES
 from rngvault._seeding import ReproducibilityWarning
 from rngvault._snapshot import Metadata, Snapshot, State
 from rngvault.families import Fields, get_family
@@ -222,6 +223,11 @@ def _cuda_entries(rank: _Rank, key: str, value: Any, *, single_device: int) -> N
     """A CUDA entry: a list (``get_rng_state_all``, one per device) or one state (the
     device the process was using, ``single_device``)."""
     if isinstance(value, (list, tuple)):
+        if len(value) > MAX_STATES - 3:
+            raise CheckpointError(
+                f"{rank.where}: {key!r} lists {len(value)} CUDA states; a snapshot holds at "
+                f"most {MAX_STATES} generators"
+            )
         for index, state in enumerate(value):
             rank.entries[f"torch.cuda:{index}"] = (f"{key}[{index}]", state)
     else:

@@ -492,8 +492,25 @@ def _numpy_state(pos: int) -> tuple[Any, ...]:
             },
             ["entry 'torch_cuda_manual_seed[0]' (torch.cuda:0)", "multiple of 4"],
         ),
+        (
+            {
+                "random_state": random.getstate(),
+                "numpy_random_seed": _numpy_state(3),
+                "torch_manual_seed": torch.get_rng_state(),
+                "torch_cuda_manual_seed": [cuda_state(1, 4)] * 5000,
+            },
+            ["'torch_cuda_manual_seed' lists 5000 CUDA states", "at most 1024"],
+        ),
     ],
-    ids=["list", "missing-entries", "short-python", "numpy-pos", "unseeded-torch", "cuda-offset"],
+    ids=[
+        "list",
+        "missing-entries",
+        "short-python",
+        "numpy-pos",
+        "unseeded-torch",
+        "cuda-offset",
+        "cuda-too-many",
+    ],
 )
 def test_the_right_name_with_another_structure(
     content: Any, needles: list[str], tmp_path: Path
