@@ -190,7 +190,13 @@ def _restore(vault: Vault, ref: SnapshotRef, strict: bool) -> RestoreReport:
     rank's is checked here before this rank's snapshot of the same name is restored."""
     if ref.rank in (0, vault.rank):
         return vault.restore(ref, strict=strict)
-    vault.get(ref.name, ref.run, rank=ref.rank, digest=ref.digest)
+    named = vault.get(ref.name, ref.run, rank=ref.rank, digest=ref.digest)
+    if named.digest != ref.digest:
+        raise RestoreError(
+            f"snapshot {ref.run}/{ref.name} of rank {ref.rank} has digest {named.digest[:16]}..., "
+            f"the checkpoint names {ref.digest[:16]}...: it is not the snapshot the checkpoint "
+            "was saved with; nothing was restored"
+        )
     return vault.restore(ref.name, run=ref.run, strict=strict)
 
 

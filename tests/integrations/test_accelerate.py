@@ -7,6 +7,7 @@ two processes); the rest use a real ``Accelerator(cpu=True)`` in this process.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -39,6 +40,18 @@ def test_missing_accelerate_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> 
     assert isinstance(caught.value, ImportError)
 
 
+@pytest.fixture
+def acc() -> Iterator[Any]:
+    """The accelerate module (skipped without it); accelerate's shared state is reset after."""
+    pytest.importorskip("torch", reason="torch is not installed")
+    accelerate = pytest.importorskip("accelerate", reason="accelerate is not installed")
+    from accelerate.state import AcceleratorState, GradientState
+
+    yield accelerate
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+
+
 # -- fresh processes -------------------------------------------------------------------------
 
 
@@ -57,16 +70,19 @@ def _train(
 
 
 def _results(*processes: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """Each process's JSON line; on a failure or a timeout, the others are killed too (a
+    rank left alone would wait for its peer)."""
     results = []
-    for process in processes:
-        try:
+    try:
+        for process in processes:
             out, err = process.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            for p in processes:
-                p.kill()
-            raise
-        assert process.returncode == 0, err[-3000:]
-        results.append(json.loads(out.splitlines()[-1]))
+            assert process.returncode == 0, err[-3000:]
+            results.append(json.loads(out.splitlines()[-1]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
     return results
 
 
@@ -93,7 +109,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_resumed_epochs_are_bit_identical_and_not_without_track(tmp_path: Path) -> None:
+def test_resumed_epochs_are_bit_identical_and_not_without_track(acc: Any, tmp_path: Path) -> None:
     """save_state after epoch 1, stop; load_state in a fresh process: epochs 2 and 3 give the
     uninterrupted run's losses and sample order bit for bit. The same checkpoint without
     rngvault's entry, resumed without track, does not: accelerate's checkpoint holds neither
@@ -121,7 +137,7 @@ def test_resumed_epochs_are_bit_identical_and_not_without_track(tmp_path: Path) 
     assert untracked["orders"][0] == plain["orders"][0] != plain["orders"][1]
 
 
-def test_two_processes_resume_each_rank_exactly(tmp_path: Path) -> None:
+def test_two_processes_resume_each_rank_exactly(acc: Any, tmp_path: Path) -> None:
     """Two CPU processes: accelerate makes the generator that orders the shards and keeps it
     in step across ranks; rngvault tracks it. Each rank's resumed epochs equal its own
     uninterrupted ones (the uninterrupted run saved after epoch 1 and went on)."""
@@ -139,18 +155,6 @@ def test_two_processes_resume_each_rank_exactly(tmp_path: Path) -> None:
 
 
 # -- in this process ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def acc() -> Iterator[Any]:
-    """The accelerate module (skipped without it); accelerate's shared state is reset after."""
-    pytest.importorskip("torch", reason="torch is not installed")
-    accelerate = pytest.importorskip("accelerate", reason="accelerate is not installed")
-    from accelerate.state import AcceleratorState, GradientState
-
-    yield accelerate
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
 
 
 def _setup(accelerate: Any, *, generator: Any = None) -> tuple[Any, Any, Any]:
@@ -312,6 +316,43 @@ def test_entries_without_a_reference_are_refused(acc: Any, vault: Any) -> None:
         tracker.load_state_dict([1, 2])
     with pytest.raises(rngvault.InvalidNameError, match="invalid snapshot reference"):
         tracker.load_state_dict({"rngvault": "not a reference"})
+
+
+def test_an_entry_another_ranks_process_wrote(acc: Any, tmp_path: Path) -> None:
+    """With save_on_each_node, a node's main process (rank 1 here) writes the entry its node
+    reads: rank 2 checks that rank's snapshot against the entry's digest, then restores its
+    own snapshot of the same name; an entry whose digest does not match is refused."""
+    import types
+
+    import numpy as np
+
+    from rngvault.integrations.accelerate import VaultState
+
+    entries, augments, expected = [], [], []
+    for rank in range(3):
+        accelerator = types.SimpleNamespace(process_index=rank, num_processes=3, save_iteration=0)
+        with rngvault.Vault(tmp_path / "store", run="tests/ranks", rank=rank, world_size=3) as v:
+            augment = v.track(np.random.default_rng(rank), "augment")
+            state = VaultState(accelerator, v, prefix="save", strict=False, loaders=False)
+            entries.append(state.state_dict())
+            expected.append(augment.random(2).tolist())
+            augments.append(augment)
+    assert entries[1]["rngvault"].endswith("#1")
+
+    accelerator = types.SimpleNamespace(process_index=2, num_processes=3, save_iteration=0)
+    with rngvault.Vault(tmp_path / "store", run="tests/ranks", rank=2, world_size=3) as v:
+        v.track(augments[2], "augment")
+        state = VaultState(accelerator, v, prefix="save", strict=False, loaders=False)
+        state.load_state_dict(entries[1])
+        assert augments[2].random(2).tolist() == expected[2]
+
+        ref0, ref1 = (rngvault.SnapshotRef.parse(e["rngvault"]) for e in entries[:2])
+        forged = {"rngvault": str(dataclasses.replace(ref1, digest=ref0.digest))}
+        augments[2].random(5)
+        before = augments[2].bit_generator.state
+        with pytest.raises(RestoreError, match="not the snapshot the checkpoint"):
+            state.load_state_dict(forged)
+        assert augments[2].bit_generator.state == before
 
 
 def test_folder_saved_without_track(acc: Any, vault: Any, tmp_path: Path) -> None:
