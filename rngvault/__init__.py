@@ -17,6 +17,7 @@ from rngvault._divergence import DivergenceReport
 from rngvault._errors import (
     AuthError,
     CaptureError,
+    CheckpointError,
     ConflictError,
     DecodeError,
     DivergenceError,
@@ -31,6 +32,7 @@ from rngvault._errors import (
     StateError,
     StoreError,
     TransportError,
+    UnsafeCheckpointError,
 )
 from rngvault._format import decode, encode
 from rngvault._probes import ProbeCheck, ProbeVerdict, verify
@@ -39,7 +41,7 @@ from rngvault._seeding import ReproducibilityWarning, per_worker, seed_everythin
 from rngvault._snapshot import FORMAT_VERSION, Metadata, Snapshot, SnapshotRef, State
 from rngvault._version import __version__
 from rngvault._writer import StoreWarning
-from rngvault.families.dataloader import LateRestoreWarning
+from rngvault.families.dataloader import LateRestoreWarning, MidEpochWarning
 
 if typing.TYPE_CHECKING:
     from rngvault._vault import DivergenceWarning, Vault, fetch
@@ -80,6 +82,7 @@ __all__ = [
     "FORMAT_VERSION",
     "AuthError",
     "CaptureError",
+    "CheckpointError",
     "ConflictError",
     "DecodeError",
     "DiffReport",
@@ -94,6 +97,7 @@ __all__ = [
     "LateRestoreWarning",
     "LocalStore",
     "Metadata",
+    "MidEpochWarning",
     "MissingExtraError",
     "NotFoundError",
     "ProbeCheck",
@@ -113,6 +117,7 @@ __all__ = [
     "StoreError",
     "StoreWarning",
     "TransportError",
+    "UnsafeCheckpointError",
     "Vault",
     "__version__",
     "capture",

@@ -15,7 +15,9 @@ Every exception rngvault raises on purpose derives from ``RngVaultError``::
     │   ├── ConflictError     the name is taken by a snapshot with other content
     │   ├── AuthError         the server refused the token (401/403)
     │   └── TransportError    the server could not be reached or answered badly
-    └── MissingExtraError     an optional dependency is not installed (also an ImportError)
+    ├── MissingExtraError     an optional dependency is not installed (also an ImportError)
+    └── CheckpointError       a framework checkpoint's RNG states cannot be imported
+        └── UnsafeCheckpointError  the file needs more than the few types it may hold
 
 Messages name the generator, the field and the bad value, and say what to do.
 
@@ -27,7 +29,8 @@ filter silences or raises them all (``-W error::rngvault.RngVaultWarning``)::
     ├── StoreWarning            a snapshot could not be stored (``on_error="warn"``)
     ├── SpoolWarning            snapshots wait in the spool, or the server refused some
     ├── DivergenceWarning       a reproduction drifted from its reference run
-    └── LateRestoreWarning      a DataLoader was restored while an iterator was running
+    ├── LateRestoreWarning      a DataLoader was restored while an iterator was running
+    └── MidEpochWarning         a DataLoader captured mid-epoch cannot resume there
 
 A warning points at the line of your code that led to it, and is given once per problem.
 """
@@ -42,6 +45,7 @@ from typing import Any
 __all__ = [
     "AuthError",
     "CaptureError",
+    "CheckpointError",
     "ConflictError",
     "DecodeError",
     "DivergenceError",
@@ -56,6 +60,7 @@ __all__ = [
     "StateError",
     "StoreError",
     "TransportError",
+    "UnsafeCheckpointError",
 ]
 
 
@@ -183,3 +188,28 @@ def warn(message: str, category: type[RngVaultWarning]) -> None:
         frame = frame.f_back
         level += 1
     warnings.warn(message, category, stacklevel=level)
+
+
+class CheckpointError(RngVaultError):
+    """A checkpoint cannot be imported: missing, unreadable, or not laid out as its framework
+    writes it. The message names the file and, where it applies, the entry."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """Loading the file would need a global outside the allowlist (it could run code); it
+    was refused before anything in it was used.
+
+    Attributes:
+        path: the file.
+        globals: the globals it asked for, as ``module.name``.
+    """
+
+    def __init__(self, path: str, wanted: list[str]) -> None:
+        self.path = path
+        self.globals = wanted
+        names = ", ".join(wanted) if wanted else "something a weights-only load refuses"
+        super().__init__(
+            f"{path}: refused: loading it needs {names}, which is not a plain value (a pickle "
+            "can run code through it); the frameworks' RNG states need only tensors, NumPy "
+            "arrays and plain Python values"
+        )

@@ -119,7 +119,7 @@ def encode_with_digest(snapshot: Snapshot) -> tuple[bytes, str]:
             "metadata": pack_value(snapshot.metadata.to_dict()),
             "probes": pack_value(snapshot.probes),
             "states": states,
-            "version": pack(FORMAT_VERSION),
+            "version": pack(needed_version(snapshot.states)),
         }
     except (TypeError, ValueError, OverflowError) as exc:
         raise EncodeError(
@@ -133,6 +133,17 @@ def encode_with_digest(snapshot: Snapshot) -> tuple[bytes, str]:
     for key in sorted(values):
         parts += (pack(key), values[key])
     return b"".join(parts), digest
+
+
+def needed_version(states: Mapping[str, State]) -> int:
+    """The oldest format version that holds these states: 1 unless one of them uses what a
+    later version added, so that readers of version 1 read every snapshot that can be."""
+    version = 1
+    for state in states.values():
+        family = get_family(state.family)
+        if family is not None:
+            version = max(version, family.version(state.fields))
+    return version
 
 
 def _check_extras_as_written(values: Mapping[str, bytes], names: Collection[str]) -> None:
@@ -191,6 +202,13 @@ def decode(data: bytes | bytearray | memoryview) -> Snapshot:
         raise DecodeError(f"digest: expected 64 lowercase hex digits, got {_got(digest)}")
     span = data[start:end]
     states = _read_states(span)
+    for name, state in states.items():
+        needs = get_family(state.family).version(state.fields)  # type: ignore[union-attr]
+        if needs > version:
+            raise DecodeError(
+                f"states[{name!r}]: this {state.family} state uses what format version "
+                f"{needs} added, but the snapshot says version {version}"
+            )
     actual = hashlib.sha256(span).hexdigest()
     if actual != digest:
         raise DecodeError(

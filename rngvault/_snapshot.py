@@ -13,7 +13,7 @@ import numpy as np
 
 from rngvault._codec import packb, states_digest
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest version written; encode writes the oldest that holds a snapshot
 
 Scalar = int | float | str | bool
 

@@ -47,7 +47,8 @@ def test_top_level_is_a_map_with_sorted_documented_keys():
     raw = unpack(rngvault.encode(python_snapshot()))
     assert list(raw) == TOP_KEYS
     assert raw["format"] == "rngvault-snapshot"
-    assert raw["version"] == rngvault.FORMAT_VERSION == 1
+    # version 1: the oldest that holds it (FORMAT_VERSION, 2, is the newest written)
+    assert raw["version"] == 1 and rngvault.FORMAT_VERSION == 2
     assert raw["states"]["rng"]["family"] == "python"
     assert list(raw["states"]["rng"]) == ["family", "fields"]
     assert list(raw["states"]["rng"]["fields"]) == ["gauss_next", "index", "key"]
@@ -233,8 +234,8 @@ def test_oversized_data_is_refused(monkeypatch):
 
 def test_newer_format_version_is_refused():
     """A snapshot of a newer format version is refused, saying to upgrade."""
-    data = modified(lambda raw: raw.update(version=2))
-    refuse(data, "format version 2 is newer", "upgrade rngvault")
+    data = modified(lambda raw: raw.update(version=rngvault.FORMAT_VERSION + 1))
+    refuse(data, f"format version {rngvault.FORMAT_VERSION + 1} is newer", "upgrade rngvault")
 
 
 @pytest.mark.parametrize(("version", "needle"), [(0, "invalid format version 0"), ("1", "str")])
@@ -402,7 +403,7 @@ def test_decode_of_encode_gives_back_the_snapshot(snapshot):
     assert decoded.digest == snapshot.digest
     assert dict(decoded.states) == dict(snapshot.states)
     assert values_equal(decoded.probes, snapshot.probes)
-    assert decoded.format_version == rngvault.FORMAT_VERSION
+    assert decoded.format_version == _format.needed_version(snapshot.states)
     assert rngvault.encode(decoded) == data
 
 
@@ -986,3 +987,38 @@ def test_the_bigint_examples_of_the_format_doc_are_what_encode_writes():
         assert len(written) == header + int(size), value_text
         if "…" not in encoded:
             assert written == leading, value_text
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+def mid_epoch_loader_snapshot() -> rngvault.Snapshot:
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(range(12), batch_size=3, shuffle=True, generator=torch.Generator())
+    rngvault.capture({"loader": loader}, include_globals=False)
+    running = iter(loader)
+    next(running)
+    return rngvault.capture({"loader": loader}, include_globals=False)
+
+
+def test_a_snapshot_needing_version_2_is_written_as_version_2():
+    """A DataLoader's mid-epoch position is what version 2 added: such a snapshot says
+    version 2 and decodes as it; the same loader between epochs still writes version 1."""
+    snapshot = mid_epoch_loader_snapshot()
+    data = rngvault.encode(snapshot)
+    assert unpack(data)["version"] == 2
+    assert rngvault.decode(data).format_version == 2
+    fields = dict(snapshot.states["loader"].fields)
+    del fields["epoch"]
+    between = rngvault.Snapshot({"loader": rngvault.State("dataloader", fields)}, created=0.0)
+    assert unpack(rngvault.encode(between))["version"] == 1
+
+
+def test_a_version_1_body_with_a_version_2_state_is_refused():
+    """A body that says version 1 but holds what version 2 added is refused, naming the
+    state: a reader may trust the version it reads."""
+    raw = unpack(rngvault.encode(mid_epoch_loader_snapshot()))
+    raw["version"] = 1
+    refuse(pack(raw), "states['loader']", "format version 2 added", "says version 1")

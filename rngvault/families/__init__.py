@@ -50,6 +50,10 @@ def _no_watch(obj: Any) -> None:
     return None
 
 
+def _version_1(fields: Mapping[str, Any]) -> int:
+    return 1
+
+
 @dataclass(frozen=True)
 class Family:
     """Everything rngvault does with one family of generators.
@@ -86,6 +90,8 @@ class Family:
             family of a type can be cached).
         watch: called when a Vault starts tracking an object, for families that follow
             an object between snapshots (a DataLoader's epochs).
+        version: the snapshot format version a state needs (docs/format.md,
+            "Versioning"): 1 unless it uses what a later version added.
     """
 
     name: str
@@ -108,6 +114,7 @@ class Family:
     from_mt: Callable[[np.ndarray, int], Fields] | None = None
     type_decides: bool = True
     watch: Callable[[Any], None] = _no_watch
+    version: Callable[[Mapping[str, Any]], int] = _version_1
 
 
 # The family modules, in the order their process-wide generators are captured.

@@ -193,13 +193,13 @@ def _state(generator: Any) -> bytes:
     return bytes(generator.get_state().numpy().tobytes())
 
 
-def _iterator_classes() -> tuple[type, type]:
+def _iterator_classes() -> tuple[Any, Any]:
     """torch's two DataLoader iterators, each extended to skip batches before its first."""
     global _RESUMED
     if _RESUMED is None:
         module = sys.modules["torch.utils.data.dataloader"]
 
-        def make(base: type) -> type:
+        def make(base: Any) -> Any:
             def _next_index(self: Any) -> Any:
                 if self._rngvault_skip:
                     _skip(self)
@@ -214,7 +214,7 @@ def _iterator_classes() -> tuple[type, type]:
     return _RESUMED
 
 
-_RESUMED: tuple[type, type] | None = None
+_RESUMED: tuple[Any, Any] | None = None
 
 
 def _skip(iterator: Any) -> None:
@@ -241,13 +241,14 @@ def _resume(loader: Any, starts: Mapping[str, bytes | None], batches: int) -> An
         "sampler_generator": _sampler_generator(loader),
         "global": torch.default_generator,
     }
-    used = {key: targets[key] for key, state in starts.items() if state is not None}
+    chosen = {key: state for key, state in starts.items() if state is not None}
+    used = {key: targets[key] for key in chosen}
     saved = {key: generator.get_state() for key, generator in used.items()}
     single, multi = _iterator_classes()
     cls = single if loader.num_workers == 0 else multi
     try:
         for key, generator in used.items():
-            generator.set_state(_torch.to_tensor(starts[key]))
+            generator.set_state(_torch.to_tensor(chosen[key]))
         if loader.num_workers > 0:
             loader.check_worker_number_rationality()
         iterator = cls.__new__(cls)
@@ -579,4 +580,5 @@ FAMILY = Family(
     derive=derive,
     environment=frozenset({"torch"}),
     watch=watch,
+    version=lambda fields: 2 if "epoch" in fields else 1,  # format version 2 added it
 )

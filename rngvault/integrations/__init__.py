@@ -17,10 +17,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["import_checkpoint"]
+from rngvault._errors import CheckpointError, UnsafeCheckpointError
+
+__all__ = ["CheckpointError", "UnsafeCheckpointError", "import_checkpoint"]
 
 
 def __getattr__(name: str) -> Any:
+    # imported on first use: the importer needs torch, which this package does not
     if name == "import_checkpoint":
         value = importlib.import_module("rngvault.integrations._import").import_checkpoint
         globals()[name] = value

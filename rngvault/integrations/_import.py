@@ -44,7 +44,13 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from rngvault._errors import MissingExtraError, RngVaultError, StateError, warn
+from rngvault._errors import (
+    CheckpointError,
+    MissingExtraError,
+    StateError,
+    UnsafeCheckpointError,
+    warn,
+)
 from rngvault._format import MAX_STATES
 from rngvault._seeding import ReproducibilityWarning
 from rngvault._snapshot import Metadata, Snapshot, State
@@ -60,31 +66,6 @@ __all__ = ["KINDS", "CheckpointError", "UnsafeCheckpointError", "import_checkpoi
 KINDS = ("accelerate", "transformers", "lightning", "composer")
 
 STATE_FILE_LIMIT = 16 * 2**20  # an RNG state file is ~20 KB; a larger one is not one
-
-
-class CheckpointError(RngVaultError):
-    """A checkpoint cannot be imported: missing, unreadable, or not laid out as its framework
-    writes it. The message names the file and, where it applies, the entry."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """Loading the file would need a global outside the allowlist (it could run code); it
-    was refused before anything in it was used.
-
-    Attributes:
-        path: the file.
-        globals: the globals it asked for, as ``module.name``.
-    """
-
-    def __init__(self, path: str, wanted: list[str]) -> None:
-        self.path = path
-        self.globals = wanted
-        names = ", ".join(wanted) if wanted else "something a weights-only load refuses"
-        super().__init__(
-            f"{path}: refused: loading it needs {names}, which is not a plain value (a pickle "
-            "can run code through it); the frameworks' RNG states need only tensors, NumPy "
-            "arrays and plain Python values"
-        )
 
 
 # -- safe loading -----------------------------------------------------------------------------
