@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "file": "snapshot-v1.msgpack",
         "sha256": hashlib.sha256(data).hexdigest(),
-        "format_version": rngvault.FORMAT_VERSION,
+        "format_version": rngvault.decode(data).format_version,  # 1: nothing of version 2
         "digest": snapshot.digest,
         "created": CREATED,
         "metadata": snapshot.metadata.to_dict(),
