@@ -15,8 +15,8 @@
 ``track`` registers a ``VaultState`` with ``accelerator.register_for_checkpointing``. Inside
 ``save_state`` its ``state_dict()`` takes snapshot ``save{N}`` of every generator the Vault
 tracks and waits until it is stored; the checkpoint's ``custom_checkpoint_{i}.pkl`` then holds
-one string, the snapshot's reference. Inside ``load_state`` its ``load_state_dict()`` restores
-that snapshot. accelerate (1.15) restores its own ``random_states_{i}.pkl`` (python, NumPy,
+``{"rngvault": "<the snapshot's reference>"}`` and nothing else. Inside ``load_state`` its
+``load_state_dict()`` restores that snapshot. accelerate (1.15) restores its own ``random_states_{i}.pkl`` (python, NumPy,
 torch CPU and CUDA) before it loads the registered objects, so rngvault's restore comes last
 and wins.
 
