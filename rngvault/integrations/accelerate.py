@@ -16,9 +16,9 @@
 ``save_state`` its ``state_dict()`` takes snapshot ``save{N}`` of every generator the Vault
 tracks and waits until it is stored; the checkpoint's ``custom_checkpoint_{i}.pkl`` then holds
 ``{"rngvault": "<the snapshot's reference>"}`` and nothing else. Inside ``load_state`` its
-``load_state_dict()`` restores that snapshot. accelerate (1.15) restores its own ``random_states_{i}.pkl`` (python, NumPy,
-torch CPU and CUDA) before it loads the registered objects, so rngvault's restore comes last
-and wins.
+``load_state_dict()`` restores that snapshot. accelerate (1.15) restores its own
+``random_states_{i}.pkl`` (python, NumPy, torch CPU and CUDA) before it loads the registered
+objects, so rngvault's restore comes last and wins.
 
 The generators that decide a prepared DataLoader's order are tracked too, by the names
 ``accelerate.loader{i}`` (the DataLoader's ``generator``), ``accelerate.loader{i}.sampler``
