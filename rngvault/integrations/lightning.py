@@ -14,20 +14,29 @@ and ``step{N}`` (after every ``every_n_steps``-th optimizer step), with the trai
 ``global_step``, ``current_epoch`` and its scalar ``callback_metrics``.
 
 Each checkpoint Lightning saves holds the reference of the snapshot of the moment it was
-saved (``rngvault.save_ref``): the latest snapshot when no generator moved since, else one
-taken then, named ``step{global_step}`` and tagged ``checkpoint``. (With a validation loop,
-``ModelCheckpoint`` saves at the end of validation, before the epoch's
-``on_train_epoch_end``; a hook of the module that draws between a snapshot and the save
-moves the generators too.)
+saved (``rngvault.save_ref``, key ``"rngvault"``): the latest snapshot if no tracked
+generator moved since, else one taken then, named ``step{global_step}`` and tagged
+``checkpoint``. ``ModelCheckpoint`` saves after this callback's ``on_train_epoch_end`` and
+``on_train_batch_end``, so the epoch's or step's snapshot usually serves; the module's own
+``on_train_epoch_end`` runs between the two, and a draw there gets the checkpoint a
+snapshot of its own.
 
-Lightning itself saves no generator state in its checkpoints: a resumed fit starts from
-whatever the new process seeded. On ``trainer.fit(..., ckpt_path=...)`` the callback reads
-the reference (``on_load_checkpoint``) and restores it in ``on_fit_start``: after the
-module's ``setup`` and the checkpoint's weights, before the train DataLoader's iterator is
-made (Lightning makes it before ``on_train_start``, drawing its base seed from the loader's
-generator). The validation sanity check, when it runs, is wrapped by Lightning in
-``isolate_rng``, which puts the global generators back afterwards but not the tracked ones:
-the callback restores the snapshot once more in ``on_sanity_check_end``.
+Lightning saves no generator state in its checkpoints: a resumed fit starts from whatever
+the new process seeded. On ``trainer.fit(..., ckpt_path=...)`` the order is:
+
+1. ``setup``, then ``on_load_checkpoint``: the callback reads the reference;
+2. ``on_fit_start``: the callback restores the snapshot (each rank its own states);
+3. the validation sanity check, if any, inside Lightning's ``isolate_rng``, which puts the
+   global generators back afterwards but not tracked ones: in ``on_sanity_check_end`` the
+   callback restores the snapshot again;
+4. the train DataLoader's iterator is made (drawing its base seed from the loader's
+   generator), then ``on_train_start`` and ``on_train_epoch_start``: too late for a
+   restore, which is why it happens in ``on_fit_start``.
+
+Draws made by the module's ``on_fit_start`` (called after the callback's) happen after the
+restore. A checkpoint saved mid-epoch restores the generators of that step, but Lightning
+finishes the interrupted epoch with a new iterator over the train DataLoader, so those
+batches are not the ones the uninterrupted run saw.
 """
 
 from __future__ import annotations

@@ -292,13 +292,18 @@ def test_a_checkpoint_without_a_reference_resumes_with_a_warning(
     assert [i.name for i in vault.snapshots()] == ["epoch1"]
 
 
-def test_validate_from_a_checkpoint_restores_nothing(vault: rngvault.Vault, tmp_path: Path) -> None:
-    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
-    _fit(vault, [RngVaultCallback(vault), checkpoint], max_epochs=1)
+def test_validate_from_a_checkpoint_neither_restores_nor_warns(
+    vault: rngvault.Vault, tmp_path: Path
+) -> None:
+    """Only a fit resumes: validating from a checkpoint without a reference is quiet."""
+    plain = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    _fit(None, [plain], max_epochs=1)
     callback = RngVaultCallback(vault)
     model, _loader, val_loader = train.make(vault, val=True)
     trainer = train.make_trainer([callback], 1)
-    trainer.validate(model, val_loader, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rngvault.ReproducibilityWarning)
+        trainer.validate(model, val_loader, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert callback.last_restore is None
 
 
