@@ -34,7 +34,10 @@ NAME = "torchdata.stateful_dataloader"
 MAX_ENTRIES = 128  # nodes of one state: a loader with 2 workers has 27, with 16 workers 83
 MAX_TENSORS = 4
 MAX_PATH = 16  # keys from the root to a node (torchdata's own nodes are at most 5 deep)
-MAX_DATA_BYTES = 32 * 2**10  # key, str, bytes and tensor bytes of one state, together
+# key, str, bytes and tensor bytes of one state, together, an int key counting 8: with the
+# few bytes each entry adds, a state at every limit fits decode's MAX_STATE_BYTES (32 KiB)
+MAX_DATA_BYTES = 22 * 2**10
+INT_KEY_BYTES = 8
 MAX_NDIM = 8
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
@@ -231,27 +234,17 @@ def _fast_nodes(entries: tuple[Any, ...] | list[Any]) -> Nodes | None:
     ``_check_entries`` to find and name. Accepts nothing ``_check_entries`` refuses."""
     n = len(entries)
     try:
-        if not set(map(type, entries)) <= _SEQS or set(map(len, entries)) != {3}:
+        if not set(map(type, entries)) <= _SEQS:
             return None
-        paths, kinds, values = zip(*entries, strict=True)
-        if set(map(type, kinds)) != {str} or not set(kinds) <= KINDS:
-            return None
-        if not set(map(type, paths)) <= _SEQS or max(map(len, paths)) > MAX_PATH:
+        paths, kinds, values = zip(*entries, strict=True)  # a ragged entry: ValueError
+        if set(map(type, kinds)) != {str}:
             return None
         if not set(zip(kinds, map(type, values), strict=True)) <= _KIND_TYPES:
             return None
-        tpaths = list(map(tuple, paths))
-        keys = list(chain.from_iterable(tpaths))
-        key_types = set(map(type, keys))
-        if not key_types <= _KEY_TYPES:
+        if not set(map(type, paths)) <= _SEQS:
             return None
-        if int in key_types:
-            ints = [key for key in keys if type(key) is int]
-            if min(ints) < INT_MIN or max(ints) > INT_MAX:
-                return None
-            keys = [key for key in keys if type(key) is str]
-        total = sum(map(len, keys))
-        if tpaths[0] != () or kinds[0] != "dict":
+        tpaths = list(map(tuple, paths))
+        if max(map(len, tpaths)) > MAX_PATH or tpaths[0] != () or kinds[0] != "dict":
             return None
         where = dict(zip(tpaths, range(n), strict=True))
         if len(where) != n:
@@ -265,11 +258,25 @@ def _fast_nodes(entries: tuple[Any, ...] | list[Any]) -> Nodes | None:
         parent_kinds = set(map(kinds.__getitem__, parents))
         if not parent_kinds <= CONTAINERS:
             return None
+        # Every key is the last key of its own entry's path (the others are its parent's).
+        lasts = list(map(_LAST, tpaths[1:]))
+        key_types = set(map(type, lasts))
+        if not key_types <= _KEY_TYPES:
+            return None
+        keys = list(chain.from_iterable(tpaths))
+        if int in key_types:
+            ints = [key for key in lasts if type(key) is int]
+            if min(ints) < INT_MIN or max(ints) > INT_MAX:
+                return None
+            strs = [key for key in keys if type(key) is str]
+            total = sum(map(len, strs)) + INT_KEY_BYTES * (len(keys) - len(strs))
+        else:
+            total = sum(map(len, keys))
         if parent_kinds != {"dict"}:
             counts: dict[int, int] = {}  # items of lists and tuples: keys 0, 1, ... in order
             for index, parent in enumerate(parents, 1):
                 if kinds[parent] != "dict":
-                    key = tpaths[index][-1]
+                    key = lasts[index - 1]
                     if type(key) is not int or key != counts.get(parent, 0):
                         return None
                     counts[parent] = key + 1
@@ -278,13 +285,13 @@ def _fast_nodes(entries: tuple[Any, ...] | list[Any]) -> Nodes | None:
             if min(ints) < INT_MIN or max(ints) > INT_MAX:
                 return None
         total += sum(map(len, compress(values, map(_SIZED.__contains__, kinds))))
-        tensors = list(compress(range(n), map(eq, kinds, repeat("tensor"))))
-        if len(tensors) > MAX_TENSORS:
-            return None
-        total += sum(_check_tensor(index, values[index]) for index in tensors)
+        if "tensor" in kinds:
+            tensors = list(compress(range(n), map(eq, kinds, repeat("tensor"))))
+            if len(tensors) > MAX_TENSORS:
+                return None
+            total += sum(_check_tensor(index, values[index]) for index in tensors)
         if total > MAX_DATA_BYTES:
             return None
-        lasts = list(map(_LAST, tpaths[1:]))
         if not _COUNTERS.isdisjoint(lasts):
             for index in compress(range(1, n), map(_COUNTERS.__contains__, lasts)):
                 if kinds[index] != "int" or values[index] < 0:
@@ -314,7 +321,9 @@ def _check_entries(entries: tuple[Any, ...] | list[Any]) -> Nodes:
         for key in path:
             if type(key) is str:
                 total += len(key)
-            elif type(key) is not int or not INT_MIN <= key <= INT_MAX:
+            elif type(key) is int and INT_MIN <= key <= INT_MAX:
+                total += INT_KEY_BYTES
+            else:
                 raise _entry_error(index, "path", f"a key is {f.show(key)}, not a str or an int")
         if type(kind) is not str or kind not in KINDS:
             raise _entry_error(index, "kind", f"{f.show(kind)} is not one of {sorted(KINDS)}", kind)
@@ -725,4 +734,5 @@ FAMILY = Family(
     unit=unit,
     derive=derive,
     environment=frozenset({"torch"}),
+    version=lambda _fields: 2,  # a family of format version 2
 )

@@ -365,3 +365,30 @@ def test_resume_at_epoch_1_batch_7_with_2_workers_in_a_fresh_process(tmp_path):
     epoch1 = [b for b in full if b[0] == 1]
     epoch2 = [b for b in full if b[0] == 2]
     assert [b[2] for b in epoch1] != [b[2] for b in epoch2]  # the epochs do differ
+
+
+def test_a_state_at_every_limit_fits_one_state_of_a_snapshot():
+    """MAX_ENTRIES entries, paths MAX_PATH deep of the longest int keys, and the rest of
+    MAX_DATA_BYTES in one bytes value: valid, and its encoding within decode's
+    MAX_STATE_BYTES, so decode accepts every state validate accepts."""
+    counters = {"_num_yielded", "_sampler_iter_yielded"}
+    top = [
+        ((key,), *(("int", 0) if key in counters else ("none", None)))
+        for key in sdl._ONE_PROCESS[:-1]
+    ]
+    top.append((("_iterator_finished",), "bool", False))
+    big = 2**64 - 1
+    chain = [(tuple([big] * depth), "dict", None) for depth in range(1, sdl.MAX_PATH)]
+    count = sdl.MAX_ENTRIES - 1 - len(top) - len(chain) - 1
+    leaves = [((*chain[-1][0], big - i), "int", big) for i in range(count)]
+    entries = [*top, *chain, *leaves]
+    str_bytes = sum(len(path[0]) for path, _kind, _value in top)
+    int_keys = sum(len(path) for path, _kind, _value in chain + leaves)
+    rest = sdl.MAX_DATA_BYTES - str_bytes - int_keys * sdl.INT_KEY_BYTES - 1
+    fields = {"entries": (((), "dict", None), (("b",), "bytes", bytes(rest)), *entries)}
+    assert len(fields["entries"]) == sdl.MAX_ENTRIES
+    FAMILY.validate(fields)
+    data = rngvault.encode(rngvault.Snapshot({"g": rngvault.State(sdl.NAME, fields)}, created=0.0))
+    assert len(data) > rngvault._format.MAX_STATE_BYTES * 3 // 4
+    decoded = rngvault.decode(data)
+    assert decoded.states["g"].fields == fields

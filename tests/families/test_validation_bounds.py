@@ -72,6 +72,57 @@ def pcg64(seq: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def stateful_dataloader() -> dict[str, Any]:
+    """A multi-worker StatefulDataLoader state at MAX_ENTRIES: the sampler generator at both
+    the one-process and the main-process path, and workers whose dataset states are lists
+    (their items' keys are checked in order) beside counters (each checked)."""
+    from rngvault.families import stateful_dataloader as sdl
+
+    main = ("_snapshot", "_main_snapshot")
+    sampler = ("_sampler_iter_state", "sampler_iter_state")
+    generator = ("uint8", (len(TORCH_STATE),), TORCH_STATE)
+    head = [
+        ((), "dict", None),
+        (("_snapshot",), "dict", None),
+        (("_snapshot", "_snapshot_step"), "int", 2**63 - 1),
+        (("_snapshot", "_last_yielded_worker_id"), "int", 0),
+        (main, "dict", None),
+        ((*main, "_num_workers"), "int", 1),  # set below
+        ((*main, sampler[0]), "dict", None),
+        ((*main, sampler[0], "samples_yielded"), "int", 2**64 - 1),
+        ((*main, *sampler), "dict", None),
+        ((*main, *sampler, "yielded"), "int", 2**64 - 1),
+        ((*main, *sampler, "generator"), "tensor", generator),
+        ((*main, "_index_sampler_state"), "none", None),
+        ((*main, "_sampler_iter_yielded"), "int", 2**64 - 1),
+        ((*main, "_IterableDataset_len_called"), "none", None),
+        ((*main, "_shared_seed"), "int", 2**64 - 1),
+        ((*main, "_base_seed"), "int", 2**64 - 1),
+        (("_snapshot", "_worker_snapshots"), "dict", None),
+    ]
+    tail = [
+        (("_steps_since_snapshot",), "int", 2**64 - 1),
+        (("_iterator_finished",), "bool", False),
+        ((sampler[0],), "dict", None),
+        (sampler, "dict", None),
+        ((*sampler, "generator"), "tensor", generator),
+    ]
+    workers: list[tuple[Any, ...]] = []
+    while len(head) + len(workers) + len(tail) < sdl.MAX_ENTRIES:
+        worker = ("_snapshot", "_worker_snapshots", f"worker_{len(workers) // 5}")
+        workers += [
+            (worker, "dict", None),
+            ((*worker, "yielded"), "int", 2**64 - 1),
+            ((*worker, "dataset_state"), "list", None),
+            ((*worker, "dataset_state", 0), "int", 2**64 - 1),
+            ((*worker, "dataset_state", 1), "int", 2**64 - 1),
+        ]
+    workers = workers[: sdl.MAX_ENTRIES - len(head) - len(tail)]
+    count = sum(len(path) == 3 for path, _kind, _value in workers)
+    head[5] = ((*main, "_num_workers"), "int", count)
+    return {"entries": tuple(head + workers + tail)}
+
+
 # The largest valid state of each family (several for numpy.bitgen): (family, fields).
 WORST: dict[str, tuple[str, dict[str, Any]]] = {
     "python": (
@@ -104,6 +155,7 @@ WORST: dict[str, tuple[str, dict[str, Any]]] = {
             },
         },
     ),
+    "torchdata.stateful_dataloader": ("torchdata.stateful_dataloader", stateful_dataloader()),
 }
 
 
