@@ -24,7 +24,9 @@ What happens, and when:
   ``rngvault_{rank}.json`` for every other rank (each rank writes its own), each holding
   ``{"ref": "ns/run/name@digest#rank"}``. A checkpoint at a step with no snapshot due gets
   one named ``checkpoint-{global_step}``. Snapshots written into a checkpoint are taken with
-  ``durable=True``: the checkpoint never names a snapshot that is not kept.
+  ``durable=True``: the checkpoint never names a snapshot that is not kept. One the store
+  refuses (a name taken by other states) leaves the checkpoint without a reference and warns,
+  or raises with ``Vault(on_error="raise")``.
 - On resume (``state.global_step > 0`` at ``on_train_begin``), the checkpoint folder is
   ``args.resume_from_checkpoint`` when that is set, else ``{output_dir}/checkpoint-{step}``
   (the folder ``trainer.train(resume_from_checkpoint=True)`` picks); either must hold the
@@ -33,8 +35,9 @@ What happens, and when:
   is restored.
 
 Order of the restores on resume. The Trainer restores its own ``rng_state.pth`` (python,
-NumPy and torch global generators only) inside ``_inner_training_loop``, at the top of the
-first resumed epoch's ``_run_epoch``: after ``on_train_begin`` and ``on_epoch_begin``. For a
+NumPy and torch global generators only) with ``Trainer._load_rng_state``, called from
+``Trainer._run_epoch`` for the first resumed epoch (``_inner_training_loop`` calls
+``on_train_begin``, then per epoch ``on_epoch_begin`` and ``_run_epoch``). For a
 checkpoint at an epoch end it does so before ``train_dataloader.set_epoch()`` and
 ``iter(train_dataloader)`` (which draws the DataLoader's base seed from the torch generator);
 for a checkpoint inside an epoch, after skipping the seen batches and fetching the first new
@@ -48,6 +51,14 @@ ones, just before ``on_step_begin``. rngvault therefore restores twice, and wins
    which the callback wraps for that one call (before the DataLoader draws anything); inside
    an epoch it is the first ``on_step_begin``. ``on_step_begin`` alone would be too late at an
    epoch end: the DataLoader has drawn its base seed and the collator has run by then.
+
+A snapshot that holds a generator this process does not track restores the others and warns
+(``ReproducibilityWarning``) naming it. Checkpoints at epoch ends resume exactly. Inside an
+epoch, the Trainer's DataLoader (accelerate's ``DataLoaderShard``) has already fetched and
+collated the next batch when the checkpoint is saved, so a generator the collator or the
+dataset draws from is one batch ahead in the snapshot (and in ``rng_state.pth``): the
+generators of the model and the training step (dropout) resume exactly, a collator's draws
+do not.
 """
 
 from __future__ import annotations
@@ -69,7 +80,7 @@ except ImportError as exc:
 
 from rngvault._api import capture
 from rngvault._api import restore as restore_states
-from rngvault._errors import RngVaultError, warn
+from rngvault._errors import RngVaultError, StoreError, warn
 from rngvault._report import RestoreReport
 from rngvault._seeding import ReproducibilityWarning
 from rngvault._snapshot import Snapshot, SnapshotRef
@@ -135,6 +146,11 @@ def _latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, int | float 
             if isinstance(value, (int, float, str, bool)):
                 metrics[key] = value
     return metrics
+
+
+def _raises(vault: Vault) -> bool:
+    """Whether ``vault`` was made with ``on_error="raise"`` (else storage errors warn)."""
+    return getattr(getattr(vault, "_writer", None), "_on_error", "warn") == "raise"
 
 
 def _checkpoint_folder(args: TrainingArguments, step: int) -> str:
@@ -252,12 +268,20 @@ class RngVaultTrainerCallback(TrainerCallback):
         due, self._due = self._due, []
         if not due:
             due = [(f"checkpoint-{state.global_step}", state.global_step, _epochs_completed(state))]
-        # Several names due at one step hold the same states; the checkpoint names the epoch's.
-        refs = [self._take(name, step, epoch, state, durable=True).ref for name, step, epoch in due]
+        folder = _checkpoint_folder(args, state.global_step)
+        try:  # names due at one step hold the same states; the checkpoint names the last
+            refs = [self._take(n, step, epoch, state, durable=True).ref for n, step, epoch in due]
+        except StoreError as exc:
+            if _raises(self.vault):
+                raise
+            warn(
+                f"rngvault: {exc}; checkpoint {folder} holds no rngvault reference",
+                ReproducibilityWarning,
+            )
+            return
         ref = refs[-1]
         assert ref is not None  # a Vault's snapshot is stored somewhere
         self.last_ref = ref
-        folder = _checkpoint_folder(args, state.global_step)
         if not os.path.isdir(folder):
             warn(
                 f"rngvault: the Trainer saved a checkpoint at step {state.global_step}, but "

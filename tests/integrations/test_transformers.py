@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,29 @@ def _train(vault: rngvault.Vault, output_dir: Path, callback: Any, **kwargs: Any
     return job.build_trainer(str(output_dir), [callback], augment, **kwargs)
 
 
+def test_inside_an_epoch_the_callback_restores_after_the_trainer_too(
+    vault: rngvault.Vault, tmp_path: Path
+) -> None:
+    """A checkpoint at step 4 of 6: the Trainer restores rng_state.pth (here another seed's)
+    after fetching the first new batch; the callback sets the globals again at on_step_begin,
+    and dropout draws what the uninterrupted run drew. (No augmentation: a collator's
+    generator is one batch ahead at a checkpoint inside an epoch, see the module docs.)"""
+    uninterrupted = job.build_trainer(str(tmp_path / "full"), [], None, save_strategy="no")
+    uninterrupted.train()
+    callback = RngVaultTrainerCallback(vault)
+    stop = job.build_trainer(str(tmp_path / "out"), [callback, job.StopAfter(steps=4)], None,
+                             save_strategy="steps", save_steps=4)  # fmt: skip
+    stop.train()
+    assert str(read_ref_file(tmp_path / "out" / "checkpoint-4")).startswith("t/unit/checkpoint-4@")
+    job.clobber_rng_state(str(tmp_path / "out" / "checkpoint-4"))
+    resumed = job.build_trainer(str(tmp_path / "out"), [callback], None,
+                                save_strategy="steps", save_steps=4)  # fmt: skip
+    resumed.train(resume_from_checkpoint=True)
+    assert sorted(resumed.losses) == list(range(5, 19))
+    assert resumed.losses == {k: uninterrupted.losses[k] for k in range(5, 19)}
+    assert callback.last_restore is not None and "torch.cpu" in callback.last_restore.restored
+
+
 def test_step_snapshots_record_step_epoch_and_the_latest_logged_metrics(
     vault: rngvault.Vault, tmp_path: Path
 ) -> None:
@@ -310,6 +334,50 @@ def test_resuming_a_checkpoint_without_a_reference_warns_and_restores_nothing(
     with pytest.warns(rngvault.ReproducibilityWarning, match=f"{folder} holds no rngvault.json"):
         second.train(resume_from_checkpoint=True)
     assert callback.last_restore is None
+
+
+def test_a_generator_the_resumed_process_does_not_track_is_named(
+    vault: rngvault.Vault, tmp_path: Path
+) -> None:
+    _train(vault, tmp_path / "out", RngVaultTrainerCallback(vault)).train()
+    checkpoint = str(tmp_path / "out" / "checkpoint-12")
+    with rngvault.Vault(str(tmp_path / "store"), run="t/other") as untracking:
+        callback = RngVaultTrainerCallback(untracking)
+        resumed = job.build_trainer(str(tmp_path / "out"), [callback], np.random.default_rng(7))
+        with pytest.warns(rngvault.ReproducibilityWarning, match="holds augment, which this"):
+            resumed.train(resume_from_checkpoint=checkpoint)
+    assert callback.last_restore is not None
+    assert callback.last_restore.skipped == ["augment"]
+    assert "torch.cpu" in callback.last_restore.restored
+
+
+def test_a_checkpoint_snapshot_the_store_refuses_leaves_no_reference(
+    vault: rngvault.Vault, tmp_path: Path
+) -> None:
+    """The resumed run reuses the run's name without tracking ``augment``: its epoch3 has
+    other states than the stored one. The store refuses it and the checkpoint names nothing
+    (a warning); with on_error="raise" the error stops the run."""
+    _train(vault, tmp_path / "out", RngVaultTrainerCallback(vault)).train()
+    vault.flush()
+    (tmp_path / "out" / "checkpoint-18" / "rngvault.json").unlink()
+    checkpoint = str(tmp_path / "out" / "checkpoint-12")
+    with rngvault.Vault(str(tmp_path / "store"), run="t/unit") as same_run:
+        callback = RngVaultTrainerCallback(same_run)
+        resumed = job.build_trainer(str(tmp_path / "out"), [callback], np.random.default_rng(7))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resumed.train(resume_from_checkpoint=checkpoint)
+    said = [str(w.message) for w in caught if w.category is rngvault.ReproducibilityWarning]
+    assert any(
+        "t/unit/epoch3" in m and "checkpoint-18 holds no rngvault reference" in m for m in said
+    )
+    assert not (tmp_path / "out" / "checkpoint-18" / "rngvault.json").exists()
+    with rngvault.Vault(str(tmp_path / "store"), run="t/unit", on_error="raise") as strict:
+        resumed = job.build_trainer(str(tmp_path / "out"), [RngVaultTrainerCallback(strict)],
+                                    np.random.default_rng(7))  # fmt: skip
+        with pytest.raises(rngvault.ConflictError, match="epoch3"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            resumed.train(resume_from_checkpoint=checkpoint)
 
 
 def test_resuming_from_a_folder_the_callback_cannot_see_warns(

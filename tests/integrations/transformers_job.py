@@ -57,16 +57,18 @@ class Sequences(torch.utils.data.Dataset[dict[str, Any]]):
 
 
 class MaskingCollator:
-    """Stacks a batch and replaces a quarter of the tokens, at random, by token 1."""
+    """Stacks a batch and replaces a quarter of the tokens, at random, by token 1 (with no
+    ``rng``, none)."""
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator | None) -> None:
         self.rng = rng
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         ids = torch.tensor(np.stack([f["input_ids"] for f in features]))
-        mask = torch.from_numpy(self.rng.random(tuple(ids.shape)) < 0.25)
+        if self.rng is not None:
+            ids = ids.masked_fill(torch.from_numpy(self.rng.random(tuple(ids.shape)) < 0.25), 1)
         return {
-            "input_ids": ids.masked_fill(mask, 1),
+            "input_ids": ids,
             "labels": torch.tensor([f["labels"] for f in features]),
         }
 
@@ -105,7 +107,7 @@ class StopAfter(TrainerCallback):  # type: ignore[misc]
 def build_trainer(
     output_dir: str,
     callbacks: list[Any],
-    augment: np.random.Generator,
+    augment: np.random.Generator | None,
     *,
     save_strategy: str = "epoch",
     save_steps: int = 500,
