@@ -106,6 +106,7 @@ def encode_with_digest(snapshot: Snapshot) -> tuple[bytes, str]:
         raise EncodeError(
             f"a snapshot holds at most {MAX_STATES} generators; this one has {len(snapshot.states)}"
         )
+    _check_family_counts(snapshot.states)
     states = encode_states(snapshot.states)
     digest = hashlib.sha256(states).hexdigest()
     packer = msgpack.Packer(use_bin_type=True, buf_size=256)
@@ -133,6 +134,20 @@ def encode_with_digest(snapshot: Snapshot) -> tuple[bytes, str]:
     for key in sorted(values):
         parts += (pack(key), values[key])
     return b"".join(parts), digest
+
+
+def _check_family_counts(states: Mapping[str, State]) -> None:
+    """Encode refuses more states of a family than decode reads (``Family.max_states``)."""
+    counts: dict[str, int] = {}
+    for state in states.values():
+        counts[state.family] = counts.get(state.family, 0) + 1
+    for name, count in counts.items():
+        family = get_family(name)
+        if family is not None and family.max_states is not None and count > family.max_states:
+            raise EncodeError(
+                f"a snapshot holds at most {family.max_states} {name} states; this one has "
+                f"{count}"
+            )
 
 
 def needed_version(states: Mapping[str, State]) -> int:
@@ -575,17 +590,20 @@ def _read_states(span: bytes) -> dict[str, State]:
     except (ValueError, OverflowError, IndexError, msgpack.UnpackException) as exc:
         raise DecodeError(f"states: {str(exc) or type(exc).__name__}") from None
     states: dict[str, State] = {}
+    counts: dict[str, int] = {}
     first = 0
     while first < len(entries):
         last = first + 1
         while last < len(entries) and entries[last][1] - entries[first][0] <= _GROUP_BYTES:
             last += 1
         if first == 0 and last == len(entries):  # the whole map (a typical snapshot)
-            return _States(span).read()
+            return _States(span, counts=counts).read()
         start, end = entries[first][0], entries[last - 1][1]
         # The group as a map of its own, read by the same checks as the whole map would be.
         group = msgpack.Packer().pack_map_header(last - first)
-        states.update(_States(group + span[start:end], base=start - len(group)).read())
+        states.update(
+            _States(group + span[start:end], base=start - len(group), counts=counts).read()
+        )
         first = last
     return states
 
@@ -602,9 +620,10 @@ class _States:
     by its family. ``base`` is where ``span`` starts in the whole states value (for
     messages)."""
 
-    def __init__(self, span: bytes, base: int = 0) -> None:
+    def __init__(self, span: bytes, base: int = 0, counts: dict[str, int] | None = None) -> None:
         self.span = span
         self.base = base
+        self.counts = {} if counts is None else counts  # states per family, across groups
         self.exts = 0
         self.max_exts = 0
         self.holes: list[_Hole] = []
@@ -649,7 +668,7 @@ class _States:
         self.verify(raw)
         for container, key, value, path in self.fixups:
             container[key] = _decoded(value, path)
-        return _validated(raw)
+        return _validated(raw, self.counts)
 
     # The walk: map keys, depth, timestamps; note what to decode and the long arrays.
 
@@ -901,14 +920,21 @@ def _decoded(value: Any, path: tuple) -> Any:
     return value
 
 
-def _validated(raw: dict[str, Any]) -> dict[str, State]:
-    """Each state (walked: a {family: str, fields: map}) checked by its family's validate()."""
+def _validated(raw: dict[str, Any], counts: dict[str, int]) -> dict[str, State]:
+    """Each state (walked: a {family: str, fields: map}) checked by its family's validate(),
+    after counting it against its family's ``max_states`` (``counts`` goes across groups)."""
     states: dict[str, State] = {}
     for name, entry in raw.items():
         family_name = entry["family"]
         family = get_family(family_name)
         if family is None:
             raise DecodeError(f"states[{name!r}]: unknown generator family {show(family_name)}")
+        seen = counts[family_name] = counts.get(family_name, 0) + 1
+        if family.max_states is not None and seen > family.max_states:
+            raise DecodeError(
+                f"states[{name!r}]: more than {family.max_states} {family_name} states; a "
+                "snapshot holds at most that many"
+            )
         fields = entry["fields"]
         try:
             family.validate(fields)

@@ -92,6 +92,9 @@ class Family:
             an object between snapshots (a DataLoader's epochs).
         version: the snapshot format version a state needs (docs/format.md,
             "Versioning"): 1 unless it uses what a later version added.
+        max_states: the most states of this family one snapshot holds, for a family whose
+            largest states take longer to validate than ``MAX_STATES`` of them may; None:
+            only ``MAX_STATES`` applies.
     """
 
     name: str
@@ -115,6 +118,7 @@ class Family:
     type_decides: bool = True
     watch: Callable[[Any], None] = _no_watch
     version: Callable[[Mapping[str, Any]], int] = _version_1
+    max_states: int | None = None
 
 
 # The family modules, in the order their process-wide generators are captured.

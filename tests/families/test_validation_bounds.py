@@ -186,13 +186,15 @@ def test_the_worst_shapes_cover_the_registry_and_are_valid():
 
 @pytest.mark.parametrize("shape", list(WORST))
 def test_a_snapshot_of_max_states_of_the_largest_shape_validates_within_50_ms(shape):
-    """A snapshot of MAX_STATES copies of a family's largest valid state, decoded (so every
-    state is its own objects, as from the wire), is validated state by state, as decode
-    does, in at most 50 ms of CPU time."""
+    """A snapshot of as many copies of a family's largest valid state as one may hold
+    (MAX_STATES, or the family's own ``max_states``), decoded (so every state is its own
+    objects, as from the wire), is validated state by state, as decode does, in at most
+    50 ms of CPU time."""
     family_name, fields = WORST[shape]
-    states = {f"g{i}": rngvault.State(family_name, fields) for i in range(MAX_STATES)}
+    count = min(MAX_STATES, families()[family_name].max_states or MAX_STATES)
+    states = {f"g{i}": rngvault.State(family_name, fields) for i in range(count)}
     decoded = rngvault.decode(rngvault.encode(rngvault.Snapshot(states, created=0.0)))
-    assert len(decoded.states) == MAX_STATES
+    assert len(decoded.states) == count
     validate = families()[family_name].validate
     all_fields = [state.fields for state in decoded.states.values()]
 
@@ -202,11 +204,30 @@ def test_a_snapshot_of_max_states_of_the_largest_shape_validates_within_50_ms(sh
 
     took = best_of_5(validate_all)
     message = (
-        f"validating {MAX_STATES} x {shape}: {took * 1000:.1f} ms of CPU "
-        f"({took / MAX_STATES * 1e6:.1f} us each; budget {BUDGET_S * 1000:.0f} ms)"
+        f"validating {count} x {shape}: {took * 1000:.1f} ms of CPU "
+        f"({took / count * 1e6:.1f} us each; budget {BUDGET_S * 1000:.0f} ms)"
     )
     print(message)
     assert took <= BUDGET_S, message
+
+
+@pytest.mark.parametrize(
+    "family_name", [name for name, family in families().items() if family.max_states]
+)
+def test_more_states_of_a_family_than_its_max_states_are_refused(family_name):
+    """Encode refuses one state over a family's ``max_states``, and decode refuses such a
+    body (forged by encoding with the bound lifted) before validating the extra state."""
+    family = families()[family_name]
+    fields = next(fields for name, fields in WORST.values() if name == family_name)
+    states = {f"g{i}": rngvault.State(family_name, fields) for i in range(family.max_states + 1)}
+    snapshot = rngvault.Snapshot(states, created=0.0)
+    with pytest.raises(rngvault.EncodeError, match=f"at most {family.max_states} {family_name}"):
+        rngvault.encode(snapshot)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rngvault._format, "_check_family_counts", lambda states: None)
+        data = rngvault.encode(snapshot)
+    with pytest.raises(rngvault.DecodeError, match=f"more than {family.max_states}"):
+        rngvault.decode(data)
 
 
 def test_a_snapshot_of_more_than_max_states_is_refused():
