@@ -126,6 +126,7 @@ class Vault:
         self.strict = strict
         self.track_globals = track_globals
         self.probes = probes
+        self.on_error = on_error
         self._tracked: dict[str, tuple[Family, Any]] = {}
         self._version = 0
         self._plan_key: tuple[tuple[tuple[str, int], ...], int] | None = None

@@ -150,7 +150,7 @@ def _latest_metrics(log_history: list[dict[str, Any]]) -> dict[str, int | float 
 
 def _raises(vault: Vault) -> bool:
     """Whether ``vault`` was made with ``on_error="raise"`` (else storage errors warn)."""
-    return getattr(getattr(vault, "_writer", None), "_on_error", "warn") == "raise"
+    return vault.on_error == "raise"
 
 
 def _checkpoint_folder(args: TrainingArguments, step: int) -> str:
