@@ -5,7 +5,8 @@
 
 For each framework, the same small training run (an MLP with dropout on 16,384 synthetic
 samples, batches of 32, one torch thread) without rngvault, with a snapshot per epoch,
-and with a snapshot per optimizer step, the three interleaved run by run. Each run's wall
+and with a snapshot per optimizer step, the three interleaved run by run (each goes
+first, second and third in turn). Each run's wall
 time includes closing the Vault (waiting for its writer). Prints the median of each mode
 and the ratio to the run without rngvault; for per-step snapshots also the added time per
 step, against the median step.
@@ -283,8 +284,10 @@ def main() -> None:
             root = Path(tmp)
             with quiet_output():
                 runner("none", 1, root)  # warm-up: imports, first-call costs
-            for _ in range(args.repeat):
-                for mode in MODES:
+            for rep in range(args.repeat):
+                # each mode goes first, second and third in turn: no place in the order
+                # (after another mode's garbage, say) favours one of them
+                for mode in MODES[rep % 3 :] + MODES[: rep % 3]:
                     with quiet_output():
                         started = time.perf_counter()
                         runner(mode, args.epochs, root)

@@ -1,6 +1,7 @@
 """A tiny Lightning training run on CPU, run in a fresh interpreter by test_lightning.py.
 
     python lightning_train.py MODE STORE CHECKPOINT_DIR [RESUME_FROM] [--no-callback] [--val]
+        [--mid-epoch]
 
 MODE is one of:
   full     train 3 epochs from the start
@@ -11,7 +12,9 @@ ModelCheckpoint saves into CHECKPOINT_DIR at the end of every epoch.
 
 With --no-callback, the Trainer runs without RngVaultCallback (the generators are still
 made and used the same way). With --val, the module has a validation loop (so Lightning's
-sanity check runs and ModelCheckpoint saves at the end of validation).
+sanity check runs and ModelCheckpoint saves at the end of validation). With --mid-epoch, the
+vault tracks the DataLoader itself, ModelCheckpoint saves every 11 steps (epoch 1, after its
+third batch), and ``stop`` stops at step 11.
 
 Prints one JSON object: per training step, the epoch, the global step, the loss
 (``float.hex``, so equal means bit-identical) and the batch's sample indices; the
@@ -42,6 +45,7 @@ import rngvault
 from rngvault.integrations.lightning import RngVaultCallback
 
 MAX_EPOCHS = 3
+MID_EPOCH_STEP = 11  # 8 batches an epoch: epoch 1, after its third batch
 
 
 class Tiny(pl.LightningModule):
@@ -83,10 +87,15 @@ class Tiny(pl.LightningModule):
 
 
 def make(
-    vault: rngvault.Vault | None, *, val: bool = False, module: type[Tiny] = Tiny
+    vault: rngvault.Vault | None,
+    *,
+    val: bool = False,
+    module: type[Tiny] = Tiny,
+    track_loader: bool = False,
 ) -> tuple[Tiny, DataLoader, DataLoader | None]:
     """Seed the process, then make the module (a ``Tiny``) and its loaders; ``vault``
-    tracks the loader's generator and the augmentation generator."""
+    tracks the loader's generator (the loader itself with ``track_loader``, which records
+    its position inside an epoch) and the augmentation generator."""
     pl.seed_everything(7, verbose=False)
     data = np.random.default_rng(0)
     x = torch.from_numpy(data.normal(size=(64, 8)).astype("float32"))
@@ -94,10 +103,10 @@ def make(
     dataset = TensorDataset(torch.arange(64), x, y)
     loader_gen = torch.Generator().manual_seed(1)
     augment = np.random.default_rng(2)
-    if vault is not None:
-        vault.track(loader_gen, "loader")
-        vault.track(augment, "augment")
     loader = DataLoader(dataset, batch_size=8, shuffle=True, generator=loader_gen)
+    if vault is not None:
+        vault.track(loader if track_loader else loader_gen, "loader")
+        vault.track(augment, "augment")
     val_loader = DataLoader(dataset, batch_size=32) if val else None
     return module(augment, val), loader, val_loader
 
@@ -127,14 +136,23 @@ def main(argv: list[str]) -> None:
     val = "--val" in flags
     warnings.filterwarnings("ignore", module="lightning")  # its tips about workers and logging
 
+    mid_epoch = "--mid-epoch" in flags
     vault = rngvault.Vault(store, run="tests/lightning", probes=False)
-    model, loader, val_loader = make(vault, val=val)
-    callbacks: list[pl.Callback] = [ModelCheckpoint(dirpath=ckpt_dir, save_last=True)]
+    model, loader, val_loader = make(vault, val=val, track_loader=mid_epoch)
+    checkpoint = (
+        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=MID_EPOCH_STEP, save_top_k=-1)
+        if mid_epoch
+        else ModelCheckpoint(dirpath=ckpt_dir, save_last=True)
+    )
+    callbacks: list[pl.Callback] = [checkpoint]
     callback = RngVaultCallback(vault) if use_callback else None
     if callback is not None:
         callbacks.insert(0, callback)
+    options: dict[str, Any] = {"num_sanity_val_steps": 2 if val else 0}
+    if mid_epoch and mode == "stop":
+        options["max_steps"] = MID_EPOCH_STEP
     trainer = make_trainer(
-        callbacks, 1 if mode == "stop" else MAX_EPOCHS, num_sanity_val_steps=2 if val else 0
+        callbacks, 1 if mode == "stop" and not mid_epoch else MAX_EPOCHS, **options
     )
     ckpt_path = resume_from[0] if mode == "resume" else None
     started = time.perf_counter()

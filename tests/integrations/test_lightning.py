@@ -151,6 +151,27 @@ def test_resumed_fit_without_the_callback_draws_other_numbers(
     assert bare["steps"][0]["index"] != first_batch
 
 
+def test_a_mid_epoch_checkpoint_resumes_at_the_next_batch_when_the_loader_is_tracked(
+    tmp_path: Path,
+) -> None:
+    """With the DataLoader itself tracked, a checkpoint at step 11 (epoch 1, after three of
+    its eight batches) resumed in a fresh process: Lightning finishes epoch 1 with the
+    uninterrupted run's remaining batches and losses, bit for bit, and epoch 2 too."""
+    full = _start("full", tmp_path / "full-store", tmp_path / "full-ckpt", "--mid-epoch")
+    stop = _start("stop", tmp_path / "store", tmp_path / "ckpt", "--mid-epoch")
+    full_run, stopped = _result(full), _result(stop)
+    assert [s["step"] for s in stopped["steps"]] == list(range(11))
+    (checkpoint,) = (tmp_path / "ckpt").glob("*step=11*.ckpt")
+    resumed = _result(
+        _start("resume", tmp_path / "store", tmp_path / "resume-ckpt", checkpoint, "--mid-epoch")
+    )
+    tail = [s for s in full_run["steps"] if s["step"] >= 11]
+    assert [(s["step"], s["loss"], s["index"]) for s in resumed["steps"]] == [
+        (s["step"], s["loss"], s["index"]) for s in tail
+    ]
+    assert resumed["steps"][0]["epoch"] == 1 and len(tail) == 13
+
+
 # -- snapshots ------------------------------------------------------------------------------
 
 
