@@ -178,12 +178,21 @@ class SnapshotRef:
         from rngvault._errors import InvalidNameError
         from rngvault._names import check_name, split_run
 
+        if not isinstance(text, str):
+            raise InvalidNameError(f"a snapshot reference is a string, not {type(text).__name__}")
         head, at, tail = text.partition("@")
         digest, _hash, rank = tail.partition("#")
         parts = head.split("/")
-        if not at or len(parts) != 3 or len(digest) != 64 or (rank and not rank.isdigit()):
+        if (
+            not at
+            or len(parts) != 3
+            or len(digest) != 64
+            or digest.strip("0123456789abcdef")
+            or (_hash and not (rank.isascii() and rank.isdigit() and len(rank) <= 9))
+        ):
             raise InvalidNameError(
-                f"invalid snapshot reference {text!r}: expected 'namespace/run/name@<digest>'"
+                f"invalid snapshot reference {text[:200]!r}: expected "
+                "'namespace/run/name@<64 hex digits>', then '#<rank>' for a rank above 0"
             )
         run = "/".join(split_run("/".join(parts[:2])))
         return cls(run, check_name(parts[2]), digest, int(rank or 0))

@@ -94,6 +94,10 @@ def test_a_snapshot_that_is_stored_nowhere_has_no_ref():
     [
         ({"rngvault": 42}, rngvault.InvalidNameError, "should be a snapshot reference string"),
         ({"rngvault": "not a ref"}, rngvault.InvalidNameError, "invalid snapshot reference"),
+        ({"rngvault": "a/b/c@" + "0" * 64 + "#²"}, rngvault.InvalidNameError, "invalid snapshot"),
+        ({"rngvault": "a/b/c@" + "g" * 64}, rngvault.InvalidNameError, "64 hex digits"),
+        ({"rngvault": "a/b/c@" + "0" * 64 + "#"}, rngvault.InvalidNameError, "#<rank>"),
+        ({"rngvault": "a/b/c@" + "0" * 64 + "#" + "9" * 30}, rngvault.InvalidNameError, "rank"),
         ([1, 2], TypeError, "reads a dict"),
     ],
 )

@@ -74,6 +74,14 @@ def watch(loader: Any) -> None:
     (idempotent). ``Vault.track`` calls it, so the first epoch is seen too."""
     if loader in _ITERATORS:
         return
+    why = _wrapped(loader)
+    if why is not None and loader not in _WARNED:
+        _WARNED.add(loader)
+        warn(
+            f"rngvault: {why}: a snapshot taken inside an epoch records no position, and "
+            "restoring it starts a new epoch; track the loader it wraps instead",
+            MidEpochWarning,
+        )
     live: weakref.WeakSet[Any] = weakref.WeakSet()
     _ITERATORS[loader] = live
     original = loader._get_iterator
@@ -152,15 +160,31 @@ def _sampler_kind(loader: Any) -> tuple[bool, bool] | None:
     return None
 
 
+def _wrapped(loader: Any) -> str | None:
+    """Why rngvault cannot see the epochs of a DataLoader subclass that iterates through
+    something else (accelerate's DataLoaderShard iterates the loader it wraps, a batch
+    ahead), or None."""
+    data = _data_module()
+    kind = type(loader)
+    if kind.__iter__ is not data.DataLoader.__iter__:
+        return f"a {kind.__name__} iterates in its own way, so rngvault cannot see its epochs"
+    if kind._get_iterator is not data.DataLoader._get_iterator:
+        return f"a {kind.__name__} makes its own iterators"
+    return None
+
+
 def _unsupported(loader: Any) -> str | None:
     """Why the loader's epochs cannot be replayed from a position, or None."""
     data = _data_module()
+    wrapped = _wrapped(loader)
+    if wrapped is not None:
+        return wrapped
     if isinstance(loader.dataset, data.IterableDataset):
         return "an IterableDataset cannot be skipped to a position without reading it"
-    if type(loader)._get_iterator is not data.DataLoader._get_iterator:
-        return f"{type(loader).__name__} makes its own iterators"
     if loader.num_workers > 0 and loader.persistent_workers:
         return "persistent workers carry their generators from one epoch to the next"
+    if loader.num_workers > 0 and not getattr(loader, "in_order", True):
+        return "with in_order=False, the batches yielded are not the sampler's first ones"
     if loader.batch_sampler is not None and type(loader.batch_sampler) is not data.BatchSampler:
         return (
             f"the batch sampler {type(loader.batch_sampler).__name__} is not torch's "
@@ -424,6 +448,13 @@ def check_target(obj: Any, fields: Mapping[str, Any]) -> None:
                 f"the snapshot was taken at batch {epoch['batches']} of an epoch, but the "
                 f"target loader cannot resume there: {why}",
                 field="epoch",
+            )
+        if epoch["batches"] > len(obj):
+            raise StateError(
+                f"the snapshot was taken at batch {epoch['batches']} of an epoch, but the "
+                f"target loader has {len(obj)} batches an epoch: not the same data",
+                field="epoch.batches",
+                value=epoch["batches"],
             )
         kind = _sampler_kind(obj)
         uses_global = obj.generator is None or (kind is not None and kind[1])

@@ -75,10 +75,12 @@ def _allowlist() -> list[Any]:
     """The globals RNG state files need beyond what ``weights_only`` allows by default: NumPy
     arrays (the legacy global state's key) and their dtypes, under NumPy 1's names too, and
     ``datetime.timedelta`` (Composer's timestamps). None of them runs code when unpickled."""
-    core = np._core.multiarray  # type: ignore[attr-defined]
+    # numpy._core since NumPy 2, numpy.core before; a file names the one that wrote it
+    core = (np._core if hasattr(np, "_core") else np.core).multiarray
     allowed: list[Any] = [
         core._reconstruct,
         (core._reconstruct, "numpy.core.multiarray._reconstruct"),  # written by NumPy 1
+        (core._reconstruct, "numpy._core.multiarray._reconstruct"),  # written by NumPy 2
         np.ndarray,
         np.dtype,
         datetime.timedelta,

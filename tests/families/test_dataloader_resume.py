@@ -378,3 +378,64 @@ def test_resume_in_a_fresh_process_with_two_workers(tmp_path):
     assert resumed["2"] == full["2"]
     seeds = {seed for batch in full["2"] for seed in batch[1]}
     assert len(seeds) == 2  # both workers loaded, each with its own seed
+
+
+class OwnIteration(DataLoader):
+    """A loader that iterates through another one (as accelerate's DataLoaderShard does)."""
+
+    def __iter__(self):
+        inner = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True)
+        yield from inner
+
+
+def test_a_loader_that_iterates_its_own_way_warns_when_first_seen(tmp_path):
+    """rngvault cannot see the epochs of such a loader: tracking it warns once, and a
+    snapshot records no position (it says so instead of resuming wrongly)."""
+    loader = OwnIteration(Items(), batch_size=4)
+    with rngvault.Vault(tmp_path, run="t/wrapped") as vault:
+        with pytest.warns(MidEpochWarning, match="iterates in its own way"):
+            vault.track(loader, "loader")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", MidEpochWarning)
+            vault.track(loader, "again")  # once per loader
+        running = iter(loader)
+        next(running)
+        assert "epoch" not in dataloader.capture(loader)
+
+
+def test_accelerates_prepared_loader_warns_when_tracked(tmp_path):
+    """accelerate's DataLoaderShard (a DataLoader that iterates the loader it wraps, a batch
+    ahead) is one of those loaders."""
+    accelerate = pytest.importorskip("accelerate")
+    prepared = accelerate.Accelerator(cpu=True).prepare(
+        DataLoader(Items(), batch_size=3, shuffle=True, generator=torch.Generator())
+    )
+    with (
+        rngvault.Vault(tmp_path, run="t/shard") as vault,
+        pytest.warns(MidEpochWarning, match=type(prepared).__name__),
+    ):
+        vault.track(prepared, "loader")
+
+
+def test_out_of_order_workers_cannot_resume():
+    """in_order=False yields batches as workers finish them: not resumable, said so."""
+    loader = DataLoader(Items(), batch_size=4, num_workers=2, in_order=False)
+    rngvault.capture({"loader": loader})
+    running = iter(loader)
+    next(running)
+    with pytest.warns(MidEpochWarning, match="in_order=False"):
+        state = rngvault.capture({"loader": loader}).states["loader"]
+    assert "in_order=False" in state.fields["epoch"]["unsupported"]
+    del running
+
+
+def test_a_position_past_the_target_loaders_end_is_refused():
+    """Batch 7 restored into a loader with 2 batches an epoch: other data, refused."""
+    loader = LOADERS["own generator"](0)
+    rngvault.capture({"loader": loader})
+    running, _ = stop_at(loader, 7)
+    snapshot = rngvault.capture({"loader": loader}, include_globals=False)
+    del running
+    short = DataLoader(Items(8), batch_size=4, shuffle=True, generator=torch.Generator())
+    with pytest.raises(rngvault.RestoreError, match=r"epoch\.batches.*2 batches an epoch"):
+        rngvault.restore(snapshot, {"loader": short}, include_globals=False)
