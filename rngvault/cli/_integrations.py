@@ -49,7 +49,12 @@ def import_checkpoint(kind: str, path: Path, words: tuple[str, ...], as_json: bo
         warnings.simplefilter("always", rngvault.RngVaultWarning)
         snapshots = read(kind, path)
     for warning in caught:
-        say(f"rngvault: warning: {warning.message}")
+        if issubclass(warning.category, rngvault.RngVaultWarning):
+            say(f"rngvault: warning: {warning.message}")
+        else:  # another library's: shown as that library would have it shown
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     store = the_store()
     new = []
     try:
