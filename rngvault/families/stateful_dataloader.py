@@ -618,34 +618,47 @@ def restore(obj: Any, fields: Mapping[str, Any]) -> None:
     if not state:
         # load_state_dict({}) leaves a state loaded earlier pending; an empty one means none
         obj.next_iter_state = None
-    elif "_num_yielded" in state and obj.generator is not None:
-        _redraw_base_seed(obj)
+    else:
+        _resume_exactly(obj)
 
 
-def _redraw_base_seed(loader: Any) -> None:
-    """Make the iterator torchdata builds from a one-process state leave the loader's
-    generator where the interrupted run left it.
+def _resume_exactly(loader: Any) -> None:
+    """Make the iterator torchdata builds from the loaded state leave the generators where
+    the interrupted run left them.
 
-    In one process, torchdata's iterator takes the sampler's generator state before drawing
-    the base seed from the loader's generator; on load it sets that state and shuffles
-    again, so when the two are one generator it ends one int64 draw behind the run that
-    was interrupted, and every later epoch has another order. The draw is made again once,
-    right after that iterator is built. (With workers the base seed is drawn first, and
-    the state already includes it.)
+    Building any iterator draws a base seed from the loader's generator, or from torch's
+    global generator when the loader has none; the run that was interrupted had drawn that
+    seed already (the state holds it), so the global generator is put back as it was right
+    after the resumed iterator is built. In one process, torchdata's iterator also takes the
+    sampler's generator state before drawing the base seed from the loader's generator; on
+    load it sets that state and shuffles again, so when the two are one generator it ends
+    one int64 draw behind the interrupted run, and every later epoch has another order:
+    that draw is made again. (With workers the base seed is drawn first, and the state
+    already includes it.) Done once, for the next iterator built, if a state is pending.
     """
-    if getattr(loader.sampler, "generator", None) is not loader.generator:
-        return
-    if getattr(loader.__dict__.get("_get_iterator"), "_rngvault_redraw", False):
+    if getattr(loader.__dict__.get("_get_iterator"), "_rngvault_resume", False):
         return  # a restore before this one already installed it
 
     def _get_iterator() -> Any:
         del loader._get_iterator  # once: back to the class's method
-        iterator = type(loader)._get_iterator(loader)
+        state = loader.next_iter_state
+        if not state:
+            return type(loader)._get_iterator(loader)
         torch = _torch.require("restoring a StatefulDataLoader")
-        torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+        sampler = getattr(loader.sampler, "generator", None)
+        glob = torch.default_generator
+        # the global generator drawn as the loader's own is the case below
+        saved = None if glob is loader.generator or glob is sampler else glob.get_state()
+        try:
+            iterator = type(loader)._get_iterator(loader)
+        finally:
+            if saved is not None:
+                glob.set_state(saved)
+        if "_num_yielded" in state and loader.generator is not None and sampler is loader.generator:
+            torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
         return iterator
 
-    _get_iterator._rngvault_redraw = True  # type: ignore[attr-defined]
+    _get_iterator._rngvault_resume = True  # type: ignore[attr-defined]
     loader._get_iterator = _get_iterator
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -92,19 +93,55 @@ def test_two_worker_state_survives_encode_decode_and_says_where_it_is(two_worker
     print(f"2-worker state: {len(two_workers['entries'])} entries, snapshot {len(data)} bytes")
 
 
+# (shuffle, a torch.Generator of its own): without one, torchdata's RandomSampler seeds a
+# generator of its own from torch's global one, and each iter() draws the base seed there
+LOADERS = {
+    "own generator, shuffled": (True, True),
+    "no generator, shuffled": (True, False),
+    "no generator, in order": (False, False),
+}
+
+
+def make_kind(kind: str, seed: int, num_workers: int) -> StatefulDataLoader:
+    shuffle, own = LOADERS[kind]
+    return StatefulDataLoader(
+        Items(),
+        batch_size=3,
+        shuffle=shuffle,
+        generator=torch.Generator().manual_seed(seed) if own else None,
+        num_workers=num_workers,
+    )
+
+
+def with_draws(iterable: Any) -> list[tuple[list[int], float]]:
+    """Each batch, and a draw from torch's global generator right after it."""
+    return [(batch.tolist(), torch.rand(()).item()) for batch in iterable]
+
+
+@pytest.mark.parametrize("taken", [7, 0], ids=["batch 7", "between epochs"])
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_restore_mid_epoch_gives_the_rest_of_the_epoch_and_the_next_epochs(num_workers):
-    """Captured at batch 7, restored into a loader seeded differently: the rest of that
-    epoch and the next epoch are the uninterrupted loader's (in one process too, where
-    torchdata alone leaves the generator one draw behind)."""
-    loader = make_loader(num_workers=num_workers)
-    iterator = mid_epoch(loader)
-    snapshot = rngvault.capture({"loader": loader}, include_globals=False)
-    expected = batches(iterator) + batches(loader) + batches(loader)
-    other = make_loader(seed=99, num_workers=num_workers)
-    report = rngvault.restore(snapshot, {"loader": other}, include_globals=False)
-    assert report.restored == ["loader"]
-    assert batches(other) + batches(other) + batches(other) == expected
+@pytest.mark.parametrize("kind", list(LOADERS))
+def test_restore_gives_the_uninterrupted_batches_and_global_draws(kind, num_workers, taken):
+    """Captured (with the global generators) at batch 7 of epoch 1, or after epoch 0, and
+    restored into a loader built after another seed: the rest of that epoch and the next
+    epochs are the uninterrupted loader's, and so is every draw from torch's global
+    generator between the batches (the resumed iterator draws a base seed that the
+    interrupted run had drawn already; in one process with a generator of its own,
+    torchdata alone leaves that generator one draw behind)."""
+    torch.manual_seed(1)
+    loader = make_kind(kind, 1, num_workers)
+    with_draws(loader)
+    iterator = iter(loader) if taken else iter(())
+    with_draws(islice(iterator, taken))
+    snapshot = rngvault.capture({"loader": loader})
+    expected = with_draws(iterator) + with_draws(loader) + with_draws(loader)
+    torch.manual_seed(2)
+    other = make_kind(kind, 99, num_workers)
+    report = rngvault.restore(snapshot, {"loader": other})
+    assert "loader" in report.restored
+    resumed = [each for _ in range(3 if taken else 2) for each in with_draws(other)]
+    assert len(resumed) == len(expected) == (14 - taken) + 14 * (2 if taken else 1)
+    assert resumed == expected
 
 
 def test_restore_while_an_iterator_runs_warns_and_applies_from_the_next_iter():
