@@ -1,8 +1,9 @@
 """Write the golden snapshot files in tests/data/, which the tests decode from now on.
 
-    .venv/bin/python scripts/make_golden.py [--out tests/data]
+    .venv/bin/python scripts/make_golden.py [--out tests/data] [--version {1,2}]...
 
-Writes, deterministically (fixed seeds, a fixed ``created``, fixed metadata):
+Writes, deterministically (fixed seeds, a fixed ``created``, fixed metadata), the files of
+each format version asked for (both by default):
 
 - ``snapshot-v1.msgpack``: every generator family, as format version 1 writes it;
 - ``snapshot-v1.json``: what a reader must find in it: the digest, metadata, environment,
@@ -10,10 +11,19 @@ Writes, deterministically (fixed seeds, a fixed ``created``, fixed metadata):
   ``target`` (an expression making a fresh generator to restore into) and ``draws``
   (expression -> the values it gave right after capture); the tests restore into the
   target and check that each expression gives those values again;
-- ``empty-v1.msgpack``: a snapshot with no states and default metadata.
+- ``empty-v1.msgpack``: a snapshot with no states and default metadata;
+- ``snapshot-v2.msgpack``: what format version 2 added, each loader mid-epoch (batch 5 of
+  its second epoch): a DataLoader with its own generator, a DataLoader on the global torch
+  generator (with the ``torch.cpu`` state it needs), a torchdata ``StatefulDataLoader``;
+  and two version 1 families (``torch.cpu``, a NumPy ``Generator``);
+- ``snapshot-v2.json``: the same record, where each loader has ``target`` and ``batches``:
+  ``expr`` evaluated twice after a restore gives ``rest_of_epoch`` (the batches the
+  original loader went on to yield) and then ``next_epoch`` (its next epoch's).
 
-Run it again only when the format version changes: the committed files are the record of
-what older versions wrote. It needs torch (CPU is enough).
+Run it again only when a format version is added: the committed files are the record of
+what older versions wrote, and this script must write them byte for byte as committed
+(``git diff --stat tests/data`` after running it shows nothing). It needs torch (CPU is
+enough), and torchdata for version 2.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import random
 import re
 import struct
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +140,18 @@ def generators() -> dict[str, tuple[Any, str, dict[str, str]]]:
     return table
 
 
+V2_LOADERS = {
+    "loader.own": (
+        "DataLoader(range(40), batch_size=3, shuffle=True, generator=torch.Generator())"
+    ),
+    "loader.global": "DataLoader(range(40), batch_size=4, shuffle=True)",
+    "loader.stateful": (
+        "StatefulDataLoader(range(40), batch_size=3, shuffle=True, generator=torch.Generator())"
+    ),
+}
+EPOCH = "[batch.tolist() for batch in g]"  # one epoch (or its rest) of a loader, as lists
+
+
 def plain(value: Any) -> Any:
     """A state field as JSON: arrays as lists, bytes as hex."""
     if isinstance(value, np.ndarray):
@@ -142,12 +165,38 @@ def plain(value: Any) -> Any:
     return value
 
 
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """The JSON record, with lists of numbers (MT keys, draws, batches) on one line each."""
+    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
+    text = re.sub(
+        r"\[\s+([-\d.e,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
+    )
+    path.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    out = parser.parse_args(argv).out
+    parser.add_argument(
+        "--version",
+        type=int,
+        choices=(1, 2),
+        action="append",
+        help="write the files of this format version only (repeatable; default: all)",
+    )
+    args = parser.parse_args(argv)
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    versions = set(args.version or (1, 2))
+    if 1 in versions:
+        write_v1(out)
+    if 2 in versions:
+        write_v2(out)
+    return 0
 
+
+def write_v1(out: Path) -> None:
+    """snapshot-v1.msgpack, snapshot-v1.json and empty-v1.msgpack."""
     table = generators()
     snapshot = rngvault.capture(
         {name: g for name, (g, _t, _d) in table.items()},
@@ -210,19 +259,130 @@ def main(argv: list[str] | None = None) -> int:
             for name, state in states.items()
         },
     }
-    text = json.dumps(record, indent=1, sort_keys=True) + "\n"
-    # Lists of numbers (MT keys, draws) on one line each.
-    text = re.sub(
-        r"\[\s+([-\d.e,\s]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text
-    )
-    (out / "snapshot-v1.json").write_text(text)
+    write_record(out / "snapshot-v1.json", record)
 
     empty = rngvault.encode(rngvault.Snapshot({}, created=CREATED))
     (out / "empty-v1.msgpack").write_bytes(empty)
     print(
         f"wrote {out}/snapshot-v1.msgpack ({len(data)} bytes), snapshot-v1.json, empty-v1.msgpack"
     )
-    return 0
+
+
+def v2_loaders() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The three loaders, each stopped after 5 batches of its second epoch, with their
+    iterators; the global torch generator seeded first (a loader draws from it)."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    torch.manual_seed(20260102)
+    loaders = {
+        "loader.own": DataLoader(
+            range(40), batch_size=3, shuffle=True, generator=torch.Generator().manual_seed(2026)
+        ),
+        "loader.global": DataLoader(range(40), batch_size=4, shuffle=True),
+        "loader.stateful": StatefulDataLoader(
+            range(40), batch_size=3, shuffle=True, generator=torch.Generator().manual_seed(7)
+        ),
+    }
+    for name in ("loader.own", "loader.global"):
+        rngvault.families.dataloader.watch(loaders[name])  # as Vault.track does: see epochs
+    iterators = {}
+    for name, loader in loaders.items():
+        list(loader)  # the first epoch
+        iterators[name] = iter(loader)
+        for _ in range(5):
+            next(iterators[name])
+    return loaders, iterators
+
+
+def write_v2(out: Path) -> None:
+    """snapshot-v2.msgpack and snapshot-v2.json."""
+    warnings.filterwarnings("ignore", message=".*set_vital.*")  # torchdata's own, harmless
+    loaders, iterators = v2_loaders()
+    augment = bitgen("PCG64", 6)
+    snapshot = rngvault.capture(
+        {**loaders, "torch.cpu": torch.default_generator, "augment": augment},
+        include_globals=False,
+        metadata=rngvault.Metadata(
+            step=18,
+            epoch=1,
+            tags=("golden", "v2"),
+            metrics={"loss": 0.5, "note": "mid-epoch"},
+        ),
+        environment={
+            "python": "3.11",
+            "numpy": "2.4",
+            "torch": "2.13",
+            "torchdata": "0.11",
+            "os": "Linux",
+        },
+    )
+    known: dict[str, Any] = {}
+    captured_cpu = torch.default_generator.get_state()
+    for name, target in V2_LOADERS.items():
+        # Each loader's batches from the global generator as captured, whatever the others drew.
+        torch.default_generator.set_state(captured_cpu)
+        loader, iterator = loaders[name], iterators[name]
+        batches = {
+            "expr": EPOCH,
+            "rest_of_epoch": [batch.tolist() for batch in iterator],
+            "next_epoch": eval(EPOCH, {"g": loader}),
+        }
+        known[name] = {"target": target, "batches": batches}
+    for name, (g, target, draws) in {
+        "torch.cpu": (torch.Generator(), "torch.Generator()", TORCH_DRAWS),
+        "augment": (augment, "np.random.Generator(np.random.PCG64(0))", BITGEN_DRAWS),
+    }.items():
+        namespace = {"g": g, "np": np, "torch": torch}
+        values = {}
+        for label, expr in draws.items():
+            rngvault.restore(snapshot, {name: g}, include_globals=False)
+            values[label] = {"expr": expr, "value": eval(expr, namespace)}
+        known[name] = {"target": target, "draws": values}
+    # The dataloader probe: the base seed the next iter() draws from the loader's generator.
+    own = torch.Generator()
+    own.set_state(
+        torch.frombuffer(
+            bytearray(snapshot.states["loader.own"].fields["generator"]), dtype=torch.uint8
+        )
+    )
+    probes = {"loader.own": [int(torch.empty((), dtype=torch.int64).random_(generator=own))]}
+    snapshot = rngvault.Snapshot(
+        states=snapshot.states,
+        metadata=snapshot.metadata,
+        environment=snapshot.environment,
+        created=CREATED,
+        probes=probes,
+    )
+    data = rngvault.encode(snapshot)
+    (out / "snapshot-v2.msgpack").write_bytes(data)
+    torchdata = sys.modules["torchdata"]
+    record = {
+        "file": "snapshot-v2.msgpack",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "format_version": rngvault.decode(data).format_version,
+        "digest": snapshot.digest,
+        "created": CREATED,
+        "metadata": snapshot.metadata.to_dict(),
+        "environment": dict(snapshot.environment),
+        "probes": probes,
+        "generated_with": {
+            "python": ".".join(map(str, sys.version_info[:3])),
+            "numpy": np.__version__,
+            "torch": torch.__version__,
+            "torchdata": getattr(torchdata, "__version__", "unknown"),
+        },
+        "generators": {
+            name: {
+                "family": state.family,
+                "describe": state.describe(),
+                "fields": plain(dict(state.fields)),
+                **known[name],
+            }
+            for name, state in snapshot.states.items()
+        },
+    }
+    write_record(out / "snapshot-v2.json", record)
+    print(f"wrote {out}/snapshot-v2.msgpack ({len(data)} bytes), snapshot-v2.json")
 
 
 if __name__ == "__main__":
