@@ -21,6 +21,14 @@ generator moved since, else one taken then, named ``step{global_step}`` and tagg
 ``on_train_epoch_end`` runs between the two, and a draw there gets the checkpoint a
 snapshot of its own.
 
+Epoch and step snapshots are stored in the background; the snapshot a checkpoint names is
+stored before ``on_save_checkpoint`` returns (taken with ``durable=True``; a reused one is
+put again with ``durable=True`` under its name, which the store accepts as the same
+snapshot), so a process killed right after saving a checkpoint can be resumed from it. One
+the store refuses (its name taken by other states) leaves the checkpoint without a
+reference and warns (``ReproducibilityWarning``), or raises with
+``Vault(on_error="raise")``; the same when another rank's could not be stored.
+
 Lightning saves no generator state in its checkpoints: a resumed fit starts from whatever
 the new process seeded. On ``trainer.fit(..., ckpt_path=...)`` the order is:
 
@@ -34,9 +42,11 @@ the new process seeded. On ``trainer.fit(..., ckpt_path=...)`` the order is:
    restore, which is why it happens in ``on_fit_start``.
 
 Draws made by the module's ``on_fit_start`` (called after the callback's) happen after the
-restore. A checkpoint saved mid-epoch restores the generators of that step, but Lightning
-finishes the interrupted epoch with a new iterator over the train DataLoader, so those
-batches are not the ones the uninterrupted run saw.
+restore. A checkpoint saved mid-epoch restores the generators of that step, and Lightning
+finishes the interrupted epoch with a new iterator over the train DataLoader: with the
+DataLoader itself tracked (``vault.track(loader, "loader")``), that iterator resumes at the
+next batch the uninterrupted run saw; with only its generator tracked, the rest of the
+epoch comes in another order.
 """
 
 from __future__ import annotations
@@ -61,7 +71,7 @@ import torch
 
 from rngvault._api import capture
 from rngvault._checkpoint import load_ref, save_ref
-from rngvault._errors import RngVaultError, warn
+from rngvault._errors import RngVaultError, StoreError, warn
 from rngvault._report import RestoreReport
 from rngvault._seeding import ReproducibilityWarning
 from rngvault._snapshot import Snapshot, SnapshotRef
@@ -126,12 +136,15 @@ class RngVaultCallback(pl.Callback):
         last_restore: the report of the latest restore, None before any.
 
     Saving a checkpoint puts the reference of the snapshot of that moment into it
-    (``checkpoint["rngvault"]``). Resuming a fit from a checkpoint restores that snapshot
-    on every rank (each rank its own states) in ``on_fit_start``, and again in
-    ``on_sanity_check_end`` when Lightning runs its validation sanity check. A checkpoint
-    without a reference resumes with a ``ReproducibilityWarning`` and the generators as
-    they are. Generators that the snapshot holds but this process does not track, or the
-    other way round, are named in a ``ReproducibilityWarning``.
+    (``checkpoint["rngvault"]``), once that snapshot is stored; one the store refuses
+    leaves the checkpoint without a reference, with a ``ReproducibilityWarning`` (or the
+    ``StoreError`` raised, with ``Vault(on_error="raise")``). Resuming a fit from a
+    checkpoint restores that snapshot on every rank (each rank its own states) in
+    ``on_fit_start``, and again in ``on_sanity_check_end`` when Lightning runs its
+    validation sanity check. A checkpoint without a reference resumes with a
+    ``ReproducibilityWarning`` and the generators as they are. Generators that the
+    snapshot holds but this process does not track, or the other way round, are named in
+    a ``ReproducibilityWarning``.
     """
 
     def __init__(
@@ -146,6 +159,7 @@ class RngVaultCallback(pl.Callback):
         self.every_n_epochs = _every("every_n_epochs", every_n_epochs)
         self.every_n_steps = _every("every_n_steps", every_n_steps)
         self.latest: Snapshot | None = None
+        self._stored = False  # latest is known to be stored (durable), not only queued
         self.last_restore: RestoreReport | None = None
         self._names: set[str] = set()
         self._last_step: int | None = None
@@ -175,17 +189,40 @@ class RngVaultCallback(pl.Callback):
 
     # -- taking snapshots -----------------------------------------------------------------
 
-    def _take(self, trainer: pl.Trainer, name: str, tags: tuple[str, ...] = ()) -> Snapshot:
+    def _take(
+        self, trainer: pl.Trainer, name: str, tags: tuple[str, ...] = (), durable: bool = False
+    ) -> Snapshot:
+        self._names.add(name)  # also when refused: the name is not free
         snapshot = self.vault.snapshot(
             name,
             step=trainer.global_step,
             epoch=trainer.current_epoch,
             metrics=scalar_metrics(trainer.callback_metrics),
             tags=tags,
+            durable=durable,
         )
-        self._names.add(name)
-        self.latest = snapshot
+        self.latest, self._stored = snapshot, durable
         return snapshot
+
+    def _store_latest(self) -> Snapshot:
+        """``latest``, stored: put again with ``durable=True`` under its name, with its
+        step, epoch, tags and metrics. The states are the same (checked by the caller), so
+        the digest and the reference are too, and the store accepts it as the snapshot it
+        holds; if it refused or lost the first put, this one says so (StoreError)."""
+        latest = self.latest
+        assert latest is not None and latest.ref is not None
+        if not self._stored:
+            meta = latest.metadata
+            self.vault.snapshot(
+                latest.ref.name,
+                step=meta.step,
+                epoch=meta.epoch,
+                metrics=meta.metrics,
+                tags=meta.tags,
+                durable=True,
+            )
+            self._stored = True
+        return latest
 
     def on_train_batch_end(
         self,
@@ -233,16 +270,43 @@ class RngVaultCallback(pl.Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Put the reference of the snapshot of this moment into ``checkpoint``."""
+        """Put the reference of the snapshot of this moment into ``checkpoint``, once that
+        snapshot is stored (no reference, and a warning or an error, if it cannot be)."""
         unchanged = self._unchanged_since_latest()
         # Every rank saves (Lightning writes rank 0's file): they agree on one name.
         unchanged = bool(trainer.strategy.reduce_boolean_decision(unchanged, all=True))
         if unchanged and self.latest is not None:
-            snapshot = self.latest
+            assert self.latest.ref is not None
+            name = self.latest.ref.name
         else:
             name = self._checkpoint_name(trainer.global_step)
-            snapshot = self._take(trainer, name, tags=("checkpoint",))
-        save_ref(checkpoint, snapshot)
+        error: StoreError | None = None
+        try:
+            if unchanged and self.latest is not None:
+                snapshot = self._store_latest()
+            else:
+                snapshot = self._take(trainer, name, tags=("checkpoint",), durable=True)
+        except StoreError as exc:
+            error = exc
+        # A resume restores each rank its own states: every rank's must be stored.
+        everywhere = bool(trainer.strategy.reduce_boolean_decision(error is None, all=True))
+        if everywhere:
+            save_ref(checkpoint, snapshot)
+            return
+        why = (
+            f"snapshot {name} could not be stored ({error})"
+            if error is not None
+            else f"snapshot {name} of another rank could not be stored"
+        )
+        if self.vault.on_error == "raise":
+            if error is not None:
+                raise error
+            raise StoreError(f"rngvault: {why}")
+        warn(
+            f"rngvault: {why}; the checkpoint saved at step {trainer.global_step} holds no "
+            "rngvault reference: resuming from it will not restore the generators",
+            ReproducibilityWarning,
+        )
 
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -255,8 +319,9 @@ class RngVaultCallback(pl.Callback):
         if ref is None:
             warn(
                 "rngvault: the checkpoint holds no rngvault snapshot reference (it was saved "
-                "without RngVaultCallback): the generators are not restored, so the resumed "
-                "run will not draw what the interrupted one would have",
+                "without RngVaultCallback, or its snapshot could not be stored): the "
+                "generators are not restored, so the resumed run will not draw what the "
+                "interrupted one would have",
                 ReproducibilityWarning,
             )
         elif self._fitting:  # strategies that restore the checkpoint after on_fit_start

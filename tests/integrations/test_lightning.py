@@ -8,15 +8,18 @@ with and without the callback. The other tests fit in this process with the same
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
+import random
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
+from threading import Event
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import pytest
@@ -326,6 +329,150 @@ def test_validate_from_a_checkpoint_neither_restores_nor_warns(
         warnings.simplefilter("error", rngvault.ReproducibilityWarning)
         trainer.validate(model, val_loader, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert callback.last_restore is None
+
+
+# -- checkpoints name only stored snapshots ------------------------------------------------
+
+
+class _Strategy:
+    """Reduces a decision over this rank and peers whose answers are given in order."""
+
+    def __init__(self, peers: list[bool]) -> None:
+        self.peers = peers
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        peer = self.peers.pop(0) if self.peers else True
+        return decision and peer
+
+
+def _trainer(global_step: int = 5, epoch: int = 0, peers: tuple[bool, ...] = ()) -> Any:
+    """What RngVaultCallback reads of a Trainer (``peers``: the other ranks' answers to
+    its collective decisions, in order)."""
+    return SimpleNamespace(
+        global_step=global_step,
+        current_epoch=epoch,
+        callback_metrics={},
+        strategy=_Strategy(list(peers)),
+        global_rank=0,
+        world_size=1,
+    )
+
+
+def _hold_puts(vault: rngvault.Vault, monkeypatch: pytest.MonkeyPatch, hold: float) -> Event:
+    """Make ``vault``'s store slow: each put waits until the returned event is set, or for
+    ``hold`` seconds."""
+    release = Event()
+    put = vault.store.put
+
+    def slow_put(*args: Any) -> bool:
+        release.wait(hold)
+        return put(*args)
+
+    monkeypatch.setattr(vault.store, "put", slow_put)
+    return release
+
+
+def _take_other_states(vault: rngvault.Vault, name: str) -> None:
+    """Store ``name`` with states this process then leaves behind."""
+    vault.snapshot(name, durable=True)
+    random.random()
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["taken-at-checkpoint", "epoch-reused"])
+def test_a_checkpoint_reference_is_readable_from_the_store_when_the_hook_returns(
+    vault: rngvault.Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reused: bool
+) -> None:
+    """A slow store: on_save_checkpoint returns only once the snapshot it names is stored,
+    so a process killed right after saving the checkpoint can still be resumed from it. A
+    second Vault on the same directory reads it before the first one is flushed."""
+    release = _hold_puts(vault, monkeypatch, hold=0.3)
+    callback, checkpoint = RngVaultCallback(vault), {}
+    if reused:
+        callback.on_train_epoch_end(_trainer(), None)  # type: ignore[arg-type]
+    callback.on_save_checkpoint(_trainer(), None, checkpoint)  # type: ignore[arg-type]
+    ref = rngvault.load_ref(checkpoint)
+    assert ref is not None and ref.name == ("epoch0" if reused else "step5")
+    with rngvault.Vault(tmp_path / "store", run="tests/lightning") as other:
+        stored = other.get(ref.name, digest=ref.digest)
+    release.set()
+    assert stored.digest == ref.digest
+
+
+def test_epoch_and_step_snapshots_do_not_wait_for_the_store(
+    vault: rngvault.Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a checkpoint's snapshot waits: with the store's puts held, the epoch and step
+    snapshots are not stored yet when their hooks return (they are once released)."""
+    release = _hold_puts(vault, monkeypatch, hold=30)
+    callback = RngVaultCallback(vault, every_n_steps=5)
+    callback.on_train_batch_end(_trainer(global_step=5), None, None, None, 4)  # type: ignore[arg-type]
+    callback.on_train_epoch_end(_trainer(global_step=5), None)  # type: ignore[arg-type]
+    with rngvault.Vault(tmp_path / "store", run="tests/lightning") as other:
+        with pytest.raises(rngvault.NotFoundError):
+            other.get("step5")
+        release.set()
+        vault.flush()
+        assert [i.name for i in other.snapshots()] == ["step5", "epoch0"]
+
+
+@pytest.mark.filterwarnings("ignore::rngvault.StoreWarning")  # the Vault's own, as well
+@pytest.mark.parametrize("reused", [False, True], ids=["taken-at-checkpoint", "epoch-reused"])
+def test_a_checkpoint_whose_snapshot_the_store_refuses_holds_no_reference(
+    vault: rngvault.Vault, reused: bool
+) -> None:
+    """The name is taken by other states (the epoch's snapshot was refused in the
+    background, or the one taken for the checkpoint is): the checkpoint gets no reference,
+    which would fail the resume, and a ReproducibilityWarning says which snapshot and why."""
+    name = "epoch0" if reused else "step5"
+    _take_other_states(vault, name)
+    callback, checkpoint = RngVaultCallback(vault), {"state_dict": {}}
+    with pytest.warns(rngvault.ReproducibilityWarning, match=f"{name}.*other states") as caught:
+        if reused:
+            callback.on_train_epoch_end(_trainer(), None)  # type: ignore[arg-type]
+        callback.on_save_checkpoint(_trainer(), None, checkpoint)  # type: ignore[arg-type]
+        vault.flush()
+    assert checkpoint == {"state_dict": {}}
+    (said,) = [w for w in caught if issubclass(w.category, rngvault.ReproducibilityWarning)]
+    assert "holds no rngvault reference" in str(said.message)
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["taken-at-checkpoint", "epoch-reused"])
+def test_a_refused_checkpoint_snapshot_raises_with_on_error_raise(
+    tmp_path: Path, reused: bool
+) -> None:
+    name = "epoch0" if reused else "step5"
+    with rngvault.Vault(tmp_path / "store", run="tests/lightning", on_error="raise") as vault:
+        _take_other_states(vault, name)
+        callback, checkpoint = RngVaultCallback(vault), {}
+        if reused:
+            callback.on_train_epoch_end(_trainer(), None)  # type: ignore[arg-type]
+        with pytest.raises(rngvault.ConflictError, match=f"{name}.*other states"):
+            callback.on_save_checkpoint(_trainer(), None, checkpoint)  # type: ignore[arg-type]
+        assert checkpoint == {}
+        # The epoch snapshot's own refusal, when the writer met it after the hook began,
+        # is the Vault's to raise (from the next flush), as on_error="raise" says.
+        with contextlib.suppress(rngvault.ConflictError):
+            vault.flush()
+
+
+def test_a_checkpoint_holds_no_reference_when_another_rank_could_not_store_its_snapshot(
+    tmp_path: Path,
+) -> None:
+    """A resume restores each rank its own states: this rank's snapshot is stored, another
+    rank's is not (the second collective decision): no reference, a warning, or a
+    StoreError with on_error="raise"."""
+    trainer = _trainer(peers=(True, False))
+    with rngvault.Vault(tmp_path / "store", run="tests/lightning", probes=False) as vault:
+        checkpoint: dict[str, Any] = {}
+        with pytest.warns(rngvault.ReproducibilityWarning, match="step5 of another rank"):
+            RngVaultCallback(vault).on_save_checkpoint(trainer, None, checkpoint)  # type: ignore[arg-type]
+        assert checkpoint == {}
+        assert vault.get("step5").metadata.tags == ("checkpoint",)  # this rank's is stored
+    trainer = _trainer(peers=(True, False))
+    with rngvault.Vault(tmp_path / "raise", run="tests/lightning", on_error="raise") as vault:
+        with pytest.raises(rngvault.StoreError, match="step5 of another rank"):
+            RngVaultCallback(vault).on_save_checkpoint(trainer, None, checkpoint)  # type: ignore[arg-type]
+        assert checkpoint == {}
 
 
 # -- ranks and arguments ------------------------------------------------------------------
