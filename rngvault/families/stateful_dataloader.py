@@ -380,6 +380,48 @@ def _check_entries(entries: tuple[Any, ...] | list[Any]) -> Nodes:
     return nodes
 
 
+# What torchdata's load_state_dict, and the iterator it builds from the state, read: each
+# key and the kinds of value it can use. A key missing or of another kind fails at the next
+# iter() (a KeyError or a TypeError), after the loader's generator has been drawn from.
+Spec = dict[str, frozenset[str]]
+_DICT = frozenset({"dict"})
+_DICT_OR_NONE = frozenset({"dict", "none"})
+_INT = frozenset({"int"})
+_INT_OR_NONE = frozenset({"int", "none"})
+_BOOL = frozenset({"bool"})
+_ANY = frozenset(KINDS)  # handed to the dataset's own load_state_dict, as it gave it
+# the iterator's part: a one-process state's, and a multi-worker state's main snapshot's
+_ITERATOR: Spec = {
+    "_index_sampler_state": _DICT_OR_NONE,
+    "_sampler_iter_state": _DICT_OR_NONE,
+    "_sampler_iter_yielded": _INT,
+    "_IterableDataset_len_called": _INT_OR_NONE,
+    "_shared_seed": _INT_OR_NONE,
+}
+_ONE_PROCESS: Spec = {
+    **_ITERATOR,
+    "_num_yielded": _INT,
+    "fetcher_state": _DICT_OR_NONE,
+    "dataset_state": _ANY,
+    "_iterator_finished": _BOOL,
+}
+_MULTI: Spec = {"_snapshot": _DICT, "_steps_since_snapshot": _INT, "_iterator_finished": _BOOL}
+_SNAPSHOT_KEYS: Spec = {
+    "_last_yielded_worker_id": _INT,
+    "_main_snapshot": _DICT,
+    "_snapshot_step": _INT,
+    "_worker_snapshots": _DICT,
+}
+_MAIN_KEYS: Spec = {**_ITERATOR, "_num_workers": _INT, "_base_seed": _INT}
+_WORKER: Spec = {"worker_id": _INT, "dataset_state": _ANY, "fetcher_state": _DICT_OR_NONE}
+_FETCHER: Spec = {"dataset_iter_state": _ANY, "fetcher_ended": _BOOL}  # an iterable dataset's
+# torchdata's batch sampler iterator; the sampler's and the sampler iterator's parts are
+# there when they have a state, and torchdata's RandomSampler iterator's is the last
+_BATCHES: Spec = {"samples_yielded": _INT}
+_BATCHES_OPTIONAL: Spec = {"sampler_state": _DICT, "sampler_iter_state": _DICT}
+_RANDOM_SAMPLER: Spec = {"generator": frozenset({"tensor"}), "yielded": _INT}
+
+
 def _int_at(
     nodes: Mapping[tuple[Any, ...], tuple[int, str, Any]], path: tuple[str, ...], lo: int, hi: int
 ) -> int:
@@ -392,18 +434,14 @@ def _int_at(
     return int(value)
 
 
-def _check_workers(nodes: Mapping[tuple[Any, ...], tuple[int, str, Any]]) -> None:
+def _check_workers(nodes: Nodes) -> None:
     """What torchdata relies on when it restarts workers from a multi-worker state."""
     workers = _int_at(nodes, _NUM_WORKERS, 1, MAX_WORKERS)
     # torchdata steps its round-robin over the workers that many times
     _int_at(nodes, (_SNAPSHOT, "_last_yielded_worker_id"), 0, workers - 1)
     _int_at(nodes, (_SNAPSHOT, "_snapshot_step"), 0, INT_MAX)
     _int_at(nodes, ("_steps_since_snapshot",), 0, INT_MAX)
-    node = nodes.get(_WORKERS)
-    if node is None or node[1] != "dict":
-        raise StateError(
-            f"a multi-worker state has no dict {_show_path(_WORKERS)}", field="entries"
-        )
+    node = nodes[_WORKERS]
     keys = [path[2] for path in nodes if len(path) == 3 and path[:2] == _WORKERS]
     if keys != [f"worker_{i}" for i in range(workers)]:
         raise _entry_error(
@@ -411,72 +449,61 @@ def _check_workers(nodes: Mapping[tuple[Any, ...], tuple[int, str, Any]]) -> Non
             "path",
             f"{_show_path(_WORKERS)} has {f.show(keys)}, not worker_0..worker_{workers - 1}",
         )
-
-
-# The keys torchdata reads on load (a missing one fails at the next iter(), after the
-# loader's generator has been drawn from).
-_ONE_PROCESS = (
-    "_index_sampler_state",
-    "_sampler_iter_state",
-    "_sampler_iter_yielded",
-    "_num_yielded",
-    "_IterableDataset_len_called",
-    "_shared_seed",
-    "fetcher_state",
-    "dataset_state",
-    "_iterator_finished",
-)
-_REQUIRED: dict[tuple[str, ...], tuple[str, ...]] = {
-    (_SNAPSHOT,): (
-        "_last_yielded_worker_id",
-        "_main_snapshot",
-        "_snapshot_step",
-        "_worker_snapshots",
-    ),
-    _MAIN: (
-        "_IterableDataset_len_called",
-        "_base_seed",
-        "_index_sampler_state",
-        "_num_workers",
-        "_sampler_iter_state",
-        "_sampler_iter_yielded",
-        "_shared_seed",
-    ),
-}
-
-
-def _require(nodes: Nodes, path: tuple[Any, ...], keys: tuple[str, ...]) -> None:
     for key in keys:
-        if (*path, key) not in nodes:
-            raise StateError(
-                f"the state has no {_show_path((*path, key))}, which torchdata reads on load",
-                field="entries",
-            )
+        worker = (*_WORKERS, key)
+        # None starts the worker afresh; a dict is read by the main process and the worker
+        if _kind_at(nodes, worker, _DICT_OR_NONE) == "dict":
+            _check_keys(nodes, worker, _WORKER)
+            if _kind_at(nodes, (*worker, "fetcher_state"), _DICT_OR_NONE) == "dict":
+                _check_keys(nodes, (*worker, "fetcher_state"), _FETCHER)
+
+
+def _kind_at(nodes: Nodes, path: tuple[Any, ...], kinds: frozenset[str]) -> str:
+    """The kind of the node at ``path``, which must be there and of one of ``kinds``."""
+    node = nodes.get(path)
+    if node is None:
+        raise StateError(
+            f"the state has no {_show_path(path)}, which torchdata reads on load",
+            field="entries",
+        )
+    index, kind, _value = node
+    if kind not in kinds:
+        raise _entry_error(
+            index,
+            "kind",
+            f"{_show_path(path)} is of kind {kind}; torchdata reads "
+            f"{' or '.join(sorted(kinds))} there",
+            kind,
+        )
+    return kind
+
+
+def _check_keys(nodes: Nodes, path: tuple[Any, ...], spec: Spec, required: bool = True) -> None:
+    for key, kinds in spec.items():
+        if required or (*path, key) in nodes:
+            _kind_at(nodes, (*path, key), kinds)
 
 
 def _check_layout(nodes: Nodes) -> None:
-    """The keys torchdata's load_state_dict reads are there."""
+    """Every key torchdata's load_state_dict and iterator read is there, of a kind they use."""
     if len(nodes) == 1:
         return  # an empty state: no position
-    multi = (_SNAPSHOT,) in nodes
-    _require(
-        nodes,
-        (),
-        ("_snapshot", "_steps_since_snapshot", "_iterator_finished") if multi else _ONE_PROCESS,
-    )
-    if multi:
-        for path, keys in _REQUIRED.items():
-            _require(nodes, path, keys)
-    prefix = _MAIN if multi else ()
-    finished = nodes[("_iterator_finished",)]
-    if finished[1] != "bool":
-        raise _entry_error(finished[0], "kind", "_iterator_finished must be a bool")
+    if (_SNAPSHOT,) in nodes:
+        _check_keys(nodes, (), _MULTI)
+        _check_keys(nodes, (_SNAPSHOT,), _SNAPSHOT_KEYS)
+        _check_keys(nodes, _MAIN, _MAIN_KEYS)
+        prefix: tuple[str, ...] = _MAIN
+    else:
+        _check_keys(nodes, (), _ONE_PROCESS)
+        if nodes[("fetcher_state",)][1] == "dict":
+            _check_keys(nodes, ("fetcher_state",), _FETCHER)
+        prefix = ()
     sampler = (*prefix, "_sampler_iter_state")
     if nodes[sampler][1] == "dict":
-        _require(nodes, sampler, ("samples_yielded",))
-        inner = (*sampler, "sampler_iter_state")
-        if inner in nodes and nodes[inner][1] == "dict":
-            _require(nodes, inner, ("generator", "yielded"))
+        _check_keys(nodes, sampler, _BATCHES)
+        _check_keys(nodes, sampler, _BATCHES_OPTIONAL, required=False)
+        if (*sampler, "sampler_iter_state") in nodes:
+            _check_keys(nodes, (*sampler, "sampler_iter_state"), _RANDOM_SAMPLER)
 
 
 def validate(fields: Mapping[str, Any]) -> None:
@@ -628,8 +655,8 @@ def _resume_exactly(loader: Any) -> None:
 
     Building any iterator draws a base seed from the loader's generator, or from torch's
     global generator when the loader has none; the run that was interrupted had drawn that
-    seed already (the state holds it), so the global generator is put back as it was right
-    after the resumed iterator is built. In one process, torchdata's iterator also takes the
+    seed already, so the global generator is put back as it was right after the resumed
+    iterator is built. In one process, torchdata's iterator also takes the
     sampler's generator state before drawing the base seed from the loader's generator; on
     load it sets that state and shuffles again, so when the two are one generator it ends
     one int64 draw behind the interrupted run, and every later epoch has another order:

@@ -322,6 +322,134 @@ def test_hostile_states_are_refused_naming_the_field(two_workers):
             rngvault.decode(data)
 
 
+def after_two_batches(shuffle: bool) -> dict[str, Any]:
+    """Fields of a one-process loader after 2 batches of its first epoch."""
+    loader = make_loader() if shuffle else StatefulDataLoader(Items(), batch_size=3)
+    iterator = iter(loader)
+    next(iterator)
+    next(iterator)
+    return FAMILY.capture(loader)
+
+
+def retyped(fields: dict[str, Any], path: tuple[Any, ...], kind: str, value: Any = None) -> Any:
+    """The fields with the node at ``path`` made a ``kind`` leaf (its items dropped; added
+    last when there is none), or with no node there when ``kind`` is None."""
+    entries = [entry for entry in fields["entries"] if entry[0][: len(path)] != path]
+    if kind is not None:
+        at = next((i for i, entry in enumerate(fields["entries"]) if entry[0] == path), None)
+        entries.insert(len(entries) if at is None else at, (path, kind, value))
+    assert len(entries) != len(fields["entries"]) or kind is not None
+    return {"entries": tuple(entries)}
+
+
+MAIN = ("_snapshot", "_main_snapshot")
+WORKER = ("_snapshot", "_worker_snapshots", "worker_0")
+
+
+def wrong_kinds(
+    shuffled: dict[str, Any], in_order: dict[str, Any], workers: dict[str, Any]
+) -> dict[str, tuple[dict[str, Any], str]]:
+    """Name -> (fields with a key torchdata reads missing or of a kind it cannot use, the
+    path the error must name: an empty dict's missing keys are inside that path)."""
+    cases: dict[str, tuple[dict[str, Any], tuple[str, ...], str | None, Any]] = {
+        "sampler iterator state an int": (in_order, ("_sampler_iter_state",), "int", 5),
+        "sampler iterator state a str": (in_order, ("_sampler_iter_state",), "str", "x"),
+        "index sampler state an int": (in_order, ("_index_sampler_state",), "int", 1),
+        "len called a str": (in_order, ("_IterableDataset_len_called",), "str", "3"),
+        "shared seed a float": (in_order, ("_shared_seed",), "float", 1.5),
+        "fetcher state an int": (in_order, ("fetcher_state",), "int", 3),
+        "fetcher state without its keys": (in_order, ("fetcher_state",), "dict", None),
+        "finished an int": (in_order, ("_iterator_finished",), "int", 0),
+        "num yielded none": (in_order, ("_num_yielded",), "none", None),
+        "samples yielded missing": (in_order, ("_sampler_iter_state", "samples_yielded"), None, 0),
+        "sampler state an int": (
+            in_order,
+            ("_sampler_iter_state", "sampler_state"),
+            "int",
+            1,
+        ),
+        "random sampler state a list": (
+            shuffled,
+            ("_sampler_iter_state", "sampler_iter_state"),
+            "list",
+            None,
+        ),
+        "random sampler yielded missing": (
+            shuffled,
+            ("_sampler_iter_state", "sampler_iter_state", "yielded"),
+            None,
+            None,
+        ),
+        "snapshot an int": (workers, ("_snapshot",), "int", 1),
+        "main snapshot a list": (workers, MAIN, "list", None),
+        "worker snapshots a tuple": (workers, ("_snapshot", "_worker_snapshots"), "tuple", None),
+        "a worker an int": (workers, WORKER, "int", 0),
+        "a worker without its dataset state": (workers, (*WORKER, "dataset_state"), None, None),
+        "worker id a str": (workers, (*WORKER, "worker_id"), "str", "0"),
+        "a worker's fetcher state a str": (workers, (*WORKER, "fetcher_state"), "str", "x"),
+        "a worker's fetcher state without its keys": (
+            workers,
+            (*WORKER, "fetcher_state"),
+            "dict",
+            None,
+        ),
+        "base seed none": (workers, (*MAIN, "_base_seed"), "none", None),
+        "main shared seed a str": (workers, (*MAIN, "_shared_seed"), "str", "1"),
+        "main sampler iterator state an int": (workers, (*MAIN, "_sampler_iter_state"), "int", 5),
+        "main index sampler state a tuple": (
+            workers,
+            (*MAIN, "_index_sampler_state"),
+            "tuple",
+            None,
+        ),
+        "last worker id none": (workers, ("_snapshot", "_last_yielded_worker_id"), "none", None),
+        "steps since snapshot a float": (workers, ("_steps_since_snapshot",), "float", 0.0),
+        "multi-worker finished none": (workers, ("_iterator_finished",), "none", None),
+    }
+    return {
+        name: (retyped(fields, path, kind, value), "/".join(path))
+        for name, (fields, path, kind, value) in cases.items()
+    }
+
+
+def test_keys_torchdata_reads_missing_or_of_another_kind_are_refused_naming_the_path(
+    two_workers,
+):
+    """A state whose keys torchdata's load_state_dict or iterator index is missing one, or
+    holds a kind there that torchdata cannot use (which restored "ok" and then failed the
+    next iter() with a TypeError), is refused by validate with a StateError naming the
+    path, and by decode."""
+    cases = wrong_kinds(after_two_batches(True), after_two_batches(False), two_workers)
+    for name, (fields, path) in cases.items():
+        with pytest.raises(rngvault.StateError) as refused:
+            FAMILY.validate(fields)
+        assert path in str(refused.value), (name, str(refused.value))
+        assert (refused.value.field or "").startswith("entries"), name
+        data = rngvault.encode(rngvault.Snapshot({"g": rngvault.State(sdl.NAME, fields)}))
+        with pytest.raises(rngvault.DecodeError, match=path.split("/")[-1]):
+            rngvault.decode(data)
+
+
+def test_a_sampler_state_of_another_kind_is_refused_before_the_loader_is_touched():
+    """The state of a loader in order after 2 batches, its sampler iterator state made an
+    int: decode refuses it; restoring it refuses it, and the target loader goes on as if
+    nothing happened (its next iter() starts an epoch)."""
+    fields = retyped(after_two_batches(False), ("_sampler_iter_state",), "int", 5)
+    snapshot = rngvault.Snapshot({"loader": rngvault.State(sdl.NAME, fields)})
+    with pytest.raises(rngvault.DecodeError, match="_sampler_iter_state"):
+        rngvault.decode(rngvault.encode(snapshot))
+    target = StatefulDataLoader(Items(), batch_size=3)
+    with pytest.raises(rngvault.RestoreError, match="_sampler_iter_state"):
+        rngvault.restore(snapshot, {"loader": target}, include_globals=False)
+    assert next(iter(target)).tolist() == [0, 1, 2]
+
+
+def test_a_worker_state_of_none_starts_that_worker_afresh_and_is_accepted(two_workers):
+    """torchdata starts a worker whose state is None as a new one: such a state is valid."""
+    fields = retyped(two_workers, WORKER, "none")
+    FAMILY.validate(fields)
+
+
 # -- the resume in a fresh process ---------------------------------------------------------------
 
 SCRIPT = """
@@ -411,7 +539,7 @@ def test_a_state_at_every_limit_fits_one_state_of_a_snapshot():
     counters = {"_num_yielded", "_sampler_iter_yielded"}
     top = [
         ((key,), *(("int", 0) if key in counters else ("none", None)))
-        for key in sdl._ONE_PROCESS[:-1]
+        for key in list(sdl._ONE_PROCESS)[:-1]
     ]
     top.append((("_iterator_finished",), "bool", False))
     big = 2**64 - 1
