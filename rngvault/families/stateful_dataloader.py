@@ -441,6 +441,8 @@ def _check_workers(nodes: Nodes) -> None:
     _int_at(nodes, (_SNAPSHOT, "_last_yielded_worker_id"), 0, workers - 1)
     _int_at(nodes, (_SNAPSHOT, "_snapshot_step"), 0, INT_MAX)
     _int_at(nodes, ("_steps_since_snapshot",), 0, INT_MAX)
+    # each worker seeds torch with base seed + its id (torch draws it as an int64 >= 0)
+    _int_at(nodes, (*_MAIN, "_base_seed"), 0, 2**63 - 1)
     node = nodes[_WORKERS]
     keys = [path[2] for path in nodes if len(path) == 3 and path[:2] == _WORKERS]
     if keys != [f"worker_{i}" for i in range(workers)]:

@@ -394,6 +394,8 @@ def wrong_kinds(
             None,
         ),
         "base seed none": (workers, (*MAIN, "_base_seed"), "none", None),
+        # worker 1 would seed torch with 2**64 and die
+        "base seed beyond int64": (workers, (*MAIN, "_base_seed"), "int", 2**64 - 1),
         "main shared seed a str": (workers, (*MAIN, "_shared_seed"), "str", "1"),
         "main sampler iterator state an int": (workers, (*MAIN, "_sampler_iter_state"), "int", 5),
         "main index sampler state a tuple": (
