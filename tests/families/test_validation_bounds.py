@@ -73,7 +73,7 @@ def pcg64(seq: dict[str, Any]) -> dict[str, Any]:
 
 
 def stateful_dataloader() -> dict[str, Any]:
-    """A multi-worker StatefulDataLoader state at MAX_ENTRIES: the sampler generator at both
+    """A multi-worker StatefulDataLoader state of whole workers up to MAX_ENTRIES: the sampler generator at both
     the one-process and the main-process path, and workers whose dataset states are lists
     (their items' keys are checked in order) beside counters (each checked)."""
     from rngvault.families import stateful_dataloader as sdl
@@ -97,7 +97,7 @@ def stateful_dataloader() -> dict[str, Any]:
         ((*main, "_sampler_iter_yielded"), "int", 2**64 - 1),
         ((*main, "_IterableDataset_len_called"), "none", None),
         ((*main, "_shared_seed"), "int", 2**64 - 1),
-        ((*main, "_base_seed"), "int", 2**64 - 1),
+        ((*main, "_base_seed"), "int", 2**63 - 1),  # the range torch draws it from
         (("_snapshot", "_worker_snapshots"), "dict", None),
     ]
     tail = [
@@ -108,16 +108,20 @@ def stateful_dataloader() -> dict[str, Any]:
         ((*sampler, "generator"), "tensor", generator),
     ]
     workers: list[tuple[Any, ...]] = []
-    while len(head) + len(workers) + len(tail) < sdl.MAX_ENTRIES:
-        worker = ("_snapshot", "_worker_snapshots", f"worker_{len(workers) // 5}")
-        workers += [
+    while True:
+        worker = ("_snapshot", "_worker_snapshots", f"worker_{len(workers) // 7}")
+        entries = [
             (worker, "dict", None),
+            ((*worker, "worker_id"), "int", len(workers) // 7),
+            ((*worker, "fetcher_state"), "none", None),
             ((*worker, "yielded"), "int", 2**64 - 1),
             ((*worker, "dataset_state"), "list", None),
             ((*worker, "dataset_state", 0), "int", 2**64 - 1),
             ((*worker, "dataset_state", 1), "int", 2**64 - 1),
         ]
-    workers = workers[: sdl.MAX_ENTRIES - len(head) - len(tail)]
+        if len(head) + len(workers) + len(entries) + len(tail) > sdl.MAX_ENTRIES:
+            break  # whole workers only: each holds the keys torchdata reads
+        workers += entries
     count = sum(len(path) == 3 for path, _kind, _value in workers)
     head[5] = ((*main, "_num_workers"), "int", count)
     return {"entries": tuple(head + workers + tail)}
