@@ -73,9 +73,10 @@ def pcg64(seq: dict[str, Any]) -> dict[str, Any]:
 
 
 def stateful_dataloader() -> dict[str, Any]:
-    """A multi-worker StatefulDataLoader state of whole workers up to MAX_ENTRIES: the sampler generator at both
-    the one-process and the main-process path, and workers whose dataset states are lists
-    (their items' keys are checked in order) beside counters (each checked)."""
+    """A multi-worker StatefulDataLoader state, as many whole workers as MAX_ENTRIES allows:
+    the sampler generator at both the one-process and the main-process path, and workers
+    whose dataset states are lists (their items' keys are checked in order) beside counters
+    (each checked)."""
     from rngvault.families import stateful_dataloader as sdl
 
     main = ("_snapshot", "_main_snapshot")
