@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from transformers import TrainerControl, TrainerState, TrainingArguments
