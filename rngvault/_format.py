@@ -145,8 +145,7 @@ def _check_family_counts(states: Mapping[str, State]) -> None:
         family = get_family(name)
         if family is not None and family.max_states is not None and count > family.max_states:
             raise EncodeError(
-                f"a snapshot holds at most {family.max_states} {name} states; this one has "
-                f"{count}"
+                f"a snapshot holds at most {family.max_states} {name} states; this one has {count}"
             )
 
 
