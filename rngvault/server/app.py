@@ -16,6 +16,7 @@ from rngvault.server.routes import admin, ops, runs, snapshots
 from rngvault.server.settings import Settings
 from rngvault.server.storage import location, open_store
 from rngvault.server.storage.base import Store
+from rngvault.server.ui import routes as ui
 
 DESCRIPTION = """Stores rngvault snapshots: the exact states of a training run's random number
 generators, as msgpack (docs/format.md). Snapshots are immutable: a PUT of a taken name
@@ -66,6 +67,8 @@ def create_app(
     errors.install(app)
     for router in (snapshots.router, runs.router, admin.router, ops.router):
         app.include_router(router)
+    app.include_router(ui.root)  # / redirects to the pages
+    app.include_router(ui.router)
     app.add_middleware(LocalOnly, auth=auth, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -37,6 +37,24 @@ SCOPES = {
     ("GET", "/metrics"): "admin*",  # store-wide counts: an admin token for every namespace
 }
 LOWER = {"write": "read", "admin": "write", "admin*": "admin"}
+# The pages: public routes with the status they answer without a token, and the pages
+# that read (a token in the cookie or the Authorization header, with the API's scopes; none
+# usable: a redirect to the login form; another namespace: a 403 page).
+UI_PUBLIC = {
+    ("GET", "/"): 307,
+    ("GET", "/ui/static/{filename}"): 200,
+    ("GET", "/ui/login"): 200,
+    ("POST", "/ui/login"): 401,  # no token given: the form again, with an error
+    ("POST", "/ui/logout"): 303,
+}
+UI_READ = {
+    ("GET", "/ui"),
+    ("GET", "/ui/diff"),
+    ("GET", "/ui/divergence"),
+    ("GET", "/ui/runs/{namespace}/{run}"),
+    ("GET", "/ui/runs/{namespace}/{run}/{name}"),
+    ("GET", "/ui/runs/{namespace}/{run}/{name}/snapshot.{kind}"),
+}
 # The token "mixed" (read:*, write:alice, admin:bob) on each route, for namespace alice:
 # allowed where one of its grants has the scope over alice (or any namespace, for routes
 # that name none); /metrics needs admin over '*'.
@@ -105,7 +123,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 async def call(client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body):
-    url = path.format(namespace="alice", run="r", name="s")
+    url = path.format(namespace="alice", run="r", name="s", filename="ui.css", kind="json")
     content = body if method == "PUT" else None
     headers = {**headers, "Content-Type": "application/msgpack"}
     return await client.request(method, url, headers=headers, content=content)
@@ -115,10 +133,19 @@ async def test_every_route_enforces_token_scope_and_namespace(
     remote: httpx.AsyncClient, tokens: dict[str, str], make_body: Body
 ) -> None:
     body = make_body(1)
-    checked = 0
+    checked = pages = 0
     for route in walk(remote.app.routes):  # type: ignore[attr-defined]
         assert isinstance(route, (APIRoute, Route))
         for method in sorted((route.methods or set()) - {"HEAD"}):
+            if (method, route.path) in UI_PUBLIC:
+                answer = await call(remote, method, route.path, {}, body)
+                assert answer.status_code == UI_PUBLIC[method, route.path], route.path
+                pages += 1
+                continue
+            if (method, route.path) in UI_READ:
+                await check_page_auth(remote, method, route.path, tokens, body)
+                pages += 1
+                continue
             if route.path in PUBLIC:
                 answer = await call(remote, method, route.path, {}, body)
                 assert answer.status_code == 200, route.path
@@ -151,6 +178,24 @@ async def test_every_route_enforces_token_scope_and_namespace(
             else:
                 assert mixed.status_code == 403, (method, route.path)
     assert checked == len(SCOPES) == len(MIXED_ALLOWED)
+    assert pages == len(UI_PUBLIC) + len(UI_READ)
+
+
+async def check_page_auth(
+    remote: httpx.AsyncClient, method: str, path: str, tokens: dict[str, str], body: bytes
+) -> None:
+    """A page: no usable token goes to the login form; read over alice is needed."""
+    for headers in ({}, bearer("nonsense"), bearer(tokens["expired"]), bearer(tokens["revoked"])):
+        answer = await call(remote, method, path, headers, body)
+        assert answer.status_code == 303, (method, path, headers)
+        assert answer.headers["location"].startswith("/ui/login?next=")
+    if "{namespace}" in path:
+        other = await call(remote, method, path, bearer(tokens["bob-admin"]), body)
+        assert other.status_code == 403, (method, path)
+        assert "not read namespace 'alice'" in other.text.replace("&#39;", "'")
+    for label in ("read", "mixed"):
+        allowed = await call(remote, method, path, bearer(tokens[label]), body)
+        assert allowed.status_code not in (303, 401, 403), (method, path, label)
 
 
 async def test_a_token_reads_every_namespace_and_writes_only_its_own(
