@@ -18,6 +18,8 @@ import pytest
 
 import rngvault
 from rngvault import Vault
+from rngvault.server.app import create_app
+from rngvault.server.settings import Settings
 from rngvault.server.tokens import TokenFile
 from rngvault.server.ui import routes
 from tests._live import ServerProcess
@@ -385,11 +387,13 @@ def test_bad_input_gets_an_html_error_page(world: World, url: str, status: int, 
         assert says in "".join(page.text)
 
 
-def test_the_stylesheet_is_served_from_the_package(world: World) -> None:
-    answer = httpx.get(world.url + "/ui/static/ui.css")
-    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/css")
-    assert answer.text == (Path(routes.__file__).parent / "static" / "ui.css").read_text()
-    assert "http" not in answer.text  # nothing loaded from elsewhere
+def test_the_stylesheet_and_icon_are_served_from_the_package(world: World) -> None:
+    for name, kind in routes.STATIC.items():
+        answer = httpx.get(f"{world.url}/ui/static/{name}")
+        assert answer.status_code == 200 and answer.headers["content-type"] == kind
+        assert answer.content == (Path(routes.__file__).parent / "static" / name).read_bytes()
+    css = httpx.get(f"{world.url}/ui/static/ui.css").text
+    assert "url(" not in css and "@import" not in css  # nothing loaded from elsewhere
 
 
 def test_an_open_server_on_loopback_needs_no_login(tmp_path: Path) -> None:
@@ -405,3 +409,22 @@ def test_an_open_server_on_loopback_needs_no_login(tmp_path: Path) -> None:
             assert "no login" in client.get("/ui/login").text
     finally:
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_the_cookie_is_secure_when_the_request_came_over_https(tmp_path: Path) -> None:
+    _record, token = TokenFile(tmp_path / "tokens.json").create("read", "*")
+    settings = Settings(db=f"sqlite:///{tmp_path / 'tls.db'}", tokens=tmp_path / "tokens.json")
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="https://vault.example") as client,
+    ):
+        answer = await client.post(
+            "/ui/login", data={"token": token}, headers={"Origin": "https://vault.example"}
+        )
+        assert answer.status_code == 303
+        flags = [p.strip().lower() for p in answer.headers["set-cookie"].split(";")]
+        assert {"secure", "httponly", "samesite=strict", "path=/ui"} <= set(flags)
+        assert (await client.get("/ui")).status_code == 200

@@ -56,7 +56,10 @@ root = APIRouter(include_in_schema=False)
 def html(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
     """``template`` rendered (autoescaped) with ``context``."""
     text = templates.get_template(template).render(
-        request=request, open=request.app.state.auth.open, **context
+        request=request,
+        open=request.app.state.auth.open,
+        signed_in=session.COOKIE in request.cookies,
+        **context,
     )
     return HTMLResponse(text, status_code=status, headers=HEADERS)
 
@@ -120,15 +123,17 @@ async def home() -> RedirectResponse:
     return RedirectResponse("/ui", status_code=307)
 
 
+STATIC = {"ui.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+
+
 @router.get("/static/{filename}")
 async def static(filename: str) -> Response:
-    """The stylesheet (the only static file), from the installed package."""
-    path = HERE / "static" / filename
-    if filename != "ui.css" or not path.is_file():
+    """The stylesheet and the icon, from the installed package."""
+    if filename not in STATIC:
         return Response("not found", status_code=404, media_type="text/plain")
     return Response(
-        path.read_bytes(),
-        media_type="text/css; charset=utf-8",
+        (HERE / "static" / filename).read_bytes(),
+        media_type=STATIC[filename],
         headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"},
     )
 
