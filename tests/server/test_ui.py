@@ -181,11 +181,15 @@ def test_login_sets_an_httponly_samesite_strict_cookie_honoured_only_by_the_page
         assert "samesite=strict" in cookie.lower() and "path=/ui" in cookie.lower()
         check_page(client.get("/ui/runs/team-a/base"))
         # the API reads only the Authorization header: the cookie authorises no call, no write
-        assert client.get("/v1/runs").status_code == 401
-        put = client.put(
-            "/ui/../v1/runs/team-a/x/snapshots/y", content=make_body(1), headers=MSGPACK
+        cookie_only = {"Cookie": f"rngvault_token={world.tokens['writer']}"}
+        assert httpx.get(world.url + "/v1/runs", headers=cookie_only).status_code == 401
+        put = httpx.put(
+            world.url + "/v1/runs/team-a/x/snapshots/y",
+            content=make_body(1),
+            headers={**cookie_only, **MSGPACK},
         )
         assert put.status_code == 401
+        assert httpx.get(world.url + "/ui", headers=cookie_only).status_code == 200
         out = client.post("/ui/logout")
         assert out.status_code == 303 and 'rngvault_token=""' in out.headers["set-cookie"]
         assert client.get("/ui").status_code == 303
