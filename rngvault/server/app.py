@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from rngvault._version import __version__
-from rngvault.server import errors
+from rngvault.server import docs, errors
 from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for, log
 from rngvault.server.metrics import Metrics, MetricsMiddleware
 from rngvault.server.render import Renderer
@@ -57,6 +57,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # docs.install serves /docs from the installed package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.auth = auth
@@ -65,6 +67,7 @@ def create_app(
     if store is not None:
         app.state.store = store
     errors.install(app)
+    docs.install(app)
     for router in (snapshots.router, runs.router, admin.router, ops.router):
         app.include_router(router)
     app.include_router(ui.root)  # / redirects to the pages

@@ -17,6 +17,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Route
 
 from rngvault import RngVaultError
+from rngvault.server import docs
 from rngvault.server.app import create_app
 from rngvault.server.settings import Settings
 from rngvault.server.tokens import Grant, TokenFile, parse_expiry, parse_grant, token_hash
@@ -24,7 +25,9 @@ from rngvault.server.tokens import Grant, TokenFile, parse_expiry, parse_grant, 
 pytestmark = pytest.mark.anyio
 Body = Callable[..., bytes]
 
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"} | {
+    f"/docs/static/{name}" for name in docs.ASSETS
+}
 # What each route needs; a route missing here fails the walk below.
 SCOPES = {
     ("PUT", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "write",
