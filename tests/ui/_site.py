@@ -115,6 +115,12 @@ class Watch:
         if response.status >= 400 and response.status not in self.allowed_statuses:
             self.problems.append(f"HTTP {response.status} for {response.url}")
 
+    def request_failed(self, request: Any) -> None:
+        # ERR_ABORTED: a request the browser itself cancelled because the page navigated
+        # away (a favicon still loading when a test moves on), not a failure of the server.
+        if request.failure != "net::ERR_ABORTED":
+            self.problems.append(f"request failed: {request.url} ({request.failure})")
+
     def dialog(self, dialog: Any) -> None:
         self.problems.append(f"a {dialog.type} dialog opened: {dialog.message!r}")
         dialog.dismiss()
@@ -132,12 +138,7 @@ class Watch:
         context.route("**/*", self.route)
         page.on("console", self.console)
         page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on(
-            "requestfailed",
-            lambda request: self.problems.append(
-                f"request failed: {request.url} ({request.failure})"
-            ),
-        )
+        page.on("requestfailed", self.request_failed)
         page.on("response", self.response)
         page.on("dialog", self.dialog)
 
@@ -150,7 +151,7 @@ def login(page: Any, url: str, token: str) -> None:
     page.goto(f"{url}/ui/login")
     page.locator("input[name=token]").fill(token)
     with page.expect_navigation():
-        page.locator("form button[type=submit], form input[type=submit]").first.click()
+        page.locator("form:has(input[name=token]) button[type=submit]").click()
     assert "/ui/login" not in page.url, f"the login form did not accept the token: {page.url}"
 
 
