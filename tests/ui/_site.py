@@ -30,6 +30,7 @@ PLANTED = "step-30"  # the repro draws once more from PLANTED_GENERATOR just bef
 PLANTED_GENERATOR = "augment"
 HOSTILE = "<script>alert(1)</script>"
 VIEWPORT = {"width": 1100, "height": 700}
+DOCS_VIEWPORT = {"width": 1220, "height": 520}  # the pictures in docs/ui.md
 
 
 def browser_unavailable() -> str | None:
@@ -159,4 +160,6 @@ def docs_screenshot(page: Any, name: str) -> None:
     """With ``RNGVAULT_UPDATE_SCREENSHOTS=1``, save the visible part of ``page`` as
     docs/``name`` (the pictures docs/ui.md shows); otherwise nothing."""
     if os.environ.get("RNGVAULT_UPDATE_SCREENSHOTS") == "1":
-        page.screenshot(path=str(DOCS / name))
+        page.set_viewport_size(DOCS_VIEWPORT)
+        page.screenshot(path=str(DOCS / name), full_page=True)
+        page.set_viewport_size(VIEWPORT)
