@@ -222,7 +222,7 @@ def test_a_hostile_tag_is_shown_as_text(open_page: OpenPage, site: Site) -> None
     for path in (f"/ui/runs/{BASELINE}", f"/ui/runs/{BASELINE}/{SNAPSHOTS[-1]}"):
         page.goto(site.url + path)
         assert HOSTILE in page.locator("main").inner_text(), path
-        assert page.locator("script", has_text="alert(1)").count() == 0, path
+        assert page.locator("script").count() == 0, path  # the pages have no script at all
 
 
 def test_usable_without_javascript(open_page: OpenPage, site: Site) -> None:
