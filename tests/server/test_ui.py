@@ -378,7 +378,13 @@ def test_the_divergence_page_marks_the_planted_snapshot_in_both_timelines(world:
         ("/ui/diff?a=team-a/base/s0", 400, "b="),
         ("/ui/divergence?run=team-a/base&reference=team-a/nothing", 404, "nothing"),
         ("/ui/runs/team-a/base/s0/snapshot.exe", 404, "snapshot.json"),
-        ("/ui/static/../routes.py", 404, ""),
+        ("/ui/static/..%2Froutes.py", 404, ""),
+        ("/ui/static/..%2F..%2Fapp.py", 404, ""),
+        ("/ui/runs/team-a/base/s0?rank=" + "1" * 5000, 400, "rank"),
+        ("/ui/diff?a=team-a/base/s0&b=team-a/base/s1&rank=" + "9" * 5000, 400, "rank"),
+        # crafted cursors: a number no query can take, text that is not UTF-8
+        ("/ui/runs/team-a/base?cursor=Wzk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5XQ", 400, "cursor"),
+        ("/ui?cursor=WyJcdWQ4MDAiLCJ4Il0", 400, "cursor"),
     ],
 )
 def test_bad_input_gets_an_html_error_page(world: World, url: str, status: int, says: str) -> None:
@@ -389,6 +395,37 @@ def test_bad_input_gets_an_html_error_page(world: World, url: str, status: int, 
             return
         page = check_page(answer, status)
         assert says in "".join(page.text)
+
+
+def test_what_a_writer_sent_at_the_edges_still_renders(world: World) -> None:
+    """Times no calendar holds, metrics at the ends of float64, a world of four ranks with
+    only rank 0 stored: the run, snapshot and diff pages render (no 500), the charts hold
+    no NaN, and the rank links lead only to stored ranks."""
+    admin = {"Authorization": f"Bearer {world.tokens['admin']}", **MSGPACK}
+    edges = [(1e300, 1e308), (float("nan"), -1e308), (-1e20, float(2**63 - 1))]
+    with httpx.Client(base_url=world.url, timeout=30) as client:
+        for i, (created, value) in enumerate(edges):
+            snapshot = rngvault.capture(
+                {"g": np.random.default_rng(i)},
+                include_globals=False,
+                metadata=rngvault.Metadata(step=i, metrics={"big": value}, rank=0, world_size=4),
+            )._with(created=created)
+            client.put(
+                f"/v1/runs/team-a/edges/snapshots/e{i}",
+                content=rngvault.encode(snapshot),
+                headers=admin,
+            ).raise_for_status()
+    with world.client("admin") as client:
+        run = client.get("/ui/runs/team-a/edges")
+        check_page(run)
+        assert "nan" not in re.findall(r'points="([^"]*)"', run.text)[0]
+        title = re.findall(r"<title[^>]*>([^<]*big[^<]*)</title>", run.text)[0]
+        assert "-1e+308 to 1e+308" in title and not re.search(r"\d{16}", title)
+        page = check_page(client.get("/ui/runs/team-a/edges/e0"))
+        assert "not a date" in "".join(page.text)
+        links = [a["href"] for a in page.having("href") if "?rank=" in (a["href"] or "")]
+        assert links and all(link.endswith("?rank=0") for link in links)
+        check_page(client.get("/ui/diff?a=team-a/edges/e0&b=team-a/edges/e1"))
 
 
 def test_the_stylesheet_and_icon_are_served_from_the_package(world: World) -> None:

@@ -197,6 +197,10 @@ class Store(Protocol):
         """The exact bytes stored under ``key``."""
         ...
 
+    async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
+        """The ranks stored under a snapshot's name, in order; NotFoundError without one."""
+        ...
+
     async def list_runs(
         self,
         *,
@@ -265,6 +269,18 @@ def encode_cursor(*parts: str | int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _storable(part: object) -> bool:
+    """Whether a cursor part can go into a query: an int64, or text that encodes as UTF-8
+    (a crafted cursor may hold neither)."""
+    if isinstance(part, int):
+        return -(2**63) <= part < 2**63
+    try:
+        str(part).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
     """The parts of ``cursor``, checked against ``types``; InvalidCursorError otherwise."""
     try:
@@ -275,7 +291,7 @@ def decode_cursor(cursor: str, *types: type) -> tuple[Any, ...]:
     if (
         not isinstance(parts, list)
         or len(parts) != len(types)
-        or not all(type(p) is t for p, t in zip(parts, types, strict=True))
+        or not all(type(p) is t and _storable(p) for p, t in zip(parts, types, strict=True))
     ):
         raise InvalidCursorError(f"invalid cursor {cursor[:40]!r}: use the next_cursor of a page")
     return tuple(parts)

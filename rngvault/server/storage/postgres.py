@@ -347,6 +347,10 @@ class PostgresStore:
     async def get(self, key: SnapshotKey) -> bytes:
         return await self._run(lambda conn: sql.get(conn, key), transaction=False)
 
+    async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
+        key = SnapshotKey(namespace, run, name, 0)
+        return await self._run(lambda conn: sql.stored_ranks(conn, key), transaction=False)
+
     async def list_runs(
         self,
         *,

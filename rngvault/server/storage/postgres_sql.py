@@ -198,6 +198,15 @@ async def _snapshot_id(conn: Conn, run_id: int, key: SnapshotKey) -> int:
     return int(row[0])
 
 
+async def stored_ranks(conn: Conn, key: SnapshotKey) -> tuple[int, ...]:
+    """The ranks stored under ``key``'s snapshot name (its rank is not looked at)."""
+    snapshot_id = await _snapshot_id(conn, await _run_id(conn, key.namespace, key.run), key)
+    cursor = await conn.execute(
+        "SELECT rank FROM entries WHERE snapshot_id = %s ORDER BY rank", (snapshot_id,)
+    )
+    return tuple(r[0] for r in await cursor.fetchall())
+
+
 async def get(conn: Conn, key: SnapshotKey) -> bytes:
     row = await _one(
         conn,
@@ -213,11 +222,7 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
         binary=True,  # bytes as they are stored, not as hex text
     )
     if row is None:
-        snapshot_id = await _snapshot_id(conn, await _run_id(conn, key.namespace, key.run), key)
-        cursor = await conn.execute(
-            "SELECT rank FROM entries WHERE snapshot_id = %s ORDER BY rank", (snapshot_id,)
-        )
-        ranks = [r[0] for r in await cursor.fetchall()]
+        ranks = await stored_ranks(conn, key)
         raise NotFoundError(
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"

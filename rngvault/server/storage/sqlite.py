@@ -201,6 +201,10 @@ class SQLiteStore:
     async def get(self, key: SnapshotKey) -> bytes:
         return await self._read(lambda conn: sqlite_sql.get(conn, key))
 
+    async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
+        key = SnapshotKey(namespace, run, name, 0)
+        return await self._read(lambda conn: sqlite_sql.stored_ranks(conn, key))
+
     async def list_runs(
         self,
         *,

@@ -149,6 +149,17 @@ def put(
     return Stored(created=True, digest=prepared.digest, size=prepared.size)
 
 
+def stored_ranks(conn: sqlite3.Connection, key: SnapshotKey) -> tuple[int, ...]:
+    """The ranks stored under ``key``'s snapshot name (its rank is not looked at)."""
+    snapshot_id = _snapshot_id(conn, _run_id(conn, key.namespace, key.run), key)
+    return tuple(
+        r[0]
+        for r in conn.execute(
+            "SELECT rank FROM entries WHERE snapshot_id = ? ORDER BY rank", (snapshot_id,)
+        )
+    )
+
+
 def get(conn: sqlite3.Connection, key: SnapshotKey) -> bytes:
     row = conn.execute(
         "SELECT e.id, e.envelope FROM runs r"
@@ -158,13 +169,7 @@ def get(conn: sqlite3.Connection, key: SnapshotKey) -> bytes:
         (key.namespace, key.run, key.name, key.rank),
     ).fetchone()
     if row is None:
-        snapshot_id = _snapshot_id(conn, _run_id(conn, key.namespace, key.run), key)
-        ranks = [
-            r[0]
-            for r in conn.execute(
-                "SELECT rank FROM entries WHERE snapshot_id = ? ORDER BY rank", (snapshot_id,)
-            )
-        ]
+        ranks = stored_ranks(conn, key)
         raise NotFoundError(
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"

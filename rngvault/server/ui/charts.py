@@ -49,7 +49,9 @@ class Chart:
 
 
 def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.6g}"
 
 
 def _axis(infos: Sequence[SnapshotInfo]) -> tuple[str, list[float]]:
@@ -63,11 +65,11 @@ def _axis(infos: Sequence[SnapshotInfo]) -> tuple[str, list[float]]:
 def charts(infos: Sequence[SnapshotInfo]) -> list[Chart]:
     """One chart per numeric metric (bools and strings are not drawn), in first-seen order."""
     axis, xs = _axis(infos)
-    keys: list[str] = []
+    keys: dict[str, None] = {}  # first-seen order, one lookup per key
     for info in infos:
-        keys += [k for k in info.metrics if k not in keys]
+        keys.update(dict.fromkeys(info.metrics))
     out = []
-    for key in keys[:MAX_CHARTS]:
+    for key in list(keys)[:MAX_CHARTS]:
         pairs = []
         for x, info in zip(xs, infos, strict=True):
             value = info.metrics.get(key)
@@ -84,7 +86,9 @@ def _chart(key: str, axis: str, pairs: list[tuple[float, float]]) -> Chart:
     y0, y1 = min(p[1] for p in pairs), max(p[1] for p in pairs)
 
     def scale(value: float, low: float, high: float, size: float) -> float:
-        return size / 2 if high == low else (value - low) / (high - low) * size
+        # halves: the span of two finite floats (1e308 and -1e308) overflows, its half does not
+        span = high / 2 - low / 2
+        return size / 2 if span == 0 else (value / 2 - low / 2) / span * size
 
     inner_w, inner_h = WIDTH - 2 * PAD, HEIGHT - 2 * PAD
     points = " ".join(

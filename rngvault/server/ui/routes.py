@@ -308,7 +308,6 @@ async def run_page(
         world_sizes=sorted({i.world_size for i in infos}),
         next_cursor=listed.next_cursor,
         paged=bool(cursor),
-        metric_keys=views.union(i.metrics for i in infos),
     )
 
 
@@ -321,7 +320,9 @@ async def snapshot_page(
     check_names(namespace, run, name)
     number = views.parse_rank(rank)
     reader(request, namespace)
-    snapshot = await views.load(store_of(request), SnapshotKey(namespace, run, name, number))
+    store = store_of(request)
+    snapshot = await views.load(store, SnapshotKey(namespace, run, name, number))
+    stored = await store.ranks(namespace, run, name)  # the rank links lead where there is one
     world = max(snapshot.metadata.world_size, number + 1)
     return html(
         request,
@@ -334,7 +335,7 @@ async def snapshot_page(
         generators=views.generator_rows(snapshot),
         environment=views.environment_rows(snapshot.environment),
         flags=views.flag_rows(snapshot.environment),
-        ranks=range(min(world, RANK_LINKS)),
+        ranks=stored[:RANK_LINKS],
         world=world,
         ref=str(snapshot.ref),
         metrics=[(k, views.short(v)) for k, v in snapshot.metadata.metrics.items()],

@@ -34,15 +34,23 @@ def short(value: Any, limit: int = SHORT) -> str:
 
 
 def when(seconds: float) -> str:
-    """A time as ``2026-11-29 21:52:34 UTC``."""
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+    """A time as ``2026-11-29 21:52:34 UTC``; a value no calendar holds (a writer's clock
+    gone wrong: NaN, 1e300) as the number it is."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+    except (OverflowError, OSError, ValueError):
+        return f"{seconds!r} s since 1970 (not a date)"
 
 
 def parse_rank(value: str | None) -> int:
     """The ``rank`` query parameter (0 when absent), or PageError 400 saying what is wrong."""
     if value is None or value == "":
         return 0
-    if not (value.isascii() and value.isdigit()) or int(value) > MAX_RANK:
+    if (
+        not (value.isascii() and value.isdigit())
+        or len(value) > len(str(MAX_RANK))  # before int(): a huge one is refused there
+        or int(value) > MAX_RANK
+    ):
         raise PageError(
             400,
             "Bad rank",

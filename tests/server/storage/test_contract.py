@@ -129,6 +129,17 @@ async def test_ranks_are_separate_entries_of_one_snapshot(store: Store, make_bod
     assert [(s.name, s.ranks) for s in page.items] == [("epoch1", (0, 1))]
 
 
+async def test_the_ranks_stored_under_a_name_are_listed(store: Store, make_body: Body) -> None:
+    """ranks() names the ranks a snapshot has, gaps shown; a missing one is not found."""
+    await put(store, key(rank=0), make_body(1, rank=0, world_size=4))
+    await put(store, key(rank=2), make_body(2, rank=2, world_size=4))
+    assert await store.ranks("alice", "resnet", "epoch1") == (0, 2)
+    with pytest.raises(NotFoundError, match="no snapshot 'other'"):
+        await store.ranks("alice", "resnet", "other")
+    with pytest.raises(NotFoundError, match="no run alice/nope"):
+        await store.ranks("alice", "nope", "epoch1")
+
+
 async def test_missing_run_snapshot_and_rank_are_not_found(store: Store, make_body: Body) -> None:
     with pytest.raises(NotFoundError, match="no run alice/resnet"):
         await store.get(key())
@@ -284,7 +295,14 @@ async def test_deleting_the_last_snapshot_or_the_run_removes_the_run(
 
 async def test_a_forged_cursor_is_rejected(store: Store, make_body: Body) -> None:
     await put(store, key(), make_body(1))
-    for bad in ("nonsense", "W10", "WyJhIl0"):
+    # not base64 JSON; no parts; too few; an int no query can take; text that is not UTF-8
+    for bad in (
+        "nonsense",
+        "W10",
+        "WyJhIl0",
+        "Wzk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5XQ",
+        "WyJcdWQ4MDAiLCJ4Il0",
+    ):
         with pytest.raises(InvalidCursorError):
             await store.list_runs(cursor=bad)
         with pytest.raises(InvalidCursorError):
