@@ -92,6 +92,10 @@ def main(mode: str, store: str, checkpoint: str, *flags: str) -> None:
         result["restored"] = tracker.report.restored
     if vault is not None:
         vault.close()
+    # Leave the process group before exiting: gloo's threads torn down at exit while still
+    # joined can abort the process ("terminate called without an active exception").
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
     print(json.dumps(result))
 
 

@@ -301,7 +301,7 @@ def test_tokens_are_stored_hashed_in_a_private_file(tmp_path: Path) -> None:
     file = TokenFile(tmp_path / "t.json")
     record, token = file.create("write", "alice", note="ci")
     text = (tmp_path / "t.json").read_text()
-    assert token not in text and token.split("_")[2] not in text
+    assert token not in text and token.split("_", 2)[2] not in text  # the secret may hold "_"
     assert record.id in text
     assert json.loads(text)["tokens"][0]["grants"] == [{"scope": "write", "namespace": "alice"}]
     assert stat.S_IMODE(os.stat(tmp_path / "t.json").st_mode) == 0o600
