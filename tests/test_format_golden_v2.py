@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import rngvault
+from tests.test_format_golden import plain
 
 pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated")
 
@@ -32,19 +33,6 @@ LOADERS = sorted(name for name, entry in GENERATORS.items() if "batches" in entr
 DATALOADERS = [name for name in LOADERS if GENERATORS[name]["family"] == "dataloader"]
 STATEFUL = [name for name in LOADERS if name not in DATALOADERS]
 DRAWN = sorted(name for name, entry in GENERATORS.items() if "draws" in entry)
-
-
-def plain(value: Any) -> Any:
-    """A state field as the JSON records it: arrays as lists, bytes as hex."""
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [plain(v) for v in value]
-    return value
 
 
 def states() -> dict[str, rngvault.State]:
