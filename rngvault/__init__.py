@@ -45,7 +45,7 @@ from rngvault.families.dataloader import LateRestoreWarning, MidEpochWarning
 
 if typing.TYPE_CHECKING:
     from rngvault._vault import DivergenceWarning, Vault, fetch
-    from rngvault.stores import LocalStore, SnapshotInfo, Store, open_store
+    from rngvault.stores import LocalStore, SnapshotInfo, StepEntry, Store, open_store
     from rngvault.stores.spool import drop as spool_drop
     from rngvault.stores.spool import list_entries as spool_list
     from rngvault.stores.spool import retry as spool_retry
@@ -57,6 +57,7 @@ _LAZY = {
     "fetch": ("rngvault._vault", "fetch"),
     "LocalStore": ("rngvault.stores", "LocalStore"),
     "SnapshotInfo": ("rngvault.stores", "SnapshotInfo"),
+    "StepEntry": ("rngvault.stores", "StepEntry"),
     "Store": ("rngvault.stores", "Store"),
     "open_store": ("rngvault.stores", "open_store"),
     "spool_drop": ("rngvault.stores.spool", "drop"),
@@ -113,6 +114,7 @@ __all__ = [
     "SpoolWarning",
     "State",
     "StateError",
+    "StepEntry",
     "Store",
     "StoreError",
     "StoreWarning",

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from rngvault._config import client_config
 from rngvault._errors import StoreError
-from rngvault.stores.base import SnapshotInfo, Store
+from rngvault.stores.base import SnapshotInfo, StepEntry, Store
 from rngvault.stores.local import LocalStore
 
-__all__ = ["LocalStore", "SnapshotInfo", "Store", "open_store"]
+__all__ = ["LocalStore", "SnapshotInfo", "StepEntry", "Store", "open_store"]
 
 # host:port or host:port/path: a server address, not a directory name
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:\d{1,5}(/.*)?")

@@ -8,7 +8,7 @@ bytes is a no-op (so retries are safe), with other bytes a ``ConflictError``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -123,6 +123,26 @@ class SnapshotInfo:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class StepEntry:
+    """One snapshot of a run that has a step, as ``Store.steps()`` lists them.
+
+    Attributes:
+        step: the training step the snapshot recorded.
+        name: the snapshot's name.
+        digest: its states digest (SHA-256 hex of every state together): equal digests,
+            equal states.
+        state: with ``steps(generator=NAME)``, the SHA-256 hex of that generator's state
+            entry (its canonical encoding), or None where the snapshot has no such
+            generator; None when no generator was asked for.
+    """
+
+    step: int
+    name: str
+    digest: str
+    state: str | None = None
+
+
 _REQUIRED: Any = object()
 
 
@@ -206,6 +226,20 @@ class Store(Protocol):
 
     def runs(self) -> list[str]:
         """Every run, sorted."""
+        ...
+
+    def steps(
+        self,
+        run: str,
+        *,
+        rank: int = 0,
+        start: int | None = None,
+        generator: str | None = None,
+    ) -> Iterator[StepEntry]:
+        """``rank``'s snapshots of ``run`` that recorded a step, by step (snapshots with
+        the same step in the order they were stored), from step ``start`` on; with
+        ``generator``, each entry also carries that generator's state hash. NotFoundError
+        for an unknown run. Lazy: a caller that stops early reads no further."""
         ...
 
     def flush(self) -> int:

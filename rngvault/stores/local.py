@@ -33,10 +33,10 @@ import msgpack
 from rngvault._errors import ConflictError, NotFoundError, StoreError
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
-from rngvault._names import NAME_RULE, check_name, split_run
+from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
 from rngvault._snapshot import Snapshot
 from rngvault._split import join, split
-from rngvault.stores.base import SnapshotInfo
+from rngvault.stores.base import SnapshotInfo, StepEntry
 
 _SHA256 = re.compile("[0-9a-f]{64}")
 _NAME = re.compile(NAME_RULE)
@@ -234,6 +234,42 @@ class LocalStore:
         page by page; a directory is read whole, to put it in order."""
         yield from self.snapshots(run)[:limit]
 
+    def steps(
+        self,
+        run: str,
+        *,
+        rank: int = 0,
+        start: int | None = None,
+        generator: str | None = None,
+    ) -> Iterator[StepEntry]:
+        if generator is not None:
+            check_generator_name(generator)
+        run_dir = self._run_dir(run)
+        if not run_dir.is_dir():
+            raise NotFoundError(f"no run {run!r} at {self.location}")
+        found: list[tuple[int, float, str, StepEntry]] = []
+        wanted = generator.encode() if generator is not None else None
+        for directory in run_dir.iterdir():
+            path = directory / f"rank-{rank}.snap"
+            if not _NAME.fullmatch(directory.name) or not path.is_file():
+                continue
+            record = self._record(path, run, directory.name)
+            info = SnapshotInfo.from_dict(
+                dict(record["info"], run=run, name=directory.name, ranks=[rank]),
+                source=str(path),
+            )
+            if info.step is None or (start is not None and info.step < start):
+                continue
+            state = None
+            if wanted is not None:
+                state = _state_hash(record["skeleton"], wanted, path)
+            entry = StepEntry(info.step, directory.name, info.digest, state)
+            known = not math.isnan(info.created)
+            found.append((info.step, info.created if known else 0.0, directory.name, entry))
+        found.sort(key=lambda item: item[:3])
+        for *_key, entry in found:
+            yield entry
+
     def runs(self) -> list[str]:
         base = self.root / "runs"
         if not base.is_dir():
@@ -251,3 +287,16 @@ class LocalStore:
 
     def close(self) -> None:
         pass
+
+
+def _state_hash(skeleton: bytes, generator: bytes, path: Path) -> str | None:
+    """The blob hash of ``generator``'s state in a snapshot record's skeleton (None if the
+    snapshot has no such generator)."""
+    try:
+        _prefix, entries, _suffix = msgpack.unpackb(skeleton, raw=True)
+        for encoded_name, digest in entries:
+            if msgpack.unpackb(encoded_name, raw=True) == generator:
+                return digest.decode() if isinstance(digest, bytes) else str(digest)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise StoreError(f"damaged snapshot file {path}: {exc}") from None
+    return None
