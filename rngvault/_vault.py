@@ -31,8 +31,8 @@ from rngvault._errors import (
 from rngvault._format import decode, encode_with_digest
 from rngvault._names import check_generator_name, check_name, split_run
 from rngvault._report import EnvironmentDifference, RestoreReport
-from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State, _TakenSnapshot
-from rngvault._writer import OnError, StoreWarning, Writer
+from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State, _TakenSnapshot, values_equal
+from rngvault._writer import OnError, Outcome, StoreWarning, Writer
 from rngvault.families import Family, family_of
 from rngvault.stores import SnapshotInfo, Store, open_store
 
@@ -139,7 +139,15 @@ class Vault:
         self._reference_warned = False
         # Names whose put this Vault saw refused: name -> the store's words.
         self._refused: dict[str, RngVaultError] = {}
-        self._writer = Writer(self._write, on_error, self.run, at_exit=self._at_exit)
+        # Generator name -> (its state at the last snapshot, its probe or None).
+        self._probe_cache: dict[str, tuple[State, Any]] = {}
+        self._writer = Writer(
+            self._write,
+            on_error,
+            self.run,
+            at_exit=self._at_exit,
+            handle_many=self._write_many,
+        )
         self._check_store()
 
     def _check_store(self) -> None:
@@ -244,22 +252,94 @@ class Vault:
 
     def _write(self, payload: tuple[str, Snapshot, Mapping[str, int]]) -> Snapshot:
         """On the writer thread: environment, probes, encode, store, divergence check."""
+        name, complete, data = self._prepare(payload)
+        try:
+            self.store.put(self.run, name, data, complete)
+        except (ConflictError, AuthError) as exc:
+            self._refused[name] = exc
+            raise
+        return self._stored(name, complete)
+
+    def _write_many(self, payloads: list[tuple[str, Snapshot, Mapping[str, int]]]) -> list[Outcome]:
+        """On the writer thread, for snapshots that queued up: each one prepared as in
+        ``_write``, then stored together (one request to a server, one sync of a local
+        store's files) where the store can; each snapshot's outcome is its own."""
+        put_many = getattr(self.store, "put_many", None)
+        outcomes: list[Outcome] = []
+        ready: list[tuple[int, str, Snapshot, bytes]] = []
+        for payload in payloads:
+            try:
+                name, complete, data = self._prepare(payload)
+            except Exception as exc:
+                outcomes.append((None, exc))
+                continue
+            ready.append((len(outcomes), name, complete, data))
+            outcomes.append((None, None))
+        if callable(put_many):
+            results = put_many([(self.run, name, data, snap) for _i, name, snap, data in ready])
+        else:
+            results = []
+            for _i, name, complete, data in ready:
+                try:
+                    results.append(self.store.put(self.run, name, data, complete))
+                except Exception as exc:
+                    results.append(exc)
+        for (index, name, complete, _data), result in zip(ready, results, strict=True):
+            if isinstance(result, BaseException):
+                if isinstance(result, (ConflictError, AuthError)):
+                    self._refused[name] = result
+                outcomes[index] = (None, result)
+                continue
+            try:
+                outcomes[index] = (self._stored(name, complete), None)
+            except Exception as exc:
+                outcomes[index] = (None, exc)
+        return outcomes
+
+    def _prepare(
+        self, payload: tuple[str, Snapshot, Mapping[str, int]]
+    ) -> tuple[str, Snapshot, bytes]:
+        """The environment and probes added to a taken snapshot, and its encoding."""
         name, snapshot, devices = payload
         environment = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )
         complete = snapshot._with(
             environment=environment,
-            probes=_probes.compute(snapshot.states, devices) if self.probes else {},
+            probes=self._probes_of(snapshot.states, devices) if self.probes else {},
         )
         data, digest = encode_with_digest(complete)  # the states are encoded once
         snapshot.__dict__.setdefault("digest", digest)  # the returned one's ref needs it
         complete = complete._with(ref=SnapshotRef(self.run, name, digest, self.rank), digest=digest)
-        try:
-            self.store.put(self.run, name, data, complete)
-        except (ConflictError, AuthError) as exc:
-            self._refused[name] = exc
-            raise
+        return name, complete, data
+
+    def _probes_of(self, states: Mapping[str, State], devices: Mapping[str, int]) -> dict[str, Any]:
+        """Each generator's probe, computed again only for states that changed since this
+        Vault's previous snapshot (a probe depends on the state alone)."""
+        cache = self._probe_cache
+        probes: dict[str, Any] = {}
+        todo: dict[str, State] = {}
+        for generator, state in states.items():
+            known = cache.get(generator)
+            if (
+                known is not None
+                and known[0].family == state.family
+                and values_equal(known[0].fields, state.fields)
+            ):
+                if known[1] is not None:
+                    probes[generator] = known[1]
+            else:
+                todo[generator] = state
+        if todo:
+            computed = _probes.compute(todo, devices)
+            for generator, state in todo.items():
+                cache[generator] = (state, computed.get(generator))
+                if generator in computed:
+                    probes[generator] = computed[generator]
+        return {generator: probes[generator] for generator in states if generator in probes}
+
+    def _stored(self, name: str, complete: Snapshot) -> Snapshot:
+        """After a put: forget an earlier refusal of ``name``; compare with the reference."""
         self._refused.pop(name, None)
         if self.reference is not None and self._divergence is None:
             self._check_divergence(name, complete)
@@ -399,8 +479,9 @@ class Vault:
 
     def restore(
         self,
-        name: str | SnapshotRef,
+        name: str | SnapshotRef | None = None,
         *,
+        step: int | None = None,
         run: str | None = None,
         strict: bool = False,
         apply_flags: bool = False,
@@ -408,6 +489,10 @@ class Vault:
     ) -> RestoreReport:
         """Restore every tracked generator to snapshot ``name`` of ``run`` (this run by
         default), for this process's rank. ``name`` may also be a SnapshotRef or its string.
+
+        ``step=N`` instead of ``name`` restores the snapshot taken at training step N
+        (NotFoundError names the nearest steps when there is none; several snapshots at
+        that step with different states are an error asking for the name).
 
         All or nothing; the report lists each generator and every environment difference
         graded by what it can break. ``strict=True`` makes a skipped generator or a
@@ -419,6 +504,17 @@ class Vault:
         """
         if remap not in (None, "spawn"):
             raise RestoreError(f"remap must be None or 'spawn', not {remap!r}")
+        if name is not None and step is not None:
+            raise RestoreError(f"restore takes a name or a step, not both ({name!r}, step={step})")
+        if step is not None:
+            from rngvault._bisect import name_at_step
+
+            self._read_own_writes()
+            where = _check_run(run) if run is not None else self.run
+            # a rank that was not recorded (remap="spawn") finds the name among rank 0's
+            name = name_at_step(self.store, where, step, rank=0 if remap else self.rank)
+        if name is None:
+            raise RestoreError("restore needs a snapshot name or step=N")
         snapshot, notes = self._snapshot_for_rank(name, run, remap)
         self._environment_differences(snapshot, strict, apply_flags, remap)  # strict refuses
         notes += self._probe_notes(snapshot)

@@ -28,6 +28,7 @@ from rngvault._errors import RngVaultError, RngVaultWarning, warn
 
 OnError = Literal["warn", "raise"]
 IDLE_EXIT = 30.0  # seconds an idle writer thread waits before it ends
+MAX_BATCH = 64  # jobs handled together when they queue up (``handle_many``)
 
 
 class StoreWarning(RngVaultWarning):
@@ -45,8 +46,18 @@ class Job:
         self.result: Any = None
 
 
+Outcome = tuple[Any, BaseException | None]
+"""One job's (result, error) from ``handle_many``."""
+
+
 class Writer:
-    """Runs ``handle(payload)`` for each submitted job on one background thread."""
+    """Runs ``handle(payload)`` for each submitted job on one background thread.
+
+    With ``handle_many``, jobs that queued up while the thread was busy are handled
+    together (up to ``MAX_BATCH``): ``handle_many(payloads)`` returns one ``(result,
+    error)`` per payload, so one job's failure is that job's alone. A writer that keeps up
+    handles its jobs one by one, with no added wait.
+    """
 
     def __init__(
         self,
@@ -54,10 +65,12 @@ class Writer:
         on_error: OnError,
         label: str,
         at_exit: Callable[[], None] | None = None,
+        handle_many: Callable[[list[Any]], list[Outcome]] | None = None,
     ) -> None:
         if on_error not in ("warn", "raise"):
             raise ValueError(f"on_error must be 'warn' or 'raise', not {on_error!r}")
         self._handle = handle
+        self._handle_many = handle_many
         self._on_error = on_error
         self._label = label
         self._at_exit = at_exit
@@ -125,7 +138,7 @@ class Writer:
                             return
                     continue
                 if job is not None:
-                    self._handle_job(job)
+                    self._handle_jobs(self._more(job)[0])
         finally:
             with self._cond:
                 if self._inline is threading.current_thread():
@@ -147,26 +160,58 @@ class Writer:
                     job = self._queue.get(timeout=wait)
                 except queue.Empty:
                     job = None
-                if job is None:  # idle for IDLE_EXIT seconds, or close() asked
+                stop = job is None
+                if job is not None:
+                    batch, stop = self._more(job)
+                    self._handle_jobs(batch)
+                if stop:  # idle for IDLE_EXIT seconds, or close() asked
                     if self._end_if_idle():
                         return
                     wait = 0.0  # close() asked: end as soon as the queue is empty
-                    continue
-                self._handle_job(job)
         finally:
             with self._cond:  # also when this thread dies of an error: the next submit
                 if self._thread is threading.current_thread():  # starts another
                     self._thread = None
 
-    def _handle_job(self, job: Job) -> None:
+    def _more(self, job: Job) -> tuple[list[Job], bool]:
+        """``job`` and, with ``handle_many``, the jobs already queued behind it (up to
+        ``MAX_BATCH``); and whether close() asked to stop (a None met on the way)."""
+        batch = [job]
+        if self._handle_many is None:
+            return batch, False
+        while len(batch) < MAX_BATCH:
+            try:
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                return batch, True
+            batch.append(more)
+        return batch, False
+
+    def _handle_jobs(self, jobs: list[Job]) -> None:
         try:
-            job.result = self._handle(job.payload)
-        except BaseException as exc:
-            job.error = exc
-            self._report(exc)
+            if len(jobs) == 1 or self._handle_many is None:
+                for job in jobs:
+                    try:
+                        job.result = self._handle(job.payload)
+                    except BaseException as exc:
+                        job.error = exc
+                        self._report(exc)
+                return
+            try:
+                outcomes = self._handle_many([job.payload for job in jobs])
+            except BaseException as exc:  # the batch as a whole failed: every job did
+                outcomes = [(None, exc)] * len(jobs)
+            reported: set[int] = set()
+            for job, (result, error) in zip(jobs, outcomes, strict=True):
+                job.result, job.error = result, error
+                if error is not None and id(error) not in reported:
+                    reported.add(id(error))
+                    self._report(error)
         finally:
             with self._cond:
-                self._completed += 1
+                self._completed += len(jobs)
                 self._cond.notify_all()
 
     def _report(self, exc: BaseException) -> None:

@@ -806,3 +806,81 @@ def test_track_and_diff_have_real_types() -> None:
     track = typing.get_type_hints(Vault.track)
     assert isinstance(track["obj"], typing.TypeVar) and track["return"] is track["obj"]
     assert typing.get_type_hints(Vault.diff)["return"] is DiffReport
+
+
+class _BatchingStore(LocalStore):
+    """A local store whose first put waits on ``gate`` (so that snapshots queue up behind
+    it) and that records the names each put_many call received."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.batches: list[list[str]] = []
+
+    def put(self, run: str, name: str, data: bytes, snapshot: rngvault.Snapshot) -> bool:
+        self.gate.wait(10)
+        return super().put(run, name, data, snapshot)
+
+    def put_many(self, items: list[tuple[str, str, bytes, rngvault.Snapshot]]) -> list[Any]:
+        self.batches.append([name for _run, name, _data, _snap in items])
+        out: list[Any] = []
+        for item in items:
+            try:
+                out.append(super().put(*item))
+            except rngvault.RngVaultError as exc:
+                out.append(exc)
+        return out
+
+
+def test_queued_snapshots_are_stored_in_one_put_many_each_with_its_own_outcome(
+    tmp_path: Path,
+) -> None:
+    store = _BatchingStore(tmp_path / "store")
+    other = Vault(LocalStore(tmp_path / "store"), run="alice/exp", track_globals=False)
+    other.track(np.random.default_rng(99), "augment")
+    other.snapshot("s2", durable=True)  # "s2" is taken: this Vault's s2 will conflict
+    vault = Vault(store, run="alice/exp", track_globals=False, on_error="raise")
+    aug = vault.track(np.random.default_rng(1), "augment")
+    taken = []
+    for i in range(4):
+        aug.random()
+        taken.append(vault.snapshot(f"s{i}", step=i))
+    store.gate.set()
+    with pytest.raises(rngvault.ConflictError, match="s2"):
+        vault.flush()
+    assert store.batches == [["s1", "s2", "s3"]]
+    for i in (0, 1, 3):
+        assert vault.get(f"s{i}").digest == taken[i].ref.digest
+    with pytest.raises(rngvault.ConflictError, match="its put was refused"):
+        vault.restore("s2")
+    vault.close()
+    other.close()
+
+
+def test_probes_are_computed_again_only_for_states_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rngvault import _probes
+
+    probed: list[list[str]] = []
+    compute = _probes.compute
+
+    def counting(states: Any, devices: Any = None) -> Any:
+        probed.append(sorted(states))
+        return compute(states, devices)
+
+    monkeypatch.setattr(_probes, "compute", counting)
+    vault = Vault(tmp_path / "store", run="alice/exp", track_globals=False)
+    still = vault.track(np.random.RandomState(5), "still")
+    moving = vault.track(np.random.default_rng(6), "moving")
+    for i in range(3):
+        moving.random()
+        vault.snapshot(f"s{i}", durable=True)
+    still.random_sample()
+    vault.snapshot("s3", durable=True)
+    assert probed == [["moving", "still"], ["moving"], ["moving"], ["still"]]
+    for i in range(4):  # every stored probe is the one computed from that state
+        snap = vault.get(f"s{i}")
+        assert {g: list(v) for g, v in snap.probes.items()} == compute(snap.states)
+        assert all(check == "ok" for check in vault.verify(f"s{i}").values())
+    vault.close()

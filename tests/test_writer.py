@@ -56,3 +56,82 @@ def test_a_bad_exit_timeout_set_late_is_a_warning_not_an_error(
     monkeypatch.setenv("RNGVAULT_EXIT_TIMEOUT", "later")
     with pytest.warns(RngVaultWarning, match="RNGVAULT_EXIT_TIMEOUT"):
         assert exit_timeout() == 10.0
+
+
+def _gated_writer(
+    handled: list[list[Any]], fail: set[Any] | None = None
+) -> tuple[_writer.Writer, threading.Event]:
+    """A writer whose first job waits on the returned event (so that later jobs queue up
+    behind it) and that records each call: [payload] for handle, the list for handle_many."""
+    gate = threading.Event()
+    fail = fail or set()
+
+    def handle(payload: Any) -> Any:
+        if payload == "first":
+            gate.wait(10)
+        handled.append([payload])
+        if payload in fail:
+            raise ValueError(f"bad {payload}")
+        return payload.upper()
+
+    def handle_many(payloads: list[Any]) -> list[_writer.Outcome]:
+        handled.append(list(payloads))
+        return [
+            (None, ValueError(f"bad {p}")) if p in fail else (p.upper(), None) for p in payloads
+        ]
+
+    return _writer.Writer(handle, "raise", "test", handle_many=handle_many), gate
+
+
+def test_jobs_that_queue_up_are_handled_together_each_with_its_own_outcome() -> None:
+    handled: list[list[Any]] = []
+    writer, gate = _gated_writer(handled, fail={"c"})
+    first = writer.submit("first")
+    jobs = [writer.submit(p) for p in "abcd"]
+    gate.set()
+    with pytest.raises(ValueError, match="bad c"):
+        writer.flush(5)
+    assert handled == [["first"], ["a", "b", "c", "d"]]
+    assert first.result == "FIRST"
+    assert [j.result for j in jobs] == ["A", "B", None, "D"]
+    assert [type(j.error).__name__ if j.error else None for j in jobs] == [
+        None,
+        None,
+        "ValueError",
+        None,
+    ]
+    writer.flush(5)  # the error was raised once
+    writer.close(5)
+
+
+def test_a_batch_stops_at_max_batch_and_at_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_writer, "MAX_BATCH", 3)
+    handled: list[list[Any]] = []
+    writer, gate = _gated_writer(handled)
+    writer.submit("first")
+    jobs = [writer.submit(p) for p in "abcde"]
+    gate.set()
+    assert writer.close(5)
+    assert handled == [["first"], ["a", "b", "c"], ["d", "e"]]
+    assert [j.result for j in jobs] == list("ABCDE")
+
+
+def test_a_batch_that_fails_as_a_whole_fails_each_job_and_reports_once() -> None:
+    gate = threading.Event()
+
+    def handle(payload: Any) -> Any:
+        gate.wait(10)
+        return payload
+
+    def handle_many(payloads: list[Any]) -> list[_writer.Outcome]:
+        raise OSError("disk gone")
+
+    writer = _writer.Writer(handle, "raise", "test", handle_many=handle_many)
+    writer.submit("first")
+    jobs = [writer.submit(p) for p in "ab"]
+    gate.set()
+    with pytest.raises(OSError, match="disk gone"):
+        writer.flush(5)
+    assert all(isinstance(j.error, OSError) for j in jobs)
+    writer.flush(5)  # reported once: nothing left to raise
+    writer.close(5)

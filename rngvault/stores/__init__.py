@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 from rngvault._config import client_config
 from rngvault._errors import StoreError
@@ -15,6 +14,9 @@ __all__ = ["LocalStore", "SnapshotInfo", "StepEntry", "Store", "open_store"]
 
 # host:port or host:port/path: a server address, not a directory name
 _HOST_PORT = re.compile(r"[A-Za-z0-9.-]+:\d{1,5}(/.*)?")
+
+
+_CORE_METHODS = ("put", "get", "snapshots", "runs", "flush", "close")
 
 
 def open_store(
@@ -28,8 +30,10 @@ def open_store(
     if store is None:
         config = client_config()
         store = config.url or config.store
-    if isinstance(store, Store) and not isinstance(store, (str, Path)):
-        return store
+    if not isinstance(store, (str, os.PathLike)) and all(
+        callable(getattr(store, method, None)) for method in _CORE_METHODS
+    ):
+        return store  # a Store (one written before steps() existed is one too)
     text = os.fspath(store)
     if text.lower().startswith(("http://", "https://")):
         import importlib
