@@ -44,6 +44,7 @@ from rngvault._writer import StoreWarning
 from rngvault.families.dataloader import LateRestoreWarning, MidEpochWarning
 
 if typing.TYPE_CHECKING:
+    from rngvault._bisect import BisectReport, bisect
     from rngvault._vault import DivergenceWarning, Vault, fetch
     from rngvault.stores import LocalStore, SnapshotInfo, StepEntry, Store, open_store
     from rngvault.stores.spool import drop as spool_drop
@@ -52,6 +53,8 @@ if typing.TYPE_CHECKING:
 
 # name -> (module, attribute), imported by __getattr__ on first use (PEP 562)
 _LAZY = {
+    "BisectReport": ("rngvault._bisect", "BisectReport"),
+    "bisect": ("rngvault._bisect", "bisect"),
     "DivergenceWarning": ("rngvault._vault", "DivergenceWarning"),
     "Vault": ("rngvault._vault", "Vault"),
     "fetch": ("rngvault._vault", "fetch"),
@@ -82,6 +85,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "FORMAT_VERSION",
     "AuthError",
+    "BisectReport",
     "CaptureError",
     "CheckpointError",
     "ConflictError",
@@ -122,6 +126,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "Vault",
     "__version__",
+    "bisect",
     "capture",
     "convert",
     "decode",
