@@ -4,6 +4,7 @@
 - ``rngvault_request_seconds_sum`` / ``_count{method, route}``: time spent answering;
 - ``rngvault_request_bytes_total`` / ``rngvault_response_bytes_total``: bodies in and out;
 - ``rngvault_snapshots_stored_total``: snapshots this process stored (201 answers);
+- ``rngvault_batch_items_total{status}``: items of batch requests, by the status each got;
 - ``rngvault_snapshots``: snapshot names in the store, read when scraped.
 
 The middleware is plain ASGI (no per-request objects beyond two closures) and logs only
@@ -38,6 +39,7 @@ class Metrics:
         self.bytes_in = 0
         self.bytes_out = 0
         self.snapshots_stored = 0
+        self.batch_items: defaultdict[int, int] = defaultdict(int)
 
     def observe(
         self, method: str, route: str, status: int, seconds: float, bytes_in: int, bytes_out: int
@@ -73,6 +75,12 @@ class Metrics:
             ("rngvault_snapshots_stored_total", self.snapshots_stored, "Snapshots stored."),
         ):
             lines += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
+        lines += [
+            "# HELP rngvault_batch_items_total Items of batch requests by the status each got.",
+            "# TYPE rngvault_batch_items_total counter",
+        ]
+        for status, n in sorted(self.batch_items.items()):
+            lines.append(f'rngvault_batch_items_total{{status="{status}"}} {n}')
         if snapshots is not None:
             lines += [
                 "# HELP rngvault_snapshots Snapshot names in the store.",

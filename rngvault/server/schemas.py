@@ -28,6 +28,22 @@ class StoredBody(BaseModel):
     created: bool = Field(description="false when the same snapshot was already stored")
 
 
+class BatchItemBody(BaseModel):
+    name: str | None = Field(description="the item's name (null when the item has none)")
+    rank: int | None = Field(description="its metadata.rank (null when it did not decode)")
+    status: int = Field(description="what a PUT of it alone would answer: 201, 200, 409, ...")
+    digest: str | None = Field(description="the states digest, when stored (201 or 200)")
+    size: int | None = Field(description="bytes stored, when stored (201 or 200)")
+    error: str | None = Field(description="the error code a PUT would answer, when refused")
+    detail: str | None = Field(description="what is wrong, when refused")
+
+
+class BatchBody(BaseModel):
+    namespace: str
+    run: str
+    results: list[BatchItemBody] = Field(description="one per item, in item order")
+
+
 class GeneratorBody(BaseModel):
     name: str
     family: str

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
+import msgpack
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Route
@@ -31,6 +32,7 @@ PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"} | {
 # What each route needs; a route missing here fails the walk below.
 SCOPES = {
     ("PUT", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "write",
+    ("POST", "/v1/runs/{namespace}/{run}/batch"): "write",
     ("GET", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "read",
     ("DELETE", "/v1/runs/{namespace}/{run}/snapshots/{name}"): "admin",
     ("GET", "/v1/runs/{namespace}/{run}/snapshots"): "read",
@@ -63,6 +65,7 @@ UI_READ = {
 # that name none); /metrics needs admin over '*'.
 MIXED_ALLOWED = {
     ("PUT", "/v1/runs/{namespace}/{run}/snapshots/{name}"): True,
+    ("POST", "/v1/runs/{namespace}/{run}/batch"): True,
     ("GET", "/v1/runs/{namespace}/{run}/snapshots/{name}"): True,
     ("DELETE", "/v1/runs/{namespace}/{run}/snapshots/{name}"): False,
     ("GET", "/v1/runs/{namespace}/{run}/snapshots"): True,
@@ -127,7 +130,7 @@ def bearer(token: str) -> dict[str, str]:
 
 async def call(client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body):
     url = path.format(namespace="alice", run="r", name="s", filename="ui.css", kind="json")
-    content = body if method == "PUT" else None
+    content = body if method == "PUT" else msgpack.packb([["s", body]]) if "batch" in path else None
     headers = {**headers, "Content-Type": "application/msgpack"}
     return await client.request(method, url, headers=headers, content=content)
 
