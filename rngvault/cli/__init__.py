@@ -2,9 +2,10 @@
 
 ``main(argv) -> int`` runs it and returns the exit status: 0 ok, 1 failure (a library or
 file-system error, printed as one line ``rngvault: error: ...``), 2 usage error (click's
-message). Commands live in ``_server`` (serve, token), ``_maintenance`` (backup, gc,
-vacuum), ``_snapshots`` (runs, ls, show, verify, diff, pull, push), ``_transfer`` (export,
-import), ``_spool`` and ``_integrations`` (import-checkpoint). The server, and torch for
+message); bisect has its own (0 agree, 1 diverge, 2 nothing compared). Commands live in
+``_server`` (serve, token), ``_maintenance`` (backup, gc, vacuum), ``_snapshots`` (runs,
+ls, show, verify, diff, pull, push), ``_bisect`` (bisect), ``_transfer`` (export, import),
+``_spool`` and ``_integrations`` (import-checkpoint). The server, and torch for
 import-checkpoint, are imported only by the commands that need them, so the command needs
 just the core and click.
 """
@@ -21,7 +22,15 @@ import click
 
 import rngvault
 from rngvault._errors import AuthError, RngVaultError
-from rngvault.cli import _integrations, _maintenance, _server, _snapshots, _spool, _transfer
+from rngvault.cli import (
+    _bisect,
+    _integrations,
+    _maintenance,
+    _server,
+    _snapshots,
+    _spool,
+    _transfer,
+)
 from rngvault.cli._common import example, root_store_options
 
 __all__ = ["cli", "main"]
@@ -64,7 +73,7 @@ def cli() -> None:
     training run. --url and --token may come before or after the command."""
 
 
-for module in (_server, _maintenance, _snapshots, _transfer, _spool, _integrations):
+for module in (_server, _maintenance, _snapshots, _bisect, _transfer, _spool, _integrations):
     for command in module.COMMANDS:
         cli.add_command(command)
 
