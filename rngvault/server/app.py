@@ -12,7 +12,7 @@ from rngvault.server import docs, errors
 from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for, log
 from rngvault.server.metrics import Metrics, MetricsMiddleware
 from rngvault.server.render import Renderer
-from rngvault.server.routes import admin, batch, ops, runs, snapshots
+from rngvault.server.routes import admin, batch, ops, runs, snapshots, steps
 from rngvault.server.settings import Settings
 from rngvault.server.storage import location, open_store
 from rngvault.server.storage.base import Store
@@ -68,7 +68,14 @@ def create_app(
         app.state.store = store
     errors.install(app)
     docs.install(app)
-    for router in (snapshots.router, batch.router, runs.router, admin.router, ops.router):
+    for router in (
+        snapshots.router,
+        batch.router,
+        steps.router,
+        runs.router,
+        admin.router,
+        ops.router,
+    ):
         app.include_router(router)
     app.include_router(ui.root)  # / redirects to the pages
     app.include_router(ui.router)

@@ -88,6 +88,21 @@ class SnapshotPage(BaseModel):
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
 
 
+class StepBody(BaseModel):
+    step: int | str = Field(description="the snapshot's step (integers past 2**53 are strings)")
+    name: str = Field(description="the snapshot's name")
+    digest: str = Field(description="its states digest: equal digests, equal states")
+    state: str | None = Field(
+        description="with ?generator=: SHA-256 hex of that generator's state entry (null "
+        "where the snapshot has no such generator); null without ?generator="
+    )
+
+
+class StepPage(BaseModel):
+    steps: list[StepBody] = Field(description="by step; one step's snapshots as stored")
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
 class RunBody(BaseModel):
     namespace: str
     run: str

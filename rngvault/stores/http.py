@@ -43,10 +43,10 @@ from rngvault._errors import (
 )
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
-from rngvault._names import check_name, split_run
+from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
 from rngvault._snapshot import Snapshot
 from rngvault.stores._transport import CAUGHT, from_httpx, from_response, require_httpx
-from rngvault.stores.base import SnapshotInfo
+from rngvault.stores.base import SnapshotInfo, StepEntry
 from rngvault.stores.local import _write_temp
 from rngvault.stores.spool import Spool, SpoolEntry
 
@@ -62,6 +62,9 @@ MAX_BACKOFF = 60.0
 SERVER_WIDE = frozenset({429, 507})
 _INTEGER = re.compile(r"-?[0-9]{1,400}")
 PAGE = 1000  # listing items asked for per request
+STEP_PAGE = 10_000  # steps listed per request (the server's largest page)
+_NAME = re.compile(NAME_RULE)
+_SHA256 = re.compile("[0-9a-f]{64}")
 HEALTH_TIMEOUT = 2.0  # seconds for the /healthz probe after a failed spooled upload
 
 
@@ -442,7 +445,7 @@ class HttpStore:
         return [item for page in self._iter_pages(path, key, **params) for item in page]
 
     def _iter_pages(
-        self, path: str, key: str, limit: int | None = None, **params: Any
+        self, path: str, key: str, limit: int | None = None, size: int = PAGE, **params: Any
     ) -> Iterator[list[Any]]:
         """The pages of a paged listing as they come (at most ``limit`` items in all);
         StoreError for an answer of another shape or a cursor that does not move on."""
@@ -450,8 +453,11 @@ class HttpStore:
         seen: set[str] = set()
         left = limit
         while left is None or left > 0:
-            size = PAGE if left is None else min(PAGE, left)
-            query = dict(params, limit=size, **({"cursor": cursor} if cursor else {}))
+            query = dict(
+                params,
+                limit=size if left is None else min(size, left),
+                **({"cursor": cursor} if cursor else {}),
+            )
             body = self._json(path, **query)
             page, cursor = body.get(key), body.get("next_cursor")
             if not isinstance(page, list):
@@ -480,6 +486,39 @@ class HttpStore:
                 yield SnapshotInfo.from_dict(_listed(run, item), source=source)
         if empty:
             self._require_run(run)
+
+    def steps(
+        self,
+        run: str,
+        *,
+        rank: int = 0,
+        start: int | None = None,
+        generator: str | None = None,
+    ) -> Iterator[StepEntry]:
+        """``rank``'s snapshots of ``run`` that recorded a step, by step, from ``start`` on
+        (the server's ``/steps`` listing, ``STEP_PAGE`` a request, as the pages come);
+        with ``generator``, each entry carries that generator's state hash. NotFoundError
+        for no such run; StoreError for an answer that is not a steps listing."""
+        if generator is not None:
+            check_generator_name(generator)
+        namespace, run_name = split_run(run)
+        path = f"/v1/runs/{quote(namespace)}/{quote(run_name)}/steps"
+        params: dict[str, Any] = {"rank": rank}
+        if start is not None:
+            params["start"] = start
+        if generator is not None:
+            params["generator"] = generator
+        previous = start
+        for page in self._iter_pages(path, "steps", size=STEP_PAGE, **params):
+            for item in page:
+                entry = _step_entry(item, generator is not None, f"{self.url}{path}")
+                if previous is not None and entry.step < previous:
+                    raise StoreError(
+                        f"{self.url}{path}: step {entry.step} ({entry.name!r}) is listed "
+                        f"after step {previous}: the listing is not in step order"
+                    )
+                previous = entry.step
+                yield entry
 
     def _require_run(self, run: str) -> None:
         namespace, name = split_run(run)
@@ -520,6 +559,27 @@ def _listed(run: str, item: Any) -> Any:
         "run": run,
         "generators": generators,
     }
+
+
+def _step_entry(item: Any, with_state: bool, source: str) -> StepEntry:
+    """A ``StepEntry`` from an item of the steps listing; StoreError naming what is wrong."""
+    if not isinstance(item, dict):
+        raise StoreError(f"{source}: a listed step must be a map, not {item!r:.60}")
+    step, name = _number(item.get("step")), item.get("name")
+    digest, state = item.get("digest"), item.get("state")
+    if type(step) is not int:
+        problem = f"step {step!r:.60} is not an integer"
+    elif not isinstance(name, str) or not _NAME.fullmatch(name):
+        problem = f"name {name!r:.60} is not a snapshot name"
+    elif not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        problem = f"digest {digest!r:.80} is not a SHA-256 hex digest"
+    elif state is not None and (not isinstance(state, str) or not _SHA256.fullmatch(state)):
+        problem = f"state {state!r:.80} is not a SHA-256 hex digest or null"
+    elif state is not None and not with_state:
+        problem = "a state hash was sent though no generator was asked for"
+    else:
+        return StepEntry(step, name, digest, state)
+    raise StoreError(f"{source}: listed step {item!r:.120}: {problem}")
 
 
 def _number(value: Any) -> Any:

@@ -28,6 +28,7 @@ __all__ = [
     "RunInfo",
     "SnapshotInfo",
     "SnapshotKey",
+    "StepRow",
     "Store",
     "StoreFullError",
     "Stored",
@@ -112,6 +113,25 @@ class SnapshotInfo:
     generators: tuple[tuple[str, str], ...]
     tags: tuple[str, ...] = ()
     world_size: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    """One snapshot of a run that recorded a step, as ``Store.steps`` lists them.
+
+    Attributes:
+        step: the training step the snapshot recorded.
+        name: the snapshot's name.
+        digest: its states digest (equal digests: equal states).
+        state: with ``steps(generator=NAME)``, the SHA-256 hex of that generator's state
+            entry (the hash its blob is stored under), or None where the snapshot has no
+            such generator; None when no generator was asked for.
+    """
+
+    step: int
+    name: str
+    digest: str
+    state: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +239,22 @@ class Store(Protocol):
         """A run's snapshots in the order they were first stored."""
         ...
 
+    async def steps(
+        self,
+        namespace: str,
+        run: str,
+        *,
+        rank: int = 0,
+        start: int | None = None,
+        generator: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[StepRow]:
+        """``rank``'s snapshots of a run that recorded a step, by step (the same step: in
+        the order they were stored), from step ``start`` on; with ``generator``, each row
+        also carries that generator's state hash. NotFoundError for an unknown run."""
+        ...
+
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
         """Delete every rank of a snapshot; returns how many ranks were removed."""
         ...
@@ -308,3 +344,56 @@ def snapshot_page(rows: Sequence[tuple[int, SnapshotInfo]], limit: int) -> Page[
     """A page of snapshots from up to ``limit + 1`` (position, info) rows."""
     items = tuple(info for _position, info in rows[:limit])
     return Page(items, encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None)
+
+
+STEP_KEY_MAX = 2**63 - 1
+"""The largest step an index column holds: a step past it (msgpack allows up to 2**64 - 1)
+is indexed as this, and its true value read from the row's listing metadata."""
+
+
+def step_key(step: int | None) -> int | None:
+    """The indexed value of ``step`` (clamped to an int64)."""
+    return None if step is None else min(step, STEP_KEY_MAX)
+
+
+def true_step(key: int, info: str | None) -> int:
+    """The step of an indexed row: ``key`` itself, unless it is ``STEP_KEY_MAX``, where the
+    listing metadata ``info`` says the true value."""
+    if key != STEP_KEY_MAX or info is None:
+        return key
+    return int(json.loads(info)["step"])
+
+
+def generator_position(info: str, generator: str, known: dict[str, int | None]) -> int | None:
+    """Where ``generator`` is among the states of a row whose listing metadata is ``info``
+    (``content.info_json``), or None. The generators list is the last list-valued key of the
+    top level (only tags, of strings, and world size follow it), and a run's rows mostly
+    share it: each distinct list is parsed once (``known``)."""
+    begin = info.rfind('"generators":[')
+    if begin < 0:
+        return None
+    begin += len('"generators":')
+    end = begin + 2 if info.startswith("[]", begin) else info.index("]]", begin) + 2
+    segment = info[begin:end]
+    if segment not in known:
+        names = [pair[0] for pair in json.loads(segment)]
+        known[segment] = names.index(generator) if generator in names else None
+    return known[segment]
+
+
+def step_cursor(cursor: str | None) -> tuple[int, int] | None:
+    """The (step key, row id) after which a steps page starts."""
+    if cursor is None:
+        return None
+    key, row = decode_cursor(cursor, int, int)
+    return key, row
+
+
+def step_page(
+    rows: Sequence[tuple[int, int, StepRow]], limit: int, start: int | None
+) -> Page[StepRow]:
+    """A page of steps from up to ``limit + 1`` (step key, row id, row) rows; rows past
+    ``STEP_KEY_MAX`` before ``start`` are left out (the index cannot tell them apart)."""
+    items = tuple(row for key, _id, row in rows[:limit] if start is None or row.step >= start)
+    more = len(rows) > limit
+    return Page(items, encode_cursor(rows[limit - 1][0], rows[limit - 1][1]) if more else None)

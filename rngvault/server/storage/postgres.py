@@ -46,6 +46,7 @@ from rngvault.server.storage.base import (
     RunInfo,
     SnapshotInfo,
     SnapshotKey,
+    StepRow,
     Stored,
     StoreFullError,
     check_rules,
@@ -53,6 +54,8 @@ from rngvault.server.storage.base import (
     globs,
     run_page,
     snapshot_page,
+    step_cursor,
+    step_page,
 )
 from rngvault.server.storage.content import SameStates, prepare, settle
 
@@ -337,7 +340,9 @@ class PostgresStore:
         prepared = prepare(body, snapshot)
         try:
             return await self._run(
-                lambda conn: sql.put(conn, key, prepared), transaction=True, pipeline=True
+                lambda conn: sql.put(conn, key, prepared, step=snapshot.metadata.step),
+                transaction=True,
+                pipeline=True,
             )
         except sql.Unchanged as same:
             return same.stored
@@ -375,6 +380,24 @@ class PostgresStore:
             transaction=False,
         )
         return snapshot_page(rows, limit)
+
+    async def steps(
+        self,
+        namespace: str,
+        run: str,
+        *,
+        rank: int = 0,
+        start: int | None = None,
+        generator: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[StepRow]:
+        after = step_cursor(cursor)
+        rows = await self._run(
+            lambda conn: sql.steps(conn, namespace, run, rank, start, generator, after, limit),
+            transaction=False,
+        )
+        return step_page(rows, limit, start)
 
     async def delete_snapshot(self, namespace: str, run: str, name: str) -> int:
         return await self._run(

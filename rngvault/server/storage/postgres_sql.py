@@ -29,7 +29,18 @@ from psycopg import AsyncConnection
 
 from rngvault._errors import NotFoundError
 from rngvault.server.storage import migrations
-from rngvault.server.storage.base import SAMPLE, RunInfo, SnapshotInfo, SnapshotKey, Stored
+from rngvault.server.storage.base import (
+    SAMPLE,
+    STEP_KEY_MAX,
+    RunInfo,
+    SnapshotInfo,
+    SnapshotKey,
+    StepRow,
+    Stored,
+    generator_position,
+    step_key,
+    true_step,
+)
 from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
 
 Conn = AsyncConnection[Any]
@@ -74,10 +85,12 @@ async def migrate(conn: Conn) -> None:
             )
 
 
-async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
-    """Store one rank's snapshot. The store runs this in pipeline mode: statements whose
-    results are not read yet travel together, so a put costs three round trips. A taken
-    key: see ``outcome``."""
+async def put(
+    conn: Conn, key: SnapshotKey, prepared: Prepared, *, step: int | None = None
+) -> Stored:
+    """Store one rank's snapshot; ``step`` is its metadata.step, which the steps listing
+    indexes. The store runs this in pipeline mode: statements whose results are not read
+    yet travel together, so a put costs three round trips. A taken key: see ``outcome``."""
     found_query = await conn.execute(
         "SELECT r.id, s.id, e.body_sha256, e.digest FROM runs r"
         " LEFT JOIN snapshots s ON s.run_id = r.id AND s.name = %s"
@@ -104,6 +117,8 @@ async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
         prepared.size,
         prepared.envelope,
         prepared.info,
+        run_id,
+        step_key(step),
     )
     existing = found[1] if found else None
     if existing is None:
@@ -111,8 +126,9 @@ async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
             conn,
             "WITH s AS (INSERT INTO snapshots (run_id, name, stored) VALUES (%s, %s, %s)"
             "  ON CONFLICT (run_id, name) DO NOTHING RETURNING id)"
-            " INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
-            " SELECT id, %s, %b, %s, %s, %b, %s FROM s RETURNING id, snapshot_id",
+            " INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info,"
+            "  run_id, step)"
+            " SELECT id, %s, %b, %s, %s, %b, %s, %s, %s FROM s RETURNING id, snapshot_id",
             (run_id, key.name, now, *entry_values),
         )
         if entry is None:  # a concurrent put stored this name first and has committed
@@ -120,8 +136,9 @@ async def put(conn: Conn, key: SnapshotKey, prepared: Prepared) -> Stored:
     else:
         entry = await _one(
             conn,
-            "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
-            " VALUES (%s, %s, %b, %s, %s, %b, %s) ON CONFLICT (snapshot_id, rank) DO NOTHING"
+            "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info,"
+            " run_id, step) VALUES (%s, %s, %b, %s, %s, %b, %s, %s, %s)"
+            " ON CONFLICT (snapshot_id, rank) DO NOTHING"
             " RETURNING id, snapshot_id",
             (existing, *entry_values),
         )
@@ -280,6 +297,72 @@ async def list_snapshots(
     return [
         (position, snapshot_info(name, stored, ranks, digest, size, info))
         for position, name, stored, ranks, digest, size, info in rows
+    ]
+
+
+async def steps(
+    conn: Conn,
+    namespace: str,
+    run: str,
+    rank: int,
+    start: int | None,
+    generator: str | None,
+    after: tuple[int, int] | None,
+    limit: int,
+) -> list[tuple[int, int, StepRow]]:
+    """Up to ``limit + 1`` (step key, entry id, row) of ``Store.steps``, from the index on
+    (run_id, rank, step, id); the step's own value comes from the metadata only past int64.
+    Its queries share one snapshot of the database (a read-only REPEATABLE READ
+    transaction), so a row's state hash is never missed for a delete in between."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return await _steps(conn, namespace, run, rank, start, generator, after, limit)
+
+
+async def _steps(
+    conn: Conn,
+    namespace: str,
+    run: str,
+    rank: int,
+    start: int | None,
+    generator: str | None,
+    after: tuple[int, int] | None,
+    limit: int,
+) -> list[tuple[int, int, StepRow]]:
+    run_id = await _run_id(conn, namespace, run)
+    where, args = "e.run_id = %s AND e.rank = %s AND e.step IS NOT NULL", [run_id, rank]
+    if after is not None:
+        where += " AND (e.step, e.id) > (%s, %s)"
+        args.extend(after)
+    elif start is not None:
+        where += " AND e.step >= %s"
+        args.append(min(start, STEP_KEY_MAX))
+    info = "e.info" if generator is not None else "CASE WHEN e.step = %s THEN e.info END"
+    cursor = await conn.execute(
+        f"SELECT e.step, e.id, s.name, e.digest, {info} FROM entries e"
+        f" JOIN snapshots s ON s.id = e.snapshot_id WHERE {where}"
+        " ORDER BY e.step, e.id LIMIT %s",
+        (*([] if generator is not None else [STEP_KEY_MAX]), *args, limit + 1),
+    )
+    rows = await cursor.fetchall()
+    hashes: dict[int, str] = {}
+    if generator is not None and rows:
+        known: dict[str, int | None] = {}
+        wanted = [
+            (row[1], position)
+            for row in rows
+            if (position := generator_position(row[4], generator, known)) is not None
+        ]
+        found = await conn.execute(
+            "SELECT es.entry_id, es.state_hash FROM unnest(%s::bigint[], %s::int[]) AS w(e, p)"
+            " JOIN entry_states es ON es.entry_id = w.e AND es.position = w.p",
+            ([e for e, _p in wanted], [p for _e, p in wanted]),
+            binary=True,
+        )
+        hashes = {entry_id: bytes(digest).hex() for entry_id, digest in await found.fetchall()}
+    return [
+        (key, entry_id, StepRow(true_step(key, info), name, digest, hashes.get(entry_id)))
+        for key, entry_id, name, digest, info in rows
     ]
 
 

@@ -42,6 +42,7 @@ from rngvault.server.storage.base import (
     RunInfo,
     SnapshotInfo,
     SnapshotKey,
+    StepRow,
     Stored,
     StoreFullError,
     check_rules,
@@ -49,6 +50,8 @@ from rngvault.server.storage.base import (
     globs,
     run_page,
     snapshot_page,
+    step_cursor,
+    step_page,
 )
 from rngvault.server.storage.content import SameStates, prepare, settle
 from rngvault.server.storage.writer import Writer, log, map_error
@@ -191,7 +194,12 @@ class SQLiteStore:
         try:
             return await self._writer.run(
                 lambda conn: sqlite_sql.put(
-                    conn, key, prepared, self._ids, functools.partial(self._room, conn)
+                    conn,
+                    key,
+                    prepared,
+                    self._ids,
+                    functools.partial(self._room, conn),
+                    step=snapshot.metadata.step,
                 ),
                 heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
             )
@@ -227,6 +235,25 @@ class SQLiteStore:
             lambda conn: sqlite_sql.list_snapshots(conn, namespace, run, after, limit)
         )
         return snapshot_page(rows, limit)
+
+    async def steps(
+        self,
+        namespace: str,
+        run: str,
+        *,
+        rank: int = 0,
+        start: int | None = None,
+        generator: str | None = None,
+        cursor: str | None = None,
+        limit: int = 1000,
+    ) -> Page[StepRow]:
+        after = step_cursor(cursor)
+        rows = await self._read(
+            lambda conn: sqlite_sql.steps(
+                conn, namespace, run, rank, start, generator, after, limit
+            )
+        )
+        return step_page(rows, limit, start)
 
     def _room(self, conn: sqlite3.Connection, size: int) -> None:
         """StoreFullError unless ``size`` more bytes leave the reserve free: free space on

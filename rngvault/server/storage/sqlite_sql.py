@@ -7,6 +7,7 @@ reader's read transaction, so every query of one function sees the same database
 from __future__ import annotations
 
 import dataclasses
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from rngvault._errors import NotFoundError
-from rngvault.server.storage.base import RunInfo, SnapshotInfo, SnapshotKey, Stored
+from rngvault.server.storage.base import (
+    STEP_KEY_MAX,
+    RunInfo,
+    SnapshotInfo,
+    SnapshotKey,
+    StepRow,
+    Stored,
+    generator_position,
+    step_key,
+    true_step,
+)
 from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
 
 
@@ -81,9 +92,12 @@ def put(
     prepared: Prepared,
     ids: Ids,
     room: Callable[[int], None] = lambda size: None,
+    *,
+    step: int | None = None,
 ) -> Stored:
     """Store one rank; ``room(size)`` raises StoreFullError when new data may not be added
-    (an identical retry is answered before it is asked). A taken key: see ``outcome``."""
+    (an identical retry is answered before it is asked); ``step`` is the snapshot's
+    metadata.step, which the steps listing indexes. A taken key: see ``outcome``."""
     now = time.time()
     run_id = ids.runs.get((key.namespace, key.run))
     if run_id is None:
@@ -113,8 +127,8 @@ def put(
             return outcome(key, prepared, same[0], same[1])
     room(prepared.size)
     entry_id = conn.execute(
-        "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info,"
+        " run_id, step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             snapshot_id,
             key.rank,
@@ -123,6 +137,8 @@ def put(
             prepared.size,
             prepared.envelope,
             prepared.info,
+            run_id,
+            step_key(step),
         ),
     ).lastrowid
     state_ids = {}
@@ -235,6 +251,57 @@ def list_snapshots(
             (snapshot_id, snapshot_info(name, stored, [r[0] for r in ranks], digest, size, info))
         )
     return result
+
+
+def steps(
+    conn: sqlite3.Connection,
+    namespace: str,
+    run: str,
+    rank: int,
+    start: int | None,
+    generator: str | None,
+    after: tuple[int, int] | None,
+    limit: int,
+) -> list[tuple[int, int, StepRow]]:
+    """Up to ``limit + 1`` (step key, entry id, row) of ``Store.steps``, from the index on
+    (run_id, rank, step); the step's own value comes from the metadata only past int64."""
+    run_id = _run_id(conn, namespace, run)
+    where, args = "e.run_id = ? AND e.rank = ? AND e.step IS NOT NULL", [run_id, rank]
+    if after is not None:
+        where += " AND (e.step, e.id) > (?, ?)"
+        args.extend(after)
+    elif start is not None:
+        where += " AND e.step >= ?"
+        args.append(min(start, STEP_KEY_MAX))
+    info = "e.info" if generator is not None else "CASE WHEN e.step = ? THEN e.info END"
+    rows = conn.execute(
+        f"SELECT e.step, e.id, s.name, e.digest, {info} FROM entries e"
+        f" JOIN snapshots s ON s.id = e.snapshot_id WHERE {where}"
+        " ORDER BY e.step, e.id LIMIT ?",
+        (*([] if generator is not None else [STEP_KEY_MAX]), *args, limit + 1),
+    ).fetchall()
+    hashes: dict[int, str] = {}
+    if generator is not None and rows:
+        known: dict[str, int | None] = {}
+        wanted = []
+        for row in rows:
+            position = generator_position(row[4], generator, known)
+            if position is not None:
+                wanted.append((row[1], position))
+        hashes = {
+            entry_id: digest.hex()
+            for entry_id, digest in conn.execute(
+                "SELECT es.entry_id, st.hash FROM json_each(?) w"
+                " JOIN entry_states es ON es.entry_id = json_extract(w.value, '$[0]')"
+                " AND es.position = json_extract(w.value, '$[1]')"
+                " JOIN states st ON st.id = es.state_id",
+                (json.dumps(wanted),),
+            )
+        }
+    return [
+        (key, entry_id, StepRow(true_step(key, info), name, digest, hashes.get(entry_id)))
+        for key, entry_id, name, digest, info in rows
+    ]
 
 
 @dataclass(frozen=True, slots=True)
