@@ -24,10 +24,12 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import msgpack
 
 from rngvault._config import client_config
 from rngvault._errors import (
@@ -66,6 +68,10 @@ STEP_PAGE = 10_000  # steps listed per request (the server's largest page)
 _NAME = re.compile(NAME_RULE)
 _SHA256 = re.compile("[0-9a-f]{64}")
 HEALTH_TIMEOUT = 2.0  # seconds for the /healthz probe after a failed spooled upload
+BATCH_ITEMS = 256  # snapshots per batch request at most (the server's bound)
+BATCH_BYTES = 8 * 2**20  # snapshot bytes per batch request at most (one larger goes alone)
+PutItem = tuple[str, str, bytes, Snapshot]
+"""``put``'s arguments: (run, name, encoded snapshot, the snapshot)."""
 
 
 class HttpStore:
@@ -103,6 +109,7 @@ class HttpStore:
         self._client: Any = None
         self._retrier: threading.Thread | None = None
         self._closed = False
+        self._batches = True  # False once the server answered that it has no batch route
         _STORES.add(self)
         if len(self.spool):
             self._schedule_retry()  # a previous process left snapshots for this server
@@ -195,24 +202,191 @@ class HttpStore:
                 self._backoff(away=True)
                 self._spool(run, name, rank, data, f"did not take it ({exc})")
                 return True
-            except AuthError as exc:  # the token: kept whole until one that works is given
-                self.spool.add(run, name, rank, data, bucket="refused", error=str(exc))
-                # Worded per run, not per snapshot: a warning per distinct failure, not per put.
-                why = str(exc).partition(" -> ")[2] or str(exc)
-                raise AuthError(
-                    f"PUT {self.url}/v1/runs/{run}/snapshots -> {why}; {self._refused_hint()}"
-                ) from None
-            except ConflictError:
-                if self._holds_same(run, name, rank, snapshot):
+            except RngVaultError as exc:
+                error = self._keep_refused(run, name, rank, data, snapshot, exc)
+                if error is None:
                     return False
-                self.spool.add(run, name, rank, data, conflict=True)
-                raise
-            except RngVaultError:  # refused (413...): kept for the user, not retried
-                self.spool.add(run, name, rank, data, conflict=True)
-                raise
+                if error is exc:
+                    raise
+                raise error from None
             if not len(self.spool):
                 self._failures = 0
             return created
+
+    def _keep_refused(
+        self, run: str, name: str, rank: int, data: bytes, snapshot: Snapshot, exc: RngVaultError
+    ) -> RngVaultError | None:
+        """Keep a snapshot the server refused (not for being away) in the spool: for the
+        token in ``refused/`` until one that works is given, for itself (409, 413...) in
+        ``conflicts/`` for the user. Returns the error to raise, or None for a 409 of a name
+        that holds the same snapshot (already stored)."""
+        if isinstance(exc, AuthError):
+            self.spool.add(run, name, rank, data, bucket="refused", error=str(exc))
+            # Worded per run, not per snapshot: a warning per distinct failure, not per put.
+            why = str(exc).partition(" -> ")[2] or str(exc)
+            return AuthError(
+                f"PUT {self.url}/v1/runs/{run}/snapshots -> {why}; {self._refused_hint()}"
+            )
+        if isinstance(exc, ConflictError) and self._holds_same(run, name, rank, snapshot):
+            return None
+        self.spool.add(run, name, rank, data, conflict=True)
+        return exc
+
+    def put_many(self, items: Sequence[PutItem]) -> list[bool | RngVaultError]:
+        """``put`` for each item, in batch requests (``POST .../batch``: by run, at most
+        ``BATCH_ITEMS`` items and about ``BATCH_BYTES`` a request); one result per item, in
+        order: True stored (or spooled, as ``put`` returns), False already stored, or the
+        error ``put`` would have raised for it. Each item is kept exactly as ``put`` keeps
+        it: when the server is away or fails, in the spool; refused, in the spool's
+        ``refused/`` or ``conflicts/``; so on return each one is on the server or on disk.
+        A server without the batch route (an older rngvault) gets one ``put`` per item."""
+        results: list[bool | RngVaultError | None] = [None] * len(items)
+        with self._lock:
+            for group in _batches(items):
+                self._put_batch(items, group, results)
+        done = [result for result in results if result is not None]
+        assert len(done) == len(items)  # every item has its result
+        return done
+
+    def _put_batch(
+        self,
+        items: Sequence[PutItem],
+        group: list[int],
+        results: list[bool | RngVaultError | None],
+    ) -> None:
+        """Send the items ``group`` indexes (one run's), setting their ``results``."""
+        due = time.monotonic() >= self._retry_at
+        if self._away and not due:
+            return self._spool_all(items, group, results, "is away (retrying later)")
+        if len(self.spool) and due:
+            self._drain()
+            if self._away:
+                return self._spool_all(items, group, results, "is still away")
+        if not self._batches or len(group) == 1:
+            return self._put_each(items, group, results)
+        run = items[group[0]][0]
+        try:
+            namespace, run_name = split_run(run)
+            body = msgpack.packb([[items[i][1], items[i][2]] for i in group])
+            response = self._exchange(
+                "POST",
+                f"/v1/runs/{quote(namespace)}/{quote(run_name)}/batch",
+                content=body,
+                headers={"Content-Type": MSGPACK},
+            )
+        except TransportError as exc:
+            self._backoff(away=True)
+            return self._spool_all(items, group, results, f"did not take it ({exc})")
+        except RngVaultError:  # a run name no URL can hold: put says so for each
+            return self._put_each(items, group, results)
+        status = response.status_code
+        if status in (404, 405):  # an rngvault without the batch route
+            self._batches = False
+            return self._put_each(items, group, results)
+        if status == 413:  # a server with a lower limit: smaller batches
+            half = len(group) // 2
+            self._put_batch(items, group[:half], results)
+            return self._put_batch(items, group[half:], results)
+        if status >= 400:
+            error = from_response(response)
+            if isinstance(error, TransportError):
+                self._backoff(away=True)
+                return self._spool_all(items, group, results, f"did not take it ({error})")
+            if isinstance(error, AuthError):
+                return self._settle(items, group, results, [error] * len(group))
+            return self._put_each(items, group, results)  # put's answer for each one
+        answers = self._batch_results(response, items, group)
+        if answers is None:  # not a batch answer: put (safe to repeat) for each one
+            return self._put_each(items, group, results)
+        self._settle(items, group, results, answers)
+        if not len(self.spool):
+            self._failures = 0
+        return None
+
+    def _batch_results(
+        self, response: Any, items: Sequence[PutItem], group: list[int]
+    ) -> list[bool | RngVaultError] | None:
+        """Each item's outcome in a batch answer, as ``put`` would see its own answer:
+        True (201), False (200), or the error of that status and body; None when the
+        answer is not a result per item, in order."""
+        try:
+            answers = response.json().get("results")
+        except (ValueError, AttributeError):
+            return None
+        if not isinstance(answers, list) or len(answers) != len(group):
+            return None
+        httpx = require_httpx()
+        outcomes: list[bool | RngVaultError] = []
+        for i, answer in zip(group, answers, strict=True):
+            run, name, _data, snapshot = items[i]
+            status = answer.get("status") if isinstance(answer, dict) else None
+            if type(status) is not int or answer.get("name") != name:
+                return None
+            if status in (200, 201):
+                outcomes.append(status == 201)
+                continue
+            try:
+                path = self._path(run, name)
+            except RngVaultError as exc:
+                outcomes.append(exc)
+                continue
+            request = httpx.Request(
+                "PUT", f"{self.url}{path}", params={"rank": snapshot.metadata.rank}
+            )
+            said = {"error": answer.get("error"), "detail": answer.get("detail")}
+            outcomes.append(from_response(httpx.Response(status, json=said, request=request)))
+        return outcomes
+
+    def _settle(
+        self,
+        items: Sequence[PutItem],
+        group: list[int],
+        results: list[bool | RngVaultError | None],
+        answers: Sequence[bool | RngVaultError],
+    ) -> None:
+        """Each item's result from the server's answer for it, kept as ``put`` keeps it."""
+        for i, answer in zip(group, answers, strict=True):
+            run, name, data, snapshot = items[i]
+            rank = snapshot.metadata.rank
+            try:
+                if isinstance(answer, bool):
+                    results[i] = answer
+                elif isinstance(answer, TransportError):  # this one failed: as put spools it
+                    self._backoff(away=True)
+                    self._spool(run, name, rank, data, f"did not take it ({answer})")
+                    results[i] = True
+                else:
+                    error = self._keep_refused(run, name, rank, data, snapshot, answer)
+                    results[i] = False if error is None else error
+            except RngVaultError as exc:  # the spool is full: as put raises it
+                results[i] = exc
+
+    def _put_each(
+        self,
+        items: Sequence[PutItem],
+        group: list[int],
+        results: list[bool | RngVaultError | None],
+    ) -> None:
+        for i in group:
+            try:
+                results[i] = self.put(*items[i])
+            except RngVaultError as exc:
+                results[i] = exc
+
+    def _spool_all(
+        self,
+        items: Sequence[PutItem],
+        group: list[int],
+        results: list[bool | RngVaultError | None],
+        why: str,
+    ) -> None:
+        for i in group:
+            run, name, data, snapshot = items[i]
+            try:
+                self._spool(run, name, snapshot.metadata.rank, data, why)
+                results[i] = True
+            except RngVaultError as exc:  # the spool is full: as put raises it
+                results[i] = exc
 
     def _refused_hint(self) -> str:
         return (
@@ -540,6 +714,21 @@ class HttpStore:
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
         self._client = None
+
+
+def _batches(items: Sequence[PutItem]) -> list[list[int]]:
+    """The indexes of ``items`` in batches: one run's each, in order, within the bounds."""
+    batches: list[list[int]] = []
+    open_batch: dict[str, tuple[list[int], int]] = {}
+    for i, (run, _name, data, _snapshot) in enumerate(items):
+        batch, size = open_batch.get(run, ([], 0))
+        if batch and (len(batch) >= BATCH_ITEMS or size + len(data) > BATCH_BYTES):
+            batch, size = [], 0
+        if not batch:
+            batches.append(batch)
+        batch.append(i)
+        open_batch[run] = (batch, size + len(data))
+    return batches
 
 
 def _listed(run: str, item: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,12 @@ class RecordingStore(HttpStore):
     def put(self, run: str, name: str, data: bytes, snapshot: rngvault.Snapshot) -> bool:
         self.handed[name] = data
         return super().put(run, name, data, snapshot)
+
+    def put_many(
+        self, items: Sequence[tuple[str, str, bytes, rngvault.Snapshot]]
+    ) -> list[bool | rngvault.RngVaultError]:
+        self.handed.update((name, data) for _run, name, data, _snapshot in items)
+        return super().put_many(items)
 
 
 def _server_bytes(url: str, run: str, name: str) -> bytes:
