@@ -348,7 +348,8 @@ def snapshot_page(rows: Sequence[tuple[int, SnapshotInfo]], limit: int) -> Page[
 
 STEP_KEY_MAX = 2**63 - 1
 """The largest step an index column holds: a step past it (msgpack allows up to 2**64 - 1)
-is indexed as this, and its true value read from the row's listing metadata."""
+is indexed as this, and its true value read from the row's listing metadata; such steps
+list after every other, in the order they were stored."""
 
 
 def step_key(step: int | None) -> int | None:
@@ -356,12 +357,47 @@ def step_key(step: int | None) -> int | None:
     return None if step is None else min(step, STEP_KEY_MAX)
 
 
-def true_step(key: int, info: str | None) -> int:
-    """The step of an indexed row: ``key`` itself, unless it is ``STEP_KEY_MAX``, where the
-    listing metadata ``info`` says the true value."""
-    if key != STEP_KEY_MAX or info is None:
-        return key
-    return int(json.loads(info)["step"])
+Listed = tuple[int, int, int, str, str]
+"""A row of the steps index: (step key, snapshot id, entry id, name, digest)."""
+
+
+def info_needed(rows: Sequence[Listed], generator: str | None) -> list[int]:
+    """The entries whose listing metadata a steps page needs: all of them for a generator's
+    position, else only those whose step is past int64."""
+    return [row[2] for row in rows if generator is not None or row[0] == STEP_KEY_MAX]
+
+
+def state_positions(
+    rows: Sequence[Listed], infos: Mapping[int, str], generator: str
+) -> list[tuple[int, int]]:
+    """(entry id, position of ``generator`` among its states) for the rows that have it."""
+    known: dict[str, int | None] = {}
+    found = []
+    for row in rows:
+        position = generator_position(infos[row[2]], generator, known)
+        if position is not None:
+            found.append((row[2], position))
+    return found
+
+
+def step_rows(
+    rows: Sequence[Listed], infos: Mapping[int, str], hashes: Mapping[int, str]
+) -> list[tuple[int, int, StepRow]]:
+    """(step key, snapshot id, row) for ``step_page``; a step past int64 is read from its
+    listing metadata."""
+    return [
+        (
+            key,
+            snapshot_id,
+            StepRow(
+                key if key != STEP_KEY_MAX else int(json.loads(infos[entry_id])["step"]),
+                name,
+                digest,
+                hashes.get(entry_id),
+            ),
+        )
+        for key, snapshot_id, entry_id, name, digest in rows
+    ]
 
 
 def generator_position(info: str, generator: str, known: dict[str, int | None]) -> int | None:
@@ -382,7 +418,7 @@ def generator_position(info: str, generator: str, known: dict[str, int | None]) 
 
 
 def step_cursor(cursor: str | None) -> tuple[int, int] | None:
-    """The (step key, row id) after which a steps page starts."""
+    """The (step key, snapshot id) after which a steps page starts."""
     if cursor is None:
         return None
     key, row = decode_cursor(cursor, int, int)
@@ -392,7 +428,7 @@ def step_cursor(cursor: str | None) -> tuple[int, int] | None:
 def step_page(
     rows: Sequence[tuple[int, int, StepRow]], limit: int, start: int | None
 ) -> Page[StepRow]:
-    """A page of steps from up to ``limit + 1`` (step key, row id, row) rows; rows past
+    """A page of steps from up to ``limit + 1`` (step key, snapshot id, row) rows; rows past
     ``STEP_KEY_MAX`` before ``start`` are left out (the index cannot tell them apart)."""
     items = tuple(row for key, _id, row in rows[:limit] if start is None or row.step >= start)
     more = len(rows) > limit

@@ -37,9 +37,10 @@ from rngvault.server.storage.base import (
     SnapshotKey,
     StepRow,
     Stored,
-    generator_position,
+    info_needed,
+    state_positions,
     step_key,
-    true_step,
+    step_rows,
 )
 from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
 
@@ -310,8 +311,9 @@ async def steps(
     after: tuple[int, int] | None,
     limit: int,
 ) -> list[tuple[int, int, StepRow]]:
-    """Up to ``limit + 1`` (step key, entry id, row) of ``Store.steps``, from the index on
-    (run_id, rank, step, id); the step's own value comes from the metadata only past int64.
+    """Up to ``limit + 1`` (step key, snapshot id, row) of ``Store.steps``, from the index on
+    (run_id, rank, step, snapshot_id) that includes the digest and entry id; an entry's
+    metadata is read only for a generator's position or a step past int64.
     Its queries share one snapshot of the database (a read-only REPEATABLE READ
     transaction), so a row's state hash is never missed for a delete in between."""
     async with conn.transaction():
@@ -332,27 +334,27 @@ async def _steps(
     run_id = await _run_id(conn, namespace, run)
     where, args = "e.run_id = %s AND e.rank = %s AND e.step IS NOT NULL", [run_id, rank]
     if after is not None:
-        where += " AND (e.step, e.id) > (%s, %s)"
+        where += " AND (e.step, e.snapshot_id) > (%s, %s)"
         args.extend(after)
     elif start is not None:
         where += " AND e.step >= %s"
         args.append(min(start, STEP_KEY_MAX))
-    info = "e.info" if generator is not None else "CASE WHEN e.step = %s THEN e.info END"
     cursor = await conn.execute(
-        f"SELECT e.step, e.id, s.name, e.digest, {info} FROM entries e"
+        "SELECT e.step, e.snapshot_id, e.id, s.name, e.digest FROM entries e"
         f" JOIN snapshots s ON s.id = e.snapshot_id WHERE {where}"
-        " ORDER BY e.step, e.id LIMIT %s",
-        (*([] if generator is not None else [STEP_KEY_MAX]), *args, limit + 1),
+        " ORDER BY e.step, e.snapshot_id LIMIT %s",
+        (*args, limit + 1),
     )
     rows = await cursor.fetchall()
+    infos: dict[int, str] = {}
+    if needed := info_needed(rows, generator):
+        found = await conn.execute(
+            "SELECT id, info FROM entries WHERE id = ANY(%s::bigint[])", (needed,)
+        )
+        infos = dict(await found.fetchall())
     hashes: dict[int, str] = {}
     if generator is not None and rows:
-        known: dict[str, int | None] = {}
-        wanted = [
-            (row[1], position)
-            for row in rows
-            if (position := generator_position(row[4], generator, known)) is not None
-        ]
+        wanted = state_positions(rows, infos, generator)
         found = await conn.execute(
             "SELECT es.entry_id, es.state_hash FROM unnest(%s::bigint[], %s::int[]) AS w(e, p)"
             " JOIN entry_states es ON es.entry_id = w.e AND es.position = w.p",
@@ -360,10 +362,7 @@ async def _steps(
             binary=True,
         )
         hashes = {entry_id: bytes(digest).hex() for entry_id, digest in await found.fetchall()}
-    return [
-        (key, entry_id, StepRow(true_step(key, info), name, digest, hashes.get(entry_id)))
-        for key, entry_id, name, digest, info in rows
-    ]
+    return step_rows(rows, infos, hashes)
 
 
 async def _collect(conn: Conn, hashes: list[bytes]) -> int:

@@ -22,9 +22,10 @@ from rngvault.server.storage.base import (
     SnapshotKey,
     StepRow,
     Stored,
-    generator_position,
+    info_needed,
+    state_positions,
     step_key,
-    true_step,
+    step_rows,
 )
 from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
 
@@ -263,31 +264,33 @@ def steps(
     after: tuple[int, int] | None,
     limit: int,
 ) -> list[tuple[int, int, StepRow]]:
-    """Up to ``limit + 1`` (step key, entry id, row) of ``Store.steps``, from the index on
-    (run_id, rank, step); the step's own value comes from the metadata only past int64."""
+    """Up to ``limit + 1`` (step key, snapshot id, row) of ``Store.steps``, read from the
+    covering index on (run_id, rank, step, snapshot_id, digest) and the snapshots' names;
+    an entry's metadata is read only for a generator's position or a step past int64."""
     run_id = _run_id(conn, namespace, run)
     where, args = "e.run_id = ? AND e.rank = ? AND e.step IS NOT NULL", [run_id, rank]
     if after is not None:
-        where += " AND (e.step, e.id) > (?, ?)"
+        where += " AND (e.step, e.snapshot_id) > (?, ?)"
         args.extend(after)
     elif start is not None:
         where += " AND e.step >= ?"
         args.append(min(start, STEP_KEY_MAX))
-    info = "e.info" if generator is not None else "CASE WHEN e.step = ? THEN e.info END"
     rows = conn.execute(
-        f"SELECT e.step, e.id, s.name, e.digest, {info} FROM entries e"
+        "SELECT e.step, e.snapshot_id, e.id, s.name, e.digest FROM entries e"
         f" JOIN snapshots s ON s.id = e.snapshot_id WHERE {where}"
-        " ORDER BY e.step, e.id LIMIT ?",
-        (*([] if generator is not None else [STEP_KEY_MAX]), *args, limit + 1),
+        " ORDER BY e.step, e.snapshot_id LIMIT ?",
+        (*args, limit + 1),
     ).fetchall()
+    infos: dict[int, str] = {}
+    if needed := info_needed(rows, generator):
+        infos = dict(
+            conn.execute(
+                "SELECT e.id, e.info FROM json_each(?) w JOIN entries e ON e.id = w.value",
+                (json.dumps(needed),),
+            ).fetchall()
+        )
     hashes: dict[int, str] = {}
     if generator is not None and rows:
-        known: dict[str, int | None] = {}
-        wanted = []
-        for row in rows:
-            position = generator_position(row[4], generator, known)
-            if position is not None:
-                wanted.append((row[1], position))
         hashes = {
             entry_id: digest.hex()
             for entry_id, digest in conn.execute(
@@ -295,13 +298,10 @@ def steps(
                 " JOIN entry_states es ON es.entry_id = json_extract(w.value, '$[0]')"
                 " AND es.position = json_extract(w.value, '$[1]')"
                 " JOIN states st ON st.id = es.state_id",
-                (json.dumps(wanted),),
+                (json.dumps(state_positions(rows, infos, generator)),),
             )
         }
-    return [
-        (key, entry_id, StepRow(true_step(key, info), name, digest, hashes.get(entry_id)))
-        for key, entry_id, name, digest, info in rows
-    ]
+    return step_rows(rows, infos, hashes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 -- Each entry's run and step (its metadata.step, clamped to bigint; NULL for none), indexed
--- for "this run, this rank, by step, then as stored".
+-- for "this run, this rank, by step, then in the order the snapshots were stored"; the
+-- index holds what the listing reads of an entry (digest, id).
 ALTER TABLE entries ADD COLUMN run_id BIGINT, ADD COLUMN step BIGINT;
 
 -- Existing rows: the step from the listing metadata, which begins {"created":X,"step":Y,
@@ -14,4 +15,5 @@ UPDATE entries e SET
     END
 FROM snapshots s WHERE s.id = e.snapshot_id;
 
-CREATE INDEX entries_by_step ON entries (run_id, rank, step, id) WHERE step IS NOT NULL;
+CREATE INDEX entries_by_step ON entries (run_id, rank, step, snapshot_id)
+    INCLUDE (digest, id) WHERE step IS NOT NULL;

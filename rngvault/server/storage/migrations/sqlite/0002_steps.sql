@@ -1,5 +1,7 @@
 -- Each entry's run and step (its metadata.step, clamped to int64; NULL for none), indexed
--- for "this run, this rank, by step" (the rowid orders one step's entries as stored).
+-- for "this run, this rank, by step, then in the order the snapshots were stored". The
+-- index covers the listing (the digest too): reading each entry's row instead costs
+-- three times as much.
 ALTER TABLE entries ADD COLUMN run_id INTEGER;
 ALTER TABLE entries ADD COLUMN step INTEGER;
 
@@ -13,4 +15,5 @@ UPDATE entries SET
               FROM (SELECT substr(info, instr(info, ',"step":') + 8) AS rest))
     );
 
-CREATE INDEX entries_by_step ON entries (run_id, rank, step) WHERE step IS NOT NULL;
+CREATE INDEX entries_by_step ON entries (run_id, rank, step, snapshot_id, digest)
+    WHERE step IS NOT NULL;
