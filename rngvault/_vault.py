@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -37,6 +38,18 @@ from rngvault.families import Family, family_of
 from rngvault.stores import SnapshotInfo, Store, open_store
 
 T = TypeVar("T")
+
+
+Payload = tuple[str, Snapshot, Mapping[str, int], bool]
+"""A writer job: the name, the taken snapshot, its CUDA targets' devices, durable."""
+
+
+def _takes_durable(method: Callable[..., Any]) -> bool:
+    """Whether a store method takes ``durable=`` (LocalStore's do; the protocol's not)."""
+    try:
+        return "durable" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class DivergenceWarning(RngVaultWarning):
@@ -139,6 +152,7 @@ class Vault:
         self._reference_warned = False
         # Names whose put this Vault saw refused: name -> the store's words.
         self._refused: dict[str, RngVaultError] = {}
+        self._put_kind: tuple[bool, bool] | None = None  # (has put_many, takes durable=)
         # Generator name -> (its state at the last snapshot, its probe or None).
         self._probe_cache: dict[str, tuple[State, Any]] = {}
         self._writer = Writer(
@@ -242,7 +256,7 @@ class Vault:
                 world_size=self.world_size,
             )
         snapshot = _TakenSnapshot._for(states, metadata, self.run, name)
-        job = self._writer.submit((name, snapshot, devices))
+        job = self._writer.submit((name, snapshot, devices, durable))
         if durable:
             self._writer.wait_for(job)
             if job.error is not None:
@@ -250,24 +264,23 @@ class Vault:
             return job.result
         return snapshot
 
-    def _write(self, payload: tuple[str, Snapshot, Mapping[str, int]]) -> Snapshot:
+    def _write(self, payload: Payload) -> Snapshot:
         """On the writer thread: environment, probes, encode, store, divergence check."""
-        name, complete, data = self._prepare(payload)
-        try:
-            self.store.put(self.run, name, data, complete)
-        except (ConflictError, AuthError) as exc:
-            self._refused[name] = exc
-            raise
-        return self._stored(name, complete)
+        [(result, error)] = self._write_many([payload])
+        if error is not None:
+            raise error
+        return result
 
-    def _write_many(self, payloads: list[tuple[str, Snapshot, Mapping[str, int]]]) -> list[Outcome]:
-        """On the writer thread, for snapshots that queued up: each one prepared as in
-        ``_write``, then stored together (one request to a server, one sync of a local
-        store's files) where the store can; each snapshot's outcome is its own."""
-        put_many = getattr(self.store, "put_many", None)
+    def _write_many(self, payloads: list[Payload]) -> list[Outcome]:
+        """On the writer thread, for one snapshot or several that queued up: each one
+        prepared (environment, probes, encoding), then stored together where the store
+        can (one request to a server, one sync of a local store's pack); each snapshot's
+        outcome is its own. Durable on return if any of them was asked to be."""
         outcomes: list[Outcome] = []
         ready: list[tuple[int, str, Snapshot, bytes]] = []
+        durable = False
         for payload in payloads:
+            durable = durable or payload[3]
             try:
                 name, complete, data = self._prepare(payload)
             except Exception as exc:
@@ -275,15 +288,7 @@ class Vault:
                 continue
             ready.append((len(outcomes), name, complete, data))
             outcomes.append((None, None))
-        if callable(put_many):
-            results = put_many([(self.run, name, data, snap) for _i, name, snap, data in ready])
-        else:
-            results = []
-            for _i, name, complete, data in ready:
-                try:
-                    results.append(self.store.put(self.run, name, data, complete))
-                except Exception as exc:
-                    results.append(exc)
+        results = self._put_all([(name, snap, data) for _i, name, snap, data in ready], durable)
         for (index, name, complete, _data), result in zip(ready, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, (ConflictError, AuthError)):
@@ -296,11 +301,33 @@ class Vault:
                 outcomes[index] = (None, exc)
         return outcomes
 
-    def _prepare(
-        self, payload: tuple[str, Snapshot, Mapping[str, int]]
-    ) -> tuple[str, Snapshot, bytes]:
+    def _put_all(
+        self, items: list[tuple[str, Snapshot, bytes]], durable: bool
+    ) -> list[bool | BaseException]:
+        """Store prepared snapshots: through the store's ``put_many`` where it has one,
+        else one ``put`` each; ``durable`` is passed to stores that take it."""
+        if not items:
+            return []
+        if self._put_kind is None:  # looked up once: what this store's methods take
+            many = getattr(self.store, "put_many", None)
+            method = many if callable(many) else self.store.put
+            self._put_kind = (callable(many), _takes_durable(method))
+        batched, takes_durable = self._put_kind
+        extra = {"durable": durable} if takes_durable else {}
+        if batched:
+            batch = [(self.run, name, data, snap) for name, snap, data in items]
+            return list(self.store.put_many(batch, **extra))  # type: ignore[attr-defined]
+        results: list[bool | BaseException] = []
+        for name, snap, data in items:
+            try:
+                results.append(self.store.put(self.run, name, data, snap, **extra))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _prepare(self, payload: Payload) -> tuple[str, Snapshot, bytes]:
         """The environment and probes added to a taken snapshot, and its encoding."""
-        name, snapshot, devices = payload
+        name, snapshot, devices, _durable = payload
         environment = _environment.collect(
             rank=self.rank, world_size=self.world_size, local_rank=self.local_rank
         )

@@ -5,6 +5,14 @@ Layout::
     ROOT/blobs/ab/abcdef...             one generator state's encoding, named by its SHA-256
     ROOT/runs/NAMESPACE/RUN/NAME/rank-R.snap
                                         msgpack {"sha256", "size", "skeleton", "info"}
+    ROOT/runs/NAMESPACE/RUN/.steps/rank-R.pack
+                                        the snapshots that recorded a step (stores/_pack.py)
+
+A snapshot with a step goes into its run and rank's pack, a few hundred bytes each, where
+states are kept as deltas from earlier ones; one is durable when ``put`` returns with
+``durable=True`` (the default), else within a second or at ``flush()``/``close()``. Where
+``fcntl`` is missing (Windows), every snapshot gets its own file. A name is stored once per
+rank, in a file or in the pack, never both.
 
 Every file is written to a temporary name, fsynced, then moved into place; a snapshot file
 is created with ``link`` (which fails if the name exists), so two processes writing the
@@ -24,18 +32,20 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from rngvault._errors import ConflictError, NotFoundError, StoreError
+from rngvault._errors import ConflictError, NotFoundError, RngVaultError, StoreError
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
 from rngvault._snapshot import Snapshot
 from rngvault._split import join, split
+from rngvault.stores import _pack
 from rngvault.stores.base import SnapshotInfo, StepEntry
 
 _SHA256 = re.compile("[0-9a-f]{64}")
@@ -80,6 +90,8 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
         self.location = str(self.root)
+        self._packs: dict[Path, _pack.Pack] = {}
+        self._packs_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"LocalStore({self.location!r})"
@@ -98,13 +110,50 @@ class LocalStore:
             raise StoreError(f"{digest!r:.80} is not a state digest (64 lowercase hex digits)")
         return self.root / "blobs" / digest[:2] / digest
 
+    def _pack_of(self, run: str, rank: int) -> _pack.Pack:
+        path = self._run_dir(run) / ".steps" / f"rank-{rank}.pack"
+        with self._packs_lock:
+            pack = self._packs.get(path)
+            if pack is None:
+                pack = self._packs[path] = _pack.Pack(path)
+        return pack
+
+    def _pack_ranks(self, run: str) -> list[int]:
+        """The ranks with a pack in ``run``."""
+        ranks = []
+        for path in (self._run_dir(run) / ".steps").glob("rank-*.pack"):
+            suffix = path.name[5:-5]
+            if suffix.isascii() and suffix.isdigit():
+                ranks.append(int(suffix))
+        return sorted(ranks)
+
+    def _packed(self, run: str, name: str, rank: int) -> _pack.Record | None:
+        """The pack record of ``name`` for ``rank``, if the pack holds one."""
+        pack = self._pack_of(run, rank)
+        record = pack.records.get(name)
+        if record is None:
+            pack.refresh()
+            record = pack.records.get(name)
+        return record
+
     # -- writing ----------------------------------------------------------------------
 
-    def put(self, run: str, name: str, data: bytes, snapshot: Snapshot) -> bool:
+    def put(
+        self, run: str, name: str, data: bytes, snapshot: Snapshot, *, durable: bool = True
+    ) -> bool:
+        """Store a snapshot (see the ``Store`` protocol); with ``durable=False`` a snapshot
+        with a step may reach the disk up to a second later (or at ``flush()``)."""
+        if _pack.AVAILABLE and snapshot.metadata.step is not None:
+            [result] = self.put_many([(run, name, data, snapshot)], durable=durable)
+            if isinstance(result, BaseException):
+                raise result
+            return result
         target = self._file(run, name, snapshot.metadata.rank)
         sha = hashlib.sha256(data).hexdigest()
         if target.exists():
             return self._same(target, sha, run, name, snapshot)
+        if self._packed(run, name, snapshot.metadata.rank) is not None:
+            return self._same_snapshot(run, name, snapshot)
         parts = split(data)
         try:
             for digest, blob in parts.blobs.items():  # even reused ones: they are checked
@@ -129,6 +178,77 @@ class LocalStore:
             raise StoreError(f"cannot write {run}/{name} to {self.location}: {exc}") from exc
         return True
 
+    def put_many(
+        self,
+        items: Sequence[tuple[str, str, bytes, Snapshot]],
+        *,
+        durable: bool = True,
+    ) -> list[bool | RngVaultError]:
+        """Store several snapshots (``put``'s arguments each); one result per item: True
+        (stored), False (already stored) or the item's error. Snapshots with a step that
+        share a run and rank are appended to its pack together, with one sync."""
+        results: list[bool | RngVaultError | None] = [None] * len(items)
+        groups: dict[tuple[str, int], list[int]] = {}
+        for index, (run, name, data, snapshot) in enumerate(items):
+            if _pack.AVAILABLE and snapshot.metadata.step is not None:
+                try:
+                    check_name(name)
+                    split_run(run)
+                except RngVaultError as exc:
+                    results[index] = exc
+                    continue
+                groups.setdefault((run, snapshot.metadata.rank), []).append(index)
+                continue
+            try:
+                results[index] = self.put(run, name, data, snapshot)
+            except RngVaultError as exc:
+                results[index] = exc
+        for (run, rank), indexes in groups.items():
+            self._append(run, rank, [items[i] for i in indexes], indexes, results, durable)
+        return [r if r is not None else StoreError("not stored") for r in results]
+
+    def _append(
+        self,
+        run: str,
+        rank: int,
+        items: Sequence[tuple[str, str, bytes, Snapshot]],
+        indexes: Sequence[int],
+        results: list[bool | RngVaultError | None],
+        durable: bool,
+    ) -> None:
+        """Append one run and rank's snapshots to its pack; fill in their results."""
+        batch = [
+            (name, data, snapshot, SnapshotInfo.of(run, name, snapshot, len(data)))
+            for _run, name, data, snapshot in items
+        ]
+        try:
+            answers = self._pack_of(run, rank).append(
+                batch, lambda name: self._file(run, name, rank).exists(), durable
+            )
+        except OSError as exc:
+            error = StoreError(f"cannot write {run} to {self.location}: {exc}")
+            answers = [error] * len(items)  # type: ignore[list-item]
+        except RngVaultError as exc:
+            answers = [exc] * len(items)  # type: ignore[list-item]
+        for index, item, answer in zip(indexes, items, answers, strict=True):
+            if isinstance(answer, (bool, RngVaultError)):
+                results[index] = answer
+                continue
+            try:  # the name holds other bytes, in the pack or a file: the same snapshot?
+                results[index] = self._same_snapshot(run, item[1], item[3])
+            except RngVaultError as exc:
+                results[index] = exc
+
+    def _same_snapshot(self, run: str, name: str, snapshot: Snapshot) -> bool:
+        """False when the stored ``name`` is the same snapshot, else a ConflictError."""
+        rank = snapshot.metadata.rank
+        if same_snapshot(decode(self.get(run, name, rank)), snapshot):
+            return False
+        raise ConflictError(
+            f"snapshot {run}/{name} (rank {rank}) already exists in {self.location} with other "
+            "states or metadata; snapshots are immutable: choose another name"
+        )
+
     def _put_blob(self, digest: str, blob: bytes) -> None:
         """Write a state blob, unless one that hashes to its name is there already (a
         truncated or damaged one is replaced, so the snapshot being written is readable)."""
@@ -146,15 +266,9 @@ class LocalStore:
         """False when the name already holds this snapshot (the same bytes, or the same
         states and user metadata: ``same_snapshot``; the stored bytes are kept), else a
         ConflictError."""
-        rank = snapshot.metadata.rank
         if self._record(target, run, name)["sha256"] == sha:
             return False
-        if same_snapshot(decode(self.get(run, name, rank)), snapshot):
-            return False
-        raise ConflictError(
-            f"snapshot {run}/{name} (rank {rank}) already exists in {self.location} with other "
-            "states or metadata; snapshots are immutable: choose another name"
-        )
+        return self._same_snapshot(run, name, snapshot)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -180,10 +294,14 @@ class LocalStore:
     def get(self, run: str, name: str, rank: int = 0, *, digest: str | None = None) -> bytes:
         path = self._file(run, name, rank)
         if not path.exists():
-            if path.parent.exists():
-                ranks = ", ".join(str(r) for r in self._ranks(path.parent))
+            packed = self._packed(run, name, rank) if _pack.AVAILABLE else None
+            if packed is not None:
+                return self._pack_of(run, rank).read(packed)
+            ranks = self._name_ranks(run, name)
+            if ranks:
+                shown = ", ".join(str(r) for r in ranks)
                 raise NotFoundError(
-                    f"snapshot {run}/{name} has no rank {rank} (stored ranks: {ranks})"
+                    f"snapshot {run}/{name} has no rank {rank} (stored ranks: {shown})"
                 )
             raise NotFoundError(f"no snapshot {name!r} in run {run!r} at {self.location}")
         record = self._record(path, run, name)
@@ -204,6 +322,14 @@ class LocalStore:
             raise StoreError(f"{run}/{name} (rank {rank}) is corrupt in {self.location}")
         return data
 
+    def _name_ranks(self, run: str, name: str) -> list[int]:
+        """The ranks stored under ``name``, in files and packs."""
+        directory = self._run_dir(run) / name
+        ranks = set(self._ranks(directory)) if directory.is_dir() else set()
+        if _pack.AVAILABLE:
+            ranks.update(r for r in self._pack_ranks(run) if self._packed(run, name, r))
+        return sorted(ranks)
+
     @staticmethod
     def _ranks(directory: Path) -> list[int]:
         ranks = []
@@ -217,16 +343,31 @@ class LocalStore:
         run_dir = self._run_dir(run)
         if not run_dir.is_dir():
             raise NotFoundError(f"no run {run!r} at {self.location}")
-        infos = []
+        # name -> {rank: (source, its info)}: the lowest rank speaks for the snapshot
+        found: dict[str, dict[int, tuple[str, Any]]] = {}
         for directory in run_dir.iterdir():
             ranks = self._ranks(directory) if directory.is_dir() else []
             if not ranks or not _NAME.fullmatch(directory.name):
                 continue  # not a snapshot's folder
-            path = directory / f"rank-{ranks[0]}.snap"
-            record = self._record(path, run, directory.name)
-            # Where the file is says which snapshot it is; the record says the rest.
-            info = dict(record["info"], run=run, name=directory.name, ranks=ranks)
-            infos.append(SnapshotInfo.from_dict(info, source=str(path)))
+            entry = found.setdefault(directory.name, {})
+            for rank in ranks:
+                entry[rank] = (str(directory / f"rank-{rank}.snap"), None)
+        packs = {rank: self._pack_of(run, rank) for rank in self._pack_ranks(run)}
+        for rank, pack in packs.items():
+            pack.refresh()
+            for record in pack.order:
+                found.setdefault(record.name, {}).setdefault(rank, (str(pack.path), record))
+        infos = []
+        for name, by_rank in found.items():
+            lowest = min(by_rank)
+            source, record = by_rank[lowest]
+            if record is None:
+                stored = self._record(Path(source), run, name)["info"]
+                # Where the file is says which snapshot it is; the record says the rest.
+            else:
+                stored = dict(packs[lowest].info(record), size=record.size)
+            info = dict(stored, run=run, name=name, ranks=sorted(by_rank))
+            infos.append(SnapshotInfo.from_dict(info, source=source))
         return sorted(infos, key=_oldest_first)
 
     def iter_snapshots(self, run: str, limit: int | None = None) -> Iterator[SnapshotInfo]:
@@ -266,6 +407,16 @@ class LocalStore:
             entry = StepEntry(info.step, directory.name, info.digest, state)
             known = not math.isnan(info.created)
             found.append((info.step, info.created if known else 0.0, directory.name, entry))
+        if _pack.AVAILABLE and rank in self._pack_ranks(run):
+            pack = self._pack_of(run, rank)
+            pack.refresh()
+            for packed in pack.order:
+                if packed.step is None or (start is not None and packed.step < start):
+                    continue
+                state = pack.state_hash(packed, generator) if generator is not None else None
+                entry = StepEntry(packed.step, packed.name, packed.digest, state)
+                created = packed.created if not math.isnan(packed.created) else 0.0
+                found.append((packed.step, created, packed.name, entry))
         found.sort(key=lambda item: item[:3])
         for *_key, entry in found:
             yield entry
@@ -283,10 +434,18 @@ class LocalStore:
         )
 
     def flush(self) -> int:
-        return 0  # every put is already durable
+        """Make every snapshot put so far durable (packs are synced); returns 0."""
+        with self._packs_lock:
+            packs = list(self._packs.values())
+        for pack in packs:
+            pack.sync()
+        return 0
 
     def close(self) -> None:
-        pass
+        with self._packs_lock:
+            packs, self._packs = list(self._packs.values()), {}
+        for pack in packs:
+            pack.close()
 
 
 def _state_hash(skeleton: bytes, generator: bytes, path: Path) -> str | None:

@@ -1,0 +1,463 @@
+"""A pack: the snapshots of one run and rank that recorded a step, appended to one file.
+
+A snapshot at every step would cost a file system at least a block per file; a pack keeps
+them in one append-only file, each snapshot a few hundred bytes:
+
+    ROOT/runs/NAMESPACE/RUN/.steps/rank-R.pack
+
+    MAGIC, then records: u32 length, u32 CRC-32 of the stored bytes, the stored bytes
+
+A record's stored bytes are raw DEFLATE of a msgpack map, compressed against the pack's
+first record (whose bytes repeat in every later one: the environment, the generator names,
+the field names): ``{"n": name, "h": SHA-256 of the snapshot's bytes, "s": their length,
+"i": the listing info, "k": the snapshot's skeleton (``rngvault._split``), "b": the states
+this record adds}``. Each state is added once per pack, keyed by the SHA-256 of its
+encoding: ``[hash, None, None, "w", bytes]`` whole, or ``[hash, base hash, how, form,
+delta]`` as a delta from an earlier whole state of the same generator (``rngvault._delta``).
+
+Appends take an exclusive ``flock`` on the file, so processes sharing a run and rank append
+in turn. A record that a crash cut short is the file's tail: readers stop before it and the
+next append cuts it off. A complete record that fails its CRC is damage: it and what
+follows are not read, and appends are refused. Records are fsynced together: by ``sync()``,
+by an append asked to be durable, and at least every ``SYNC_INTERVAL`` seconds of appends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+import time
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+
+from rngvault import _delta
+from rngvault._errors import StoreError
+from rngvault._snapshot import Snapshot
+from rngvault._split import join, split
+from rngvault.stores.base import SnapshotInfo
+
+try:
+    import fcntl
+except ImportError:  # Windows: LocalStore keeps every snapshot in its own file there
+    fcntl = None  # type: ignore[assignment]
+
+AVAILABLE = fcntl is not None
+MAGIC = b"RVPACK1\n"
+SYNC_INTERVAL = 1.0
+MAX_RECORD = 8 << 20  # bytes; a longer length field is damage
+_HEAD = struct.Struct("<II")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Where one snapshot is in a pack, and what listing it needs.
+
+    Attributes:
+        offset: the record's header offset.
+        length: the stored bytes' length.
+        name: the snapshot's name.
+        sha256: SHA-256 of its encoded bytes.
+        size: their length.
+        step: its step.
+        digest: its states digest.
+        created: when it was taken.
+    """
+
+    offset: int
+    length: int
+    name: str
+    sha256: bytes
+    size: int
+    step: int | None
+    digest: str
+    created: float
+
+
+class Pack:
+    """One run and rank's pack file. Safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, Record] = {}
+        self.order: list[Record] = []
+        self._blobs: dict[bytes, tuple[int, int, int]] = {}  # hash -> (offset, length, item)
+        self._end = 0  # end of the last valid record read
+        self._damage: str | None = None
+        self._dictionary: bytes | None = None  # the first record's payload
+        self._chains: dict[str, tuple[bytes, _delta.Chain]] = {}  # generator -> base hash
+        self._payloads: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._wholes: OrderedDict[bytes, bytes] = OrderedDict()
+        self._lock = threading.RLock()
+        self._fd: int | None = None
+        self._unsynced = False
+        self._synced_at = time.monotonic()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the records appended since the last look (by any process)."""
+        with self._lock:
+            try:
+                with open(self.path, "rb") as fh:
+                    self._scan(fh)
+            except FileNotFoundError:
+                return
+            except OSError as exc:
+                raise StoreError(f"cannot read {self.path}: {exc}") from exc
+
+    def _scan(self, fh: Any) -> None:
+        if self._damage is not None:
+            return
+        if self._end == 0:
+            if fh.read(len(MAGIC)) != MAGIC:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell() >= len(MAGIC):
+                    self._damage = f"{self.path} is not a snapshot pack"
+                return
+            self._end = len(MAGIC)
+        fh.seek(self._end)
+        while True:
+            head = fh.read(_HEAD.size)
+            if len(head) < _HEAD.size:
+                return  # the end, or a record being written
+            length, crc = _HEAD.unpack(head)
+            if length > MAX_RECORD:
+                self._damage = f"{self.path}: a record at byte {self._end} claims {length} bytes"
+                return
+            stored = fh.read(length)
+            if len(stored) < length:
+                return  # cut short (a crash, or an append in progress)
+            if zlib.crc32(stored) != crc:
+                self._damage = f"{self.path}: the record at byte {self._end} is damaged"
+                return
+            try:
+                payload = self._payload_of(self._end, stored)
+                self._index(self._end, length, payload)
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+                self._damage = f"{self.path}: the record at byte {self._end} is unreadable: {exc}"
+                return
+            self._end += _HEAD.size + length
+
+    def _payload_of(self, offset: int, stored: bytes) -> dict[str, Any]:
+        first = offset == len(MAGIC)
+        if first:
+            raw = _delta.decompress(stored, b"", MAX_RECORD)
+            self._dictionary = raw
+        else:
+            if self._dictionary is None:
+                raise ValueError("the pack's first record is missing")
+            raw = _delta.decompress(stored, self._dictionary, MAX_RECORD)
+        payload = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+        if not isinstance(payload, dict):
+            raise ValueError("a record is not a map")
+        return payload
+
+    def _index(self, offset: int, length: int, payload: dict[str, Any]) -> None:
+        info = payload["i"]
+        record = Record(
+            offset=offset,
+            length=length,
+            name=_text(payload["n"]),
+            sha256=_bin(payload["h"]),
+            size=int(payload["s"]),
+            step=info.get("step"),
+            digest=_text(info["digest"]),
+            created=float(info["created"]),
+        )
+        for position, item in enumerate(payload["b"]):
+            self._blobs.setdefault(_bin(item[0]), (offset, length, position))
+        if record.name not in self.records:  # the first record of a name is the one kept
+            self.records[record.name] = record
+            self.order.append(record)
+
+    def _load(self, offset: int, length: int) -> dict[str, Any]:
+        """A record's payload, from a small cache or the file."""
+        cached = self._payloads.get(offset)
+        if cached is not None:
+            self._payloads.move_to_end(offset)
+            return cached
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(offset + _HEAD.size)
+                stored = fh.read(length)
+        except OSError as exc:
+            raise StoreError(f"cannot read {self.path}: {exc}") from exc
+        try:
+            payload = self._payload_of(offset, stored)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise StoreError(
+                f"{self.path}: the record at byte {offset} is unreadable: {exc}"
+            ) from None
+        self._payloads[offset] = payload
+        if len(self._payloads) > 16:
+            self._payloads.popitem(last=False)
+        return payload
+
+    def info(self, record: Record) -> dict[str, Any]:
+        """The listing info stored with a record."""
+        with self._lock:
+            info = self._load(record.offset, record.length)["i"]
+        return dict(info) if isinstance(info, dict) else {}
+
+    def read(self, record: Record) -> bytes:
+        """The snapshot's bytes, rebuilt and checked against their SHA-256."""
+        with self._lock:
+            payload = self._load(record.offset, record.length)
+            try:
+                data = join(payload["k"], self._blob)
+            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+                raise StoreError(
+                    f"{self.path}: snapshot {record.name!r} is damaged: {exc}"
+                ) from None
+        if hashlib.sha256(data).digest() != record.sha256:
+            raise StoreError(f"{self.path}: snapshot {record.name!r} is corrupt")
+        return data
+
+    def state_hash(self, record: Record, generator: str) -> str | None:
+        """The state hash of ``generator`` in a record's snapshot (None: no such state)."""
+        with self._lock:
+            skeleton = self._load(record.offset, record.length)["k"]
+        _prefix, entries, _suffix = msgpack.unpackb(skeleton, raw=True)
+        wanted = msgpack.packb(generator)
+        for encoded, digest in entries:
+            if encoded == wanted:
+                return digest.decode() if isinstance(digest, bytes) else str(digest)
+        return None
+
+    def _blob(self, hex_digest: str) -> bytes:
+        key = bytes.fromhex(hex_digest)
+        found = self._blobs.get(key)
+        if found is None:
+            raise StoreError(f"{self.path}: state {hex_digest} is missing")
+        offset, length, position = found
+        item = self._load(offset, length)["b"][position]
+        _hash, base, how, form, data = item
+        if form == "w":
+            blob = _bin(data)
+        else:
+            whole = self._whole(_bin(base))
+            try:
+                blob = _delta.rebuild(whole, how, form, _bin(data))
+            except ValueError as exc:
+                raise StoreError(
+                    f"{self.path}: state {hex_digest} cannot be rebuilt: {exc}"
+                ) from None
+        if hashlib.sha256(blob).digest() != key:
+            raise StoreError(f"{self.path}: state {hex_digest} is corrupt")
+        return blob
+
+    def _whole(self, key: bytes) -> bytes:
+        """A base state (kept whole in the pack), from a small cache."""
+        cached = self._wholes.get(key)
+        if cached is None:
+            found = self._blobs.get(key)
+            if found is None or self._load(found[0], found[1])["b"][found[2]][3] != "w":
+                raise StoreError(f"{self.path}: base state {key.hex()} is not kept whole")
+            cached = self._blob(key.hex())
+            self._wholes[key] = cached
+            if len(self._wholes) > 64:
+                self._wholes.popitem(last=False)
+        return cached
+
+    # -- writing ----------------------------------------------------------------------
+
+    def append(
+        self,
+        items: Sequence[tuple[str, bytes, Snapshot, SnapshotInfo]],
+        elsewhere: Callable[[str], bool],
+        durable: bool,
+    ) -> list[bool | str]:
+        """Append snapshots (name, bytes, snapshot, info) under the file's lock. For each:
+        True (appended), False (this pack holds these very bytes under the name), "pack"
+        (it holds other bytes under the name) or "file" (``elsewhere(name)``: the store
+        keeps the name outside the pack); the caller decides whether the last two are the
+        same snapshot."""
+        if fcntl is None:
+            raise StoreError("packs need fcntl (POSIX)")
+        with self._lock:
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                return self._append_locked(fd, items, elsewhere, durable)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            created = not self.path.exists()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            if created:
+                _fsync_dir(self.path.parent)
+        return self._fd
+
+    def _append_locked(
+        self,
+        fd: int,
+        items: Sequence[tuple[str, bytes, Snapshot, SnapshotInfo]],
+        elsewhere: Callable[[str], bool],
+        durable: bool,
+    ) -> list[bool | str]:
+        self.refresh()
+        if self._damage is not None:
+            raise StoreError(f"{self._damage}; not appending to it")
+        size = os.fstat(fd).st_size
+        if size < len(MAGIC):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, MAGIC, 0)
+            self._end = len(MAGIC)
+        elif size > self._end:  # a record a crash cut short: cut it off
+            os.ftruncate(fd, self._end)
+        results: list[bool | str] = []
+        chunks: list[bytes] = []
+        position = self._end
+        added: dict[str, Record] = {}
+        for name, data, snapshot, info in items:
+            sha = hashlib.sha256(data).digest()
+            known = self.records.get(name) or added.get(name)
+            if known is not None:
+                results.append(False if known.sha256 == sha else "pack")
+                continue
+            if elsewhere(name):
+                results.append("file")
+                continue
+            payload = self._payload(name, data, snapshot, info)
+            raw = msgpack.packb(payload, use_bin_type=True)
+            if position == len(MAGIC):
+                stored = _delta.compress(raw)
+                self._dictionary = raw
+            else:
+                assert self._dictionary is not None
+                stored = _delta.compress(raw, self._dictionary)
+            chunks.append(_HEAD.pack(len(stored), zlib.crc32(stored)) + stored)
+            record = Record(
+                position, len(stored), name, sha, len(data), info.step, info.digest, info.created
+            )
+            for index, item in enumerate(payload["b"]):
+                self._blobs.setdefault(item[0], (position, len(stored), index))
+            added[name] = record
+            position += len(chunks[-1])
+            results.append(True)
+        if chunks:
+            blob = b"".join(chunks)
+            try:
+                written = os.pwrite(fd, blob, self._end)
+                if written != len(blob):
+                    raise OSError(f"short write ({written} of {len(blob)} bytes)")
+            except OSError as exc:
+                os.ftruncate(fd, self._end)
+                self._forget(added)
+                raise StoreError(f"cannot append to {self.path}: {exc}") from exc
+            for record in added.values():
+                self.records[record.name] = record
+                self.order.append(record)
+            self._end = position
+            self._unsynced = True
+        if self._unsynced and (durable or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
+            self._sync_fd(fd)
+        return results
+
+    def _forget(self, added: dict[str, Record]) -> None:
+        """Undo the index entries of records that were not written."""
+        offsets = {record.offset for record in added.values()}
+        for key in [k for k, (offset, _l, _p) in self._blobs.items() if offset in offsets]:
+            del self._blobs[key]
+        self._chains.clear()  # their bases may be among them
+
+    def _payload(
+        self, name: str, data: bytes, snapshot: Snapshot, info: SnapshotInfo
+    ) -> dict[str, Any]:
+        """A record's map: each state the pack does not hold yet is added, as a delta from
+        the generator's base where one fits, else whole (and it becomes the base)."""
+        parts = split(data)
+        states: list[list[Any]] = []
+        adding: set[bytes] = set()
+        for encoded, digest in parts.entries:
+            key = bytes.fromhex(digest)
+            if key in self._blobs or key in adding:
+                continue
+            adding.add(key)
+            blob = parts.blobs[digest]
+            generator = msgpack.unpackb(encoded, raw=False)
+            state = snapshot.states.get(generator)
+            chain = self._chains.get(generator)
+            delta = None
+            if state is not None and chain is not None:
+                delta = chain[1].encode(blob, state.family, state.fields)
+            if delta is not None and chain is not None:
+                how, form, change = delta
+                states.append([key, chain[0], how, form, change])
+                continue
+            states.append([key, None, None, "w", blob])
+            if state is None:
+                continue
+            if chain is None:
+                self._chains[generator] = (key, _delta.Chain(blob, state.family, state.fields))
+            else:
+                chain[1].rebase(blob, state.family, state.fields)
+                self._chains[generator] = (key, chain[1])
+        listing = info.to_dict()
+        for dropped in ("run", "name", "ranks", "size"):
+            listing.pop(dropped, None)
+        return {
+            "n": name,
+            "h": hashlib.sha256(data).digest(),
+            "s": len(data),
+            "i": listing,
+            "k": parts.skeleton(),
+            "b": states,
+        }
+
+    def sync(self) -> None:
+        """Make every append so far durable."""
+        with self._lock:
+            if self._fd is not None and self._unsynced:
+                self._sync_fd(self._fd)
+
+    def _sync_fd(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot sync {self.path}: {exc}") from exc
+        self._unsynced = False
+        self._synced_at = time.monotonic()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                try:
+                    self.sync()
+                finally:
+                    os.close(self._fd)
+                    self._fd = None
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+def _bin(value: object) -> bytes:
+    if not isinstance(value, bytes):
+        raise ValueError(f"expected bytes, got {type(value).__name__}")
+    return value
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
