@@ -8,10 +8,11 @@ import dataclasses
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import msgpack
 import numpy as np
 import pytest
 import uvicorn
@@ -195,4 +196,92 @@ def test_a_server_without_the_batch_route_gets_one_put_per_item(
     assert requests(old_server, "PUT", "/v1/runs/{namespace}/{run}/snapshots/{name}") == 8
     for run, name, data, _snap in items[:5]:
         assert store.get(run, name) == data
+    store.close()
+
+
+class BatchStub:
+    """A server in memory whose batch route answers as told: ``answer(items)`` gives the
+    (status, JSON) of a batch of (name, data) items; single PUTs store and answer 201."""
+
+    def __init__(self, answer: Callable[[list[list[object]]], tuple[int, object]]) -> None:
+        self.answer = answer
+        self.puts: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/healthz":
+            return httpx.Response(200, json={"status": "ok"})
+        if request.method == "POST":
+            status, body = self.answer(msgpack.unpackb(request.read()))
+            return httpx.Response(status, json=body)
+        self.puts.append(request.url.path.rsplit("/", 1)[-1])
+        return httpx.Response(201, json={"created": True})
+
+
+def stub_store(stub: BatchStub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> HttpStore:
+    """A store of ``stub``; no background retries, so the spool holds what was spooled."""
+    monkeypatch.setattr(HttpStore, "_schedule_retry", lambda self: None)
+    url = "http://127.0.0.1:9"
+    return HttpStore(
+        url,
+        transport=httpx.MockTransport(stub),
+        spool=Spool(url, tmp_path / "spool"),
+        cache=tmp_path,
+    )
+
+
+def stored(name: object, status: int = 201) -> dict[str, object]:
+    return {"name": name, "status": status, "digest": "0" * 64, "size": 1}
+
+
+def test_an_item_the_server_fails_on_is_spooled_as_put_spools_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 503 for one item (its storage failed) spools that item, as put spools a 503; the
+    others are stored; the items after it wait in the spool too (the server is away)."""
+    failed = {"status": 503, "error": "storage_unavailable", "detail": "db"}
+
+    def answers(items: list[list[object]]) -> tuple[int, object]:
+        results = [stored(n) if n != "s1" else {"name": n, **failed} for n, _data in items]
+        return 200, {"results": results}
+
+    store = stub_store(BatchStub(answers), tmp_path, monkeypatch)
+    first = [item("alice/x", f"s{i}", i) for i in range(3)]
+    with pytest.warns(rngvault.SpoolWarning):
+        assert store.put_many(first) == [True, True, True]
+    assert [e.name for e in store.spool.entries()] == ["s1"]
+    assert store.put_many([item("alice/x", f"t{i}", i) for i in range(2)]) == [True, True]
+    assert [e.name for e in store.spool.entries()] == ["s1", "t0", "t1"]
+    store.close()
+
+
+def test_a_whole_batch_503_spools_every_item(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub = BatchStub(lambda items: (503, {"error": "storage_unavailable", "detail": "db"}))
+    store = stub_store(stub, tmp_path, monkeypatch)
+    with pytest.warns(rngvault.SpoolWarning):
+        assert store.put_many([item("alice/x", f"s{i}", i) for i in range(4)]) == [True] * 4
+    assert len(store.spool) == 4 and stub.puts == []
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (200, {"results": []}),
+        (200, {"results": [stored("wrong-name")] * 3}),
+        (200, ["not", "a", "map"]),
+        (400, {"error": "invalid_batch", "detail": "?"}),
+    ],
+    ids=["too-few", "other-names", "not-a-map", "refused-whole"],
+)
+def test_an_answer_that_is_not_a_result_per_item_falls_back_to_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answer: tuple[int, object]
+) -> None:
+    """Puts are safe to repeat: when the batch answer cannot be read item by item, each
+    item is put on its own and gets put's result."""
+    stub = BatchStub(lambda items: answer)
+    store = stub_store(stub, tmp_path, monkeypatch)
+    assert store.put_many([item("alice/x", f"s{i}", i) for i in range(3)]) == [True] * 3
+    assert stub.puts == ["s0", "s1", "s2"] and len(store.spool) == 0
     store.close()
