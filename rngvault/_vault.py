@@ -52,6 +52,15 @@ def _takes_durable(method: Callable[..., Any]) -> bool:
         return False
 
 
+def _linger(store: Store) -> float:
+    """How long the writer waits for more snapshots to send together: the store's
+    ``batch_linger`` (the HTTP store's: one request for several snapshots), at most 5 s."""
+    value = getattr(store, "batch_linger", 0.0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 5:
+        return float(value)
+    return 0.0
+
+
 class DivergenceWarning(RngVaultWarning):
     """A reproduction's generators drifted from its reference run."""
 
@@ -161,6 +170,8 @@ class Vault:
             self.run,
             at_exit=self._at_exit,
             handle_many=self._write_many,
+            linger=_linger(self.store),
+            urgent=lambda payload: bool(payload[3]),  # durable: stored without waiting
         )
         self._check_store()
 

@@ -20,6 +20,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -56,7 +57,9 @@ class Writer:
     With ``handle_many``, jobs that queued up while the thread was busy are handled
     together (up to ``MAX_BATCH``): ``handle_many(payloads)`` returns one ``(result,
     error)`` per payload, so one job's failure is that job's alone. A writer that keeps up
-    handles its jobs one by one, with no added wait.
+    handles its jobs one by one, unless ``linger`` (seconds) is set: then it waits that long
+    after a job for more to join it, except for a job ``urgent(payload)`` calls urgent and
+    while a ``flush()``, ``close()`` or durable wait is in progress.
     """
 
     def __init__(
@@ -66,11 +69,16 @@ class Writer:
         label: str,
         at_exit: Callable[[], None] | None = None,
         handle_many: Callable[[list[Any]], list[Outcome]] | None = None,
+        linger: float = 0.0,
+        urgent: Callable[[Any], bool] | None = None,
     ) -> None:
         if on_error not in ("warn", "raise"):
             raise ValueError(f"on_error must be 'warn' or 'raise', not {on_error!r}")
         self._handle = handle
         self._handle_many = handle_many
+        self._linger = linger if handle_many is not None else 0.0
+        self._urgent = urgent or (lambda payload: False)
+        self._hurry = threading.Event()  # set while someone waits for the jobs
         self._on_error = on_error
         self._label = label
         self._at_exit = at_exit
@@ -138,7 +146,7 @@ class Writer:
                             return
                     continue
                 if job is not None:
-                    self._handle_jobs(self._more(job)[0])
+                    self._handle_jobs(self._more(job, linger=False)[0])
         finally:
             with self._cond:
                 if self._inline is threading.current_thread():
@@ -173,20 +181,31 @@ class Writer:
                 if self._thread is threading.current_thread():  # starts another
                     self._thread = None
 
-    def _more(self, job: Job) -> tuple[list[Job], bool]:
-        """``job`` and, with ``handle_many``, the jobs already queued behind it (up to
-        ``MAX_BATCH``); and whether close() asked to stop (a None met on the way)."""
+    def _more(self, job: Job, linger: bool = True) -> tuple[list[Job], bool]:
+        """``job`` and, with ``handle_many``, the jobs already queued behind it, or that
+        join it within ``linger`` seconds (up to ``MAX_BATCH``); and whether close() asked
+        to stop (a None met on the way)."""
         batch = [job]
         if self._handle_many is None:
             return batch, False
+        wait = self._linger if linger and not self._urgent(job.payload) else 0.0
+        deadline = time.monotonic() + wait
         while len(batch) < MAX_BATCH:
+            left = deadline - time.monotonic()
             try:
-                more = self._queue.get_nowait()
+                if left <= 0 or self._hurry.is_set():
+                    more = self._queue.get_nowait()
+                else:  # short naps, so that a flush() is not kept waiting
+                    more = self._queue.get(timeout=min(left, 0.01))
             except queue.Empty:
-                break
+                if left <= 0 or self._hurry.is_set():
+                    break
+                continue
             if more is None:
                 return batch, True
             batch.append(more)
+            if self._urgent(more.payload):
+                deadline = 0.0  # take what is queued now, wait no longer
         return batch, False
 
     def _handle_jobs(self, jobs: list[Job]) -> None:
@@ -239,8 +258,10 @@ class Writer:
     def wait_for(self, job: Job) -> None:
         """Wait until ``job`` (and every job before it) is handled; errors stay on the job."""
         target = self._last_submitted
+        self._hurry.set()
         with self._cond:
             self._cond.wait_for(lambda: self._completed >= target)
+        self._hurry.clear()
         if job.error is not None and job.error in self._errors:
             self._errors.remove(job.error)
 
@@ -249,8 +270,12 @@ class Writer:
         if self._pid != os.getpid():
             return True
         target = self._last_submitted
-        with self._cond:
-            done = self._cond.wait_for(lambda: self._completed >= target, timeout)
+        self._hurry.set()
+        try:
+            with self._cond:
+                done = self._cond.wait_for(lambda: self._completed >= target, timeout)
+        finally:
+            self._hurry.clear()
         self.raise_pending()
         return done
 

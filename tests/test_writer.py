@@ -135,3 +135,47 @@ def test_a_batch_that_fails_as_a_whole_fails_each_job_and_reports_once() -> None
     assert all(isinstance(j.error, OSError) for j in jobs)
     writer.flush(5)  # reported once: nothing left to raise
     writer.close(5)
+
+
+def _recording_writer(linger: float) -> tuple[_writer.Writer, list[list[Any]]]:
+    batches: list[list[Any]] = []
+
+    def handle_many(payloads: list[Any]) -> list[_writer.Outcome]:
+        batches.append(list(payloads))
+        return [(p, None) for p in payloads]
+
+    def handle(payload: Any) -> Any:
+        batches.append([payload])
+        return payload
+
+    writer = _writer.Writer(
+        handle,
+        "raise",
+        "test",
+        handle_many=handle_many,
+        linger=linger,
+        urgent=lambda payload: payload.startswith("urgent"),
+    )
+    return writer, batches
+
+
+def test_with_linger_jobs_submitted_apart_are_handled_together() -> None:
+    writer, batches = _recording_writer(linger=30.0)
+    writer.submit("a")
+    time.sleep(0.05)
+    writer.submit("b")
+    writer.submit("urgent c")  # ends the wait: everything queued goes now
+    job = writer.submit("urgent d")
+    writer.wait_for(job)
+    assert [p for batch in batches for p in batch] == ["a", "b", "urgent c", "urgent d"]
+    assert batches[0][:3] == ["a", "b", "urgent c"]
+    writer.close(5)
+
+
+def test_flush_does_not_wait_out_the_linger() -> None:
+    writer, batches = _recording_writer(linger=30.0)
+    writer.submit("a")
+    writer.submit("b")
+    assert writer.flush(timeout=10) is True  # well before the 30 s linger ends
+    assert batches == [["a", "b"]]
+    assert writer.close(timeout=10) is True

@@ -83,6 +83,10 @@ class HttpStore:
     network transport (tests).
     """
 
+    batch_linger = 0.25
+    """Seconds a Vault's writer waits for more snapshots to send in one batch request
+    (snapshots taken with ``durable=True``, and ``flush()``, do not wait)."""
+
     def __init__(
         self,
         url: str,
