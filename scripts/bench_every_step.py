@@ -1,14 +1,16 @@
 """Benchmark: a snapshot at every step of a CPU training loop whose step takes about 20 ms.
 
     .venv/bin/python scripts/bench_every_step.py [--steps 300] [--repeat 7] [--width 1664]
-        [--breakdown]
+        [--store local|server] [--bytes-steps 10000] [--breakdown]
 
 The loop: an MLP with dropout (one torch thread), a DataLoader with 2 workers over a
 map-style synthetic dataset, shuffled with its own torch.Generator, and NumPy augmentation
 drawn each step from a PCG64 ``np.random.default_rng``. It runs without a Vault and with a
-Vault (a local directory store in a temporary directory) that takes a snapshot after every
-optimizer step with the process-wide generators (python, NumPy legacy, torch CPU), the
-augmentation Generator (``augment``) and the loader (``loader``) tracked. The two runs
+Vault that takes a snapshot after every optimizer step (into a local directory store in a
+temporary directory, or with ``--store server`` into a ``rngvault serve`` started on a
+loopback port over a SQLite database in a temporary directory) with the process-wide
+generators (python, NumPy legacy, torch CPU), the augmentation Generator (``augment``) and
+the loader (``loader``) tracked. The two runs
 alternate (each goes first in turn), after one short warm-up of each; a run's wall time
 includes creating and closing the Vault (waiting for its writer) and starting the loader's
 workers.
@@ -19,11 +21,18 @@ writer's CPU per snapshot, two ways: the process CPU time of the Vault run minus
 run without one, divided by the snapshots (training thread and writer together; the loader
 workers are other processes and not counted), and the writer thread's own CPU time
 (``time.thread_time()`` around each job, taken inside the writer thread by wrapping its job
-handler); and the store's size after ``close()`` divided by the steps of the run.
+handlers, single and batched, divided by the snapshots they handled); and the store's size
+after ``close()`` divided by the steps of the run (the server's database files, with
+``--store server``).
+
+``--bytes-steps N`` adds one more Vault run of N steps, not part of the medians, for the
+store's bytes per step over a long run (the first snapshot's states, kept whole, weigh less
+the longer the run).
 
 ``--breakdown`` adds one more Vault run, not part of the medians, that times the writer's
-parts per snapshot (environment, probes, encode, the store's put and, inside it, the blob
-checks, the fsynced file writes and the directory fsyncs) by wrapping those functions.
+parts per snapshot (environment, probes, encode, the store's put and, inside the local
+store's, the delta encoding of states, the compression of records and the fsyncs) by
+wrapping those functions.
 """
 
 from __future__ import annotations
@@ -32,7 +41,10 @@ import argparse
 import contextlib
 import os
 import random
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -46,9 +58,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import rngvault
+import rngvault._delta
 import rngvault._environment
 import rngvault._probes
 import rngvault._vault
+import rngvault.stores._pack
+import rngvault.stores.http
 import rngvault.stores.local
 
 SAMPLES, FEATURES, CLASSES, BATCH, WORKERS = 32768, 128, 10, 64, 2
@@ -95,6 +110,7 @@ class Run:
 
 
 def measure_store(root: Path, run: Run) -> None:
+    run.store_bytes = run.store_allocated = run.store_files = 0
     for directory, _dirs, files in os.walk(root):
         run.store_allocated += os.stat(directory).st_blocks * 512
         for name in files:
@@ -105,9 +121,11 @@ def measure_store(root: Path, run: Run) -> None:
 
 
 def time_writer_jobs(vault: rngvault.Vault, into: list[float]) -> None:
-    """Record the writer thread's CPU time for each job (measured inside that thread)."""
+    """Record the writer thread's CPU time per snapshot (measured inside that thread; a
+    batch's time is shared by its snapshots)."""
     writer = vault._writer
-    handle = writer._handle
+    handle, handle_many = writer._handle, writer._handle_many
+    assert handle_many is not None
 
     def timed(payload: Any) -> Any:
         start = time.thread_time()
@@ -116,10 +134,58 @@ def time_writer_jobs(vault: rngvault.Vault, into: list[float]) -> None:
         finally:
             into.append(time.thread_time() - start)
 
-    writer._handle = timed
+    def timed_many(payloads: list[Any]) -> Any:
+        start = time.thread_time()
+        try:
+            return handle_many(payloads)
+        finally:
+            into.extend([(time.thread_time() - start) / len(payloads)] * len(payloads))
+
+    writer._handle, writer._handle_many = timed, timed_many
 
 
-def train(mode: str, steps: int, width: int, dataset: Synthetic, root: Path, tag: str) -> Run:
+class Server:
+    """``rngvault serve`` on a loopback port over a SQLite database in ``directory``."""
+
+    def __init__(self, directory: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "rngvault", "serve", "--port", str(self.port)]
+        argv += ["--db", f"sqlite:///{directory / 'store.db'}"]
+        self.process = subprocess.Popen(
+            argv,
+            env={**os.environ, "RNGVAULT_HOME": str(directory)},  # no tokens: open on loopback
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("rngvault serve did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def train(
+    mode: str,
+    steps: int,
+    width: int,
+    dataset: Synthetic,
+    root: Path,
+    tag: str,
+    server: Server | None = None,
+) -> Run:
     run = Run(mode)
     random.seed(0)
     np.random.seed(0)
@@ -130,7 +196,8 @@ def train(mode: str, steps: int, width: int, dataset: Synthetic, root: Path, tag
     t0, c0 = time.perf_counter(), time.process_time()
     vault = None
     if mode == "vault":
-        vault = rngvault.Vault(rngvault.LocalStore(store), run=f"bench/every-step-{tag}")
+        where = server.url if server is not None else rngvault.LocalStore(store)
+        vault = rngvault.Vault(where, run=f"bench/every-step-{tag}")
         time_writer_jobs(vault, run.writer_cpu)
     loader = DataLoader(
         dataset,
@@ -164,7 +231,7 @@ def train(mode: str, steps: int, width: int, dataset: Synthetic, root: Path, tag
         run.snapshots = step
     run.wall, run.cpu = time.perf_counter() - t0, time.process_time() - c0
     if vault is not None:
-        measure_store(store, run)
+        measure_store(server.directory if server is not None else store, run)
     return run
 
 
@@ -192,41 +259,43 @@ class Parts:
 
 PARTS = (
     ("environment", "  _environment.collect"),
-    ("probes", "  _probes.compute"),
+    ("probes", "  _probes.compute (states that changed)"),
     ("encode", "  encode_with_digest"),
-    ("put", "  LocalStore.put, of which:"),
-    ("split", "    split (states into blobs)"),
-    ("put_blob", "    _put_blob (read + hash each blob; write if new)"),
-    ("write_temp", "    _write_temp (temp file + fsync; all)"),
-    ("fsync_dir", "    _fsync_dir (directory fsyncs; all)"),
+    ("put", "  the store's put_many, of which:"),
+    ("payload", "    a pack record's map (split, states' deltas)"),
+    ("delta", "      Chain.encode (the states' deltas)"),
+    ("compress", "    DEFLATE of records and deltas"),
+    ("fsync", "    fsync of the pack"),
 )
 
 
 @contextlib.contextmanager
-def instrumented(parts: Parts) -> Iterator[None]:
-    local = rngvault.stores.local
-    put = local.LocalStore.put
+def instrumented(parts: Parts, server: bool) -> Iterator[None]:
+    pack, delta = rngvault.stores._pack, rngvault._delta
+    store = rngvault.stores.http.HttpStore if server else rngvault.stores.local.LocalStore
     with contextlib.ExitStack() as stack:
         for target, attr, name in (
             (rngvault._environment, "collect", "environment"),
             (rngvault._probes, "compute", "probes"),
             (rngvault._vault, "encode_with_digest", "encode"),
-            (local, "split", "split"),
-            (local, "_write_temp", "write_temp"),
-            (local, "_fsync_dir", "fsync_dir"),
-            (local.LocalStore, "_put_blob", "put_blob"),
+            (store, "put_many", "put"),
+            (pack.Pack, "_payload", "payload"),
+            (delta.Chain, "encode", "delta"),
+            (delta, "compress", "compress"),
+            (pack.Pack, "_sync_fd", "fsync"),
         ):
             stack.enter_context(
                 mock.patch.object(target, attr, parts.wrap(name, getattr(target, attr)))
             )
-        stack.enter_context(mock.patch.object(local.LocalStore, "put", parts.wrap("put", put)))
         yield
 
 
-def breakdown(steps: int, width: int, dataset: Synthetic, root: Path) -> None:
+def breakdown(
+    steps: int, width: int, dataset: Synthetic, root: Path, server: Server | None
+) -> None:
     parts = Parts()
-    with instrumented(parts):
-        run = train("vault", steps, width, dataset, root, "breakdown")
+    with instrumented(parts, server is not None):
+        run = train("vault", steps, width, dataset, root, "breakdown", server)
     n = run.snapshots
     total = sum(run.writer_cpu)
     print(f"\nwriter's parts per snapshot (one more instrumented Vault run of {n} steps):")
@@ -249,21 +318,52 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7, help="runs of each mode (default 7)")
     parser.add_argument("--width", type=int, default=1664, help="hidden width (default 1664)")
     parser.add_argument("--breakdown", action="store_true", help="time the writer's parts")
+    parser.add_argument(
+        "--store", choices=("local", "server"), default="local", help="where the Vault stores"
+    )
+    parser.add_argument(
+        "--bytes-steps", type=int, default=0, help="one more run of N steps for bytes per step"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = Synthetic()
     runs: dict[str, list[Run]] = {"none": [], "vault": []}
     with tempfile.TemporaryDirectory(prefix="bench-every-step-") as tmp:
         root = Path(tmp)
-        for mode in ("none", "vault"):  # warm-up: imports, thread pools, first worker start
-            train(mode, min(args.steps, 20), args.width, dataset, root, f"warm-{mode}")
-        for r in range(args.repeat):
-            order = ("none", "vault") if r % 2 == 0 else ("vault", "none")
-            for mode in order:
-                runs[mode].append(train(mode, args.steps, args.width, dataset, root, str(r)))
-        report(runs, args)
-        if args.breakdown:
-            breakdown(args.steps, args.width, dataset, root)
+        servers: list[Server] = []
+
+        def server(tag: str) -> Server | None:
+            if args.store != "server":
+                return None
+            servers.append(Server(root / f"server-{tag}"))  # a fresh database each run
+            return servers[-1]
+
+        try:
+            for mode in ("none", "vault"):  # warm-up: imports, thread pools, first workers
+                train(mode, min(args.steps, 20), args.width, dataset, root, f"warm-{mode}", None)
+            for r in range(args.repeat):
+                order = ("none", "vault") if r % 2 == 0 else ("vault", "none")
+                for mode in order:
+                    where = server(str(r)) if mode == "vault" else None
+                    runs[mode].append(
+                        train(mode, args.steps, args.width, dataset, root, str(r), where)
+                    )
+            report(runs, args)
+            if args.bytes_steps:
+                long = train(
+                    "vault", args.bytes_steps, args.width, dataset, root, "long", server("long")
+                )
+                line(
+                    f"store bytes per step, {args.bytes_steps} steps",
+                    f"{long.store_bytes / args.bytes_steps:.0f}",
+                    f"{long.store_bytes} B in {long.store_files} files; allocated "
+                    f"{long.store_allocated / args.bytes_steps:.0f} per step",
+                )
+            if args.breakdown:
+                breakdown(args.steps, args.width, dataset, root, server("breakdown"))
+        finally:
+            for each in servers:
+                each.stop()
 
 
 def line(label: str, value: str, note: str = "") -> None:
@@ -285,7 +385,8 @@ def report(runs: dict[str, list[Run]], args: argparse.Namespace) -> None:
     print(
         f"\n{steps} steps a run, {args.repeat} runs of each mode, interleaved; width "
         f"{args.width}, batch {BATCH}, {WORKERS} loader workers, torch {torch.__version__} "
-        f"with {torch.get_num_threads()} thread, rngvault {rngvault.__version__}, local store"
+        f"with {torch.get_num_threads()} thread, rngvault {rngvault.__version__}, "
+        f"{'a local store' if args.store == 'local' else 'rngvault serve (SQLite)'}"
     )
     line("wall, no Vault (median s)", f"{wall_none:.3f}", f"runs: {fmt(r.wall for r in none)}")
     line(
