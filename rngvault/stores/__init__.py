@@ -33,8 +33,8 @@ def open_store(
     if not isinstance(store, (str, os.PathLike)) and all(
         callable(getattr(store, method, None)) for method in _CORE_METHODS
     ):
-        return store  # a Store (one written before steps() existed is one too)
-    text = os.fspath(store)
+        return store  # a Store (older ones, without steps(), are ones too)
+    text = os.fspath(store)  # type: ignore[arg-type]
     if text.lower().startswith(("http://", "https://")):
         import importlib
 
