@@ -161,19 +161,32 @@ class Pack:
         return payload
 
     def _index(self, offset: int, length: int, payload: dict[str, Any]) -> None:
-        info = payload["i"]
+        """Index a record read from the file, its shape checked (ValueError otherwise), so
+        that reading it later meets only the types written."""
+        info, skeleton, states = payload.get("i"), payload.get("k"), payload.get("b")
+        if not isinstance(info, dict) or not isinstance(skeleton, bytes):
+            raise ValueError("a record without its info or skeleton")
+        if not isinstance(states, list) or not all(map(_state_item, states)):
+            raise ValueError("a record's states are not [hash, base, how, form, data] items")
+        step, created, size = info.get("step"), info.get("created"), payload.get("s")
+        if step is not None and not _is_int(step):
+            raise ValueError(f"step {step!r:.40}")
+        if not isinstance(created, (int, float)) or isinstance(created, bool):
+            raise ValueError(f"created {created!r:.40}")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError(f"size {size!r:.40}")
         record = Record(
             offset=offset,
             length=length,
-            name=_text(payload["n"]),
-            sha256=_bin(payload["h"]),
-            size=int(payload["s"]),
-            step=info.get("step"),
-            digest=_text(info["digest"]),
-            created=float(info["created"]),
+            name=_text(payload.get("n")),
+            sha256=_hash(payload.get("h")),
+            size=size,
+            step=step,
+            digest=_text(info.get("digest")),
+            created=float(created),
         )
-        for position, item in enumerate(payload["b"]):
-            self._blobs.setdefault(_bin(item[0]), (offset, length, position))
+        for position, item in enumerate(states):
+            self._blobs.setdefault(item[0], (offset, length, position))
         if record.name not in self.records:  # the first record of a name is the one kept
             self.records[record.name] = record
             self.order.append(record)
@@ -441,6 +454,33 @@ class Pack:
                 finally:
                     os.close(self._fd)
                     self._fd = None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _hash(value: object) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise ValueError(f"expected a 32-byte hash, got {value!r:.40}")
+    return value
+
+
+def _state_item(item: object) -> bool:
+    """Whether a record's state item has the shape written: whole, or a delta."""
+    if not isinstance(item, list) or len(item) != 5:
+        return False
+    key, base, how, form, data = item
+    if not isinstance(key, bytes) or len(key) != 32 or not isinstance(data, bytes):
+        return False
+    if form == "w":
+        return base is None and how is None
+    return (
+        form in ("p", "z")
+        and isinstance(base, bytes)
+        and len(base) == 32
+        and (how is None or isinstance(how, list))
+    )
 
 
 def _text(value: object) -> str:

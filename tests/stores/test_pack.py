@@ -7,6 +7,7 @@ import multiprocessing
 import random
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,91 @@ print([torch.rand(1, generator=t).item(), float(a.random()), p.random()])
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == str(expected)
+
+
+def test_durable_puts_sync_at_once_and_others_within_the_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    fsync = _pack.os.fsync
+    monkeypatch.setattr(_pack.os, "fsync", lambda fd: (synced.append(fd), fsync(fd)))
+    monkeypatch.setattr(_pack, "SYNC_INTERVAL", 3600.0)
+    store = LocalStore(tmp_path)
+    gen = {"a": np.random.default_rng(1)}
+
+    def put(i: int, durable: bool) -> None:
+        gen["a"].random()
+        snap = rngvault.capture(gen, include_globals=False, metadata=Metadata(step=i))
+        store.put("alice/exp", f"s{i}", rngvault.encode(snap), snap, durable=durable)
+
+    put(0, durable=False)
+    synced.clear()  # creating the pack syncs its directory
+    put(1, durable=False)
+    put(2, durable=False)
+    assert synced == []
+    put(3, durable=True)
+    assert len(synced) == 1
+    put(4, durable=False)
+    store.flush()
+    assert len(synced) == 2
+    monkeypatch.setattr(_pack, "SYNC_INTERVAL", 0.0)
+    put(5, durable=False)
+    assert len(synced) == 3
+    store.close()
+
+
+def _rewrite_last(pack: Path, change: Any) -> None:
+    """Replace the pack's last record by ``change(payload)``, stored as a valid record
+    (compressed against the first, with a matching CRC): hostile content, not damage."""
+    import msgpack
+
+    from rngvault import _delta
+
+    raw = pack.read_bytes()
+    offset, records = len(_pack.MAGIC), []
+    while offset < len(raw):
+        length, _crc = _pack._HEAD.unpack_from(raw, offset)
+        records.append((offset, raw[offset + 8 : offset + 8 + length]))
+        offset += 8 + length
+    first = _delta.decompress(records[0][1], b"", _pack.MAX_RECORD)
+    last_offset, stored = records[-1]
+    payload = msgpack.unpackb(_delta.decompress(stored, first, _pack.MAX_RECORD), raw=False)
+    new = _delta.compress(msgpack.packb(change(payload), use_bin_type=True), first)
+    pack.write_bytes(raw[:last_offset] + _pack._HEAD.pack(len(new), zlib.crc32(new)) + new)
+
+
+def _loop_to_itself(payload: dict[str, Any]) -> dict[str, Any]:
+    for item in payload["b"]:
+        item[1], item[3] = item[0], "p"  # a delta based on itself
+    return payload
+
+
+def _far_base(payload: dict[str, Any]) -> dict[str, Any]:
+    for item in payload["b"]:
+        if item[2] is not None:
+            item[2][3] = 1 << 40  # more outputs than a base may be behind
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("change", "found"),
+    [
+        (_loop_to_itself, "StoreError"),
+        (_far_base, "StoreError"),
+        (lambda p: {**p, "k": b"\xc1 not a skeleton"}, "StoreError"),
+        (lambda p: {**p, "i": "not a map"}, "NotFoundError"),
+        (lambda p: {**p, "b": [[b"x", None, None, "w", b""]]}, "NotFoundError"),
+        (lambda p: {**p, "h": b"\x00" * 32}, "StoreError"),
+    ],
+)
+def test_hostile_records_are_store_errors_never_wrong_bytes(
+    tmp_path: Path, change: Any, found: str
+) -> None:
+    store = LocalStore(tmp_path)
+    datas = _run(store, 6)
+    store.close()
+    _rewrite_last(tmp_path / "runs/alice/exp/.steps/rank-0.pack", change)
+    fresh = LocalStore(tmp_path)
+    with pytest.raises(getattr(rngvault, found)):
+        fresh.get("alice/exp", "step-5")
+    assert fresh.get("alice/exp", "step-4") == datas[4]
