@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from rngvault._errors import ConflictError
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
@@ -45,6 +47,7 @@ class Prepared:
         envelope: the body with every state entry cut out.
         holes: (offset in the envelope, blob hash) for each entry, in body order.
         blobs: blob hash -> entry bytes.
+        generators: blob hash -> the (first) generator name it is the state of.
         info: the listing metadata as JSON text (see ``info_json``).
     """
 
@@ -54,6 +57,7 @@ class Prepared:
     envelope: bytes
     holes: tuple[tuple[int, bytes], ...]
     blobs: Mapping[bytes, bytes]
+    generators: Mapping[bytes, str]
     info: str
 
 
@@ -135,7 +139,7 @@ def snapshot_info(
 
 def prepare(body: bytes, snapshot: Snapshot) -> Prepared:
     """Split a decoded, validated body into its envelope and state blobs."""
-    envelope, holes, blobs = _split(body)
+    envelope, holes, blobs, generators = _split(body)
     return Prepared(
         body_sha256=hashlib.sha256(body).digest(),
         digest=snapshot.digest,
@@ -143,27 +147,31 @@ def prepare(body: bytes, snapshot: Snapshot) -> Prepared:
         envelope=envelope,
         holes=holes,
         blobs=blobs,
+        generators=generators,
         info=info_json(snapshot),
     )
 
 
-def _split(body: bytes) -> tuple[bytes, tuple[tuple[int, bytes], ...], dict[bytes, bytes]]:
+def _split(
+    body: bytes,
+) -> tuple[bytes, tuple[tuple[int, bytes], ...], dict[bytes, bytes], dict[bytes, str]]:
     found = state_spans(body)
     assert found is not None, "prepare() takes bodies that decode accepted"
     _start, _end, entries = found
-    spans = [(begin, finish) for _name, begin, finish in entries]
     parts, holes, blobs = [], [], {}
+    generators: dict[bytes, str] = {}
     position = removed = 0
-    for begin, finish in spans:
+    for name_start, begin, finish in entries:
         entry = body[begin:finish]
         key = hashlib.sha256(entry).digest()
         blobs[key] = entry
+        generators.setdefault(key, msgpack.unpackb(body[name_start:begin], raw=False))
         parts.append(body[position:begin])
         holes.append((begin - removed, key))
         removed += finish - begin
         position = finish
     parts.append(body[position:])
-    return b"".join(parts), tuple(holes), blobs
+    return b"".join(parts), tuple(holes), blobs, generators
 
 
 def join(envelope: bytes, holes: Sequence[tuple[int, bytes]]) -> bytes:

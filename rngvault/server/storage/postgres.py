@@ -58,6 +58,7 @@ from rngvault.server.storage.base import (
     step_page,
 )
 from rngvault.server.storage.content import SameStates, prepare, settle
+from rngvault.server.storage.deltas import Chains, Row
 
 try:
     import psycopg
@@ -201,6 +202,7 @@ class PostgresStore:
         self, url: str, pool: AsyncConnectionPool[Any], *, call_limit: float | None
     ) -> None:
         self.url = redact(url)
+        self._chains = Chains()
         self._info = conninfo(url)
         self._pool = pool
         self._call_limit = call_limit
@@ -338,16 +340,33 @@ class PostgresStore:
 
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
+        where = (key.namespace, key.run, key.rank)
+        attempts = 0
+        rows: list[Row] = []
+
+        async def attempt(conn: sql.Conn) -> tuple[Stored, set[bytes]]:
+            nonlocal attempts, rows
+            if attempts:  # a retry: a base the last attempt relied on may be gone
+                self._chains.drop(where)
+            attempts += 1
+            rows = [
+                self._chains.encode(
+                    where, prepared.generators.get(h), prepared.blobs[h], h, snapshot
+                )
+                for h in sorted(prepared.blobs)
+            ]
+            return await sql.put(conn, key, prepared, rows, step=snapshot.metadata.step)
+
         try:
-            return await self._run(
-                lambda conn: sql.put(conn, key, prepared, step=snapshot.metadata.step),
-                transaction=True,
-                pipeline=True,
-            )
+            stored, inserted = await self._run(attempt, transaction=True, pipeline=True)
         except sql.Unchanged as same:
             return same.stored
         except SameStates:
             return await settle(self, key, snapshot)
+        for row in rows:
+            if row.hash in inserted:  # committed whole: a base for the next deltas
+                self._chains.rebase(where, row, row.hash, snapshot)
+        return stored
 
     async def get(self, key: SnapshotKey) -> bytes:
         return await self._run(lambda conn: sql.get(conn, key), transaction=False)

@@ -22,12 +22,13 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
 
-from rngvault._errors import NotFoundError
+from rngvault._errors import NotFoundError, StoreError
 from rngvault.server.storage import migrations
 from rngvault.server.storage.base import (
     SAMPLE,
@@ -43,6 +44,7 @@ from rngvault.server.storage.base import (
     step_rows,
 )
 from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
+from rngvault.server.storage.deltas import Row, rebuild
 
 Conn = AsyncConnection[Any]
 
@@ -87,11 +89,18 @@ async def migrate(conn: Conn) -> None:
 
 
 async def put(
-    conn: Conn, key: SnapshotKey, prepared: Prepared, *, step: int | None = None
-) -> Stored:
-    """Store one rank's snapshot; ``step`` is its metadata.step, which the steps listing
-    indexes. The store runs this in pipeline mode: statements whose results are not read
-    yet travel together, so a put costs three round trips. A taken key: see ``outcome``."""
+    conn: Conn,
+    key: SnapshotKey,
+    prepared: Prepared,
+    rows: Sequence[Row] = (),
+    *,
+    step: int | None = None,
+) -> tuple[Stored, set[bytes]]:
+    """Store one rank's snapshot, its new states as ``rows`` (whole or deltas, in hash
+    order; by default every state whole); ``step`` is its metadata.step, which the steps
+    listing indexes. Returns the answer and the hashes of the state rows it inserted. The
+    store runs this in pipeline mode: statements whose results are not read yet travel
+    together, so a put costs three round trips. A taken key: see ``outcome``."""
     found_query = await conn.execute(
         "SELECT r.id, s.id, e.body_sha256, e.digest FROM runs r"
         " LEFT JOIN snapshots s ON s.run_id = r.id AND s.name = %s"
@@ -99,16 +108,31 @@ async def put(
         " WHERE r.namespace = %s AND r.name = %s",
         (key.name, key.rank, key.namespace, key.run),
     )
-    hashes = sorted(prepared.blobs)  # one order for every writer: no lock cycles
-    if hashes:  # sent before the answer above: a retry finds them all there already
-        await conn.execute(
-            "INSERT INTO states (hash, data) SELECT * FROM unnest(%b::bytea[], %b::bytea[])"
-            " ON CONFLICT (hash) DO NOTHING",
-            (hashes, [prepared.blobs[h] for h in hashes]),
+    if not rows:
+        rows = [Row(h, prepared.blobs[h]) for h in sorted(prepared.blobs)]
+    inserted_query = None
+    if rows:  # sent before the answer above: a retry finds them all there already
+        # In hash order, one order for every writer: no lock cycles.
+        inserted_query = await conn.execute(
+            # A delta whose base is gone or not whole is left out: its entry then fails
+            # its foreign key, and the store retries the put with whole states.
+            "INSERT INTO states (hash, data, base, how) SELECT u.* FROM"
+            " unnest(%b::bytea[], %b::bytea[], %b::bytea[], %s::text[]) AS u(h, d, b, w)"
+            " WHERE u.b IS NULL OR EXISTS"
+            "  (SELECT 1 FROM states s WHERE s.hash = u.b AND s.base IS NULL)"
+            " ON CONFLICT (hash) DO NOTHING RETURNING hash",
+            (
+                [r.hash for r in rows],
+                [r.data for r in rows],
+                [r.base for r in rows],
+                [r.how for r in rows],
+            ),
+            binary=True,
         )
     found = await found_query.fetchone()
     if found is not None and found[2] is not None:
-        return outcome(key, prepared, found[2], found[3])  # a retry: nothing new was written
+        # a retry: nothing new was written
+        return outcome(key, prepared, found[2], found[3]), set()
     now = time.time()
     run_id = found[0] if found else await _create_run(conn, key, now)
     entry_values = (
@@ -175,7 +199,8 @@ async def put(
         )
     else:
         await conn.execute("UPDATE runs SET updated = %s WHERE id = %s", (now, run_id))
-    return Stored(created=True, digest=prepared.digest, size=prepared.size)
+    inserted = {bytes(r[0]) for r in await inserted_query.fetchall()} if inserted_query else set()
+    return Stored(created=True, digest=prepared.digest, size=prepared.size), inserted
 
 
 async def _create_run(conn: Conn, key: SnapshotKey, now: float) -> int:
@@ -228,12 +253,18 @@ async def stored_ranks(conn: Conn, key: SnapshotKey) -> tuple[int, ...]:
 async def get(conn: Conn, key: SnapshotKey) -> bytes:
     row = await _one(
         conn,
-        "SELECT e.envelope, h.ats, h.datas FROM runs r"
+        "SELECT e.envelope, h.ats, h.datas, h.hows, h.hashes, h.bases, h.wholes"
+        " FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
         " CROSS JOIN LATERAL (SELECT array_agg(es.at ORDER BY es.position) AS ats,"
-        "   array_agg(st.data ORDER BY es.position) AS datas"
+        "   array_agg(st.data ORDER BY es.position) AS datas,"
+        "   array_agg(st.how ORDER BY es.position) AS hows,"
+        "   array_agg(st.hash ORDER BY es.position) AS hashes,"
+        "   array_agg(b.data ORDER BY es.position) AS bases,"
+        "   array_agg(b.base IS NULL ORDER BY es.position) AS wholes"
         "   FROM entry_states es JOIN states st ON st.hash = es.state_hash"
+        "   LEFT JOIN states b ON b.hash = st.base"
         "   WHERE es.entry_id = e.id) h"
         " WHERE r.namespace = %s AND r.name = %s AND s.name = %s AND e.rank = %s",
         (key.namespace, key.run, key.name, key.rank),
@@ -245,8 +276,20 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
-    envelope, ats, datas = row
-    return join(bytes(envelope), list(zip(ats or (), map(bytes, datas or ()), strict=True)))
+    envelope, ats, datas, hows, hashes, bases, wholes = row
+    holes = []
+    for at, data, how, digest, base, whole in zip(
+        ats or (), datas or (), hows or (), hashes or (), bases or (), wholes or (), strict=True
+    ):
+        state = bytes(data)
+        if how is not None:
+            if base is None:
+                raise StoreError(f"state {bytes(digest).hex()} is a delta whose base is missing")
+            if not whole:
+                raise StoreError(f"the base of state {bytes(digest).hex()} is not whole")
+            state = rebuild(bytes(digest), state, how, bytes(base))
+        holes.append((at, state))
+    return join(bytes(envelope), holes)
 
 
 def like_pattern(glob: str) -> str:
@@ -369,18 +412,29 @@ async def _collect(conn: Conn, hashes: list[bytes]) -> int:
     """Delete the blobs among ``hashes`` that no entry refers to any more; returns how many."""
     if not hashes:
         return 0
-    hashes = sorted(hashes)
-    # Lock first, in hash order: puts that already refer to a blob commit before we look;
-    # puts that would refer to it later wait for us, then retry.
+    cursor = await conn.execute(
+        "SELECT DISTINCT base FROM states WHERE hash = ANY(%s) AND base IS NOT NULL", (hashes,)
+    )
+    hashes = sorted({*hashes, *(bytes(r[0]) for r in await cursor.fetchall())})
+    # Lock first, in hash order: puts that already refer to a blob (or base a delta on it)
+    # commit before we look; puts that would refer to it later wait for us, then retry.
     await conn.execute(
         "SELECT 1 FROM states WHERE hash = ANY(%s) ORDER BY hash FOR UPDATE", (hashes,)
     )
+    unused = (
+        "s.hash = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM entry_states es WHERE es.state_hash = s.hash)"
+    )
     cursor = await conn.execute(
-        "DELETE FROM states s WHERE s.hash = ANY(%s)"
-        " AND NOT EXISTS (SELECT 1 FROM entry_states es WHERE es.state_hash = s.hash)",
+        f"DELETE FROM states s WHERE {unused} AND s.base IS NOT NULL", (hashes,)
+    )
+    removed = cursor.rowcount
+    cursor = await conn.execute(
+        f"DELETE FROM states s WHERE {unused} AND s.base IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM states d WHERE d.base = s.hash)",
         (hashes,),
     )
-    return cursor.rowcount
+    return removed + cursor.rowcount
 
 
 async def _delete_snapshots(conn: Conn, snapshot_ids: list[int]) -> tuple[int, list[bytes]]:

@@ -54,6 +54,7 @@ from rngvault.server.storage.base import (
     step_page,
 )
 from rngvault.server.storage.content import SameStates, prepare, settle
+from rngvault.server.storage.deltas import Bases
 from rngvault.server.storage.writer import Writer, log, map_error
 
 T = TypeVar("T")
@@ -132,6 +133,7 @@ class SQLiteStore:
         self._put_pages: int | None = None  # the page cap puts run under
         self._readers: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._ids = sqlite_sql.Ids()
+        self._bases = Bases()
         self._writer = Writer(self._open_writer, BUSY_TIMEOUT, forget=self._ids.clear)
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -199,6 +201,7 @@ class SQLiteStore:
                     prepared,
                     self._ids,
                     functools.partial(self._room, conn),
+                    snapshot=snapshot,
                     step=snapshot.metadata.step,
                 ),
                 heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
@@ -207,7 +210,7 @@ class SQLiteStore:
             return await settle(self, key, snapshot)
 
     async def get(self, key: SnapshotKey) -> bytes:
-        return await self._read(lambda conn: sqlite_sql.get(conn, key))
+        return await self._read(lambda conn: sqlite_sql.get(conn, key, self._bases))
 
     async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
         key = SnapshotKey(namespace, run, name, 0)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rngvault._errors import NotFoundError
+from rngvault._errors import NotFoundError, StoreError
+from rngvault._snapshot import Snapshot
 from rngvault.server.storage.base import (
     STEP_KEY_MAX,
     RunInfo,
@@ -28,6 +29,7 @@ from rngvault.server.storage.base import (
     step_rows,
 )
 from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
+from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole_base
 
 
 def _run_id(conn: sqlite3.Connection, namespace: str, run: str) -> int:
@@ -49,7 +51,8 @@ def _snapshot_id(conn: sqlite3.Connection, run_id: int, key: SnapshotKey) -> int
 
 
 class Ids:
-    """Row ids the writer already knows: runs by (namespace, name), states by hash.
+    """Row ids the writer already knows: runs by (namespace, name), states by hash; and the
+    delta encoders of each run, rank and generator, whose bases are state rows.
 
     It saves a lookup per run and per state on every put. Only the write connection's jobs
     use it; anything that can remove rows or undo inserts clears it: a delete, a rollback,
@@ -61,10 +64,12 @@ class Ids:
     def __init__(self) -> None:
         self.runs: dict[tuple[str, str], int] = {}
         self.states: dict[bytes, int] = {}
+        self.chains = Chains()
 
     def clear(self) -> None:
         self.runs.clear()
         self.states.clear()
+        self.chains.clear()
 
     def remember(self, table: dict[Any, int], key: Any, row_id: int) -> None:
         if len(table) >= self.MAX:
@@ -94,11 +99,14 @@ def put(
     ids: Ids,
     room: Callable[[int], None] = lambda size: None,
     *,
+    snapshot: Snapshot | None = None,
     step: int | None = None,
 ) -> Stored:
     """Store one rank; ``room(size)`` raises StoreFullError when new data may not be added
     (an identical retry is answered before it is asked); ``step`` is the snapshot's
-    metadata.step, which the steps listing indexes. A taken key: see ``outcome``."""
+    metadata.step, which the steps listing indexes. Given the ``snapshot``, a new state is
+    stored as a delta from its generator's base where one fits (``deltas``). A taken key:
+    see ``outcome``."""
     now = time.time()
     run_id = ids.runs.get((key.namespace, key.run))
     if run_id is None:
@@ -143,16 +151,22 @@ def put(
         ),
     ).lastrowid
     state_ids = {}
+    where = (run_id, key.rank)
     for digest, data in prepared.blobs.items():
         state_id = ids.states.get(digest)
         if state_id is None:
-            state_id, _ = _insert_or_get(
-                conn,
-                "INSERT INTO states (hash, data) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING id",
-                (digest, data),
-                "SELECT id FROM states WHERE hash = ?",
-                (digest,),
-            )
+            found = conn.execute("SELECT id FROM states WHERE hash = ?", (digest,)).fetchone()
+            if found is not None:
+                state_id = int(found[0])
+            else:
+                row = ids.chains.encode(
+                    where, prepared.generators.get(digest), data, digest, snapshot
+                )
+                state_id = conn.execute(
+                    "INSERT INTO states (hash, data, base, how) VALUES (?, ?, ?, ?) RETURNING id",
+                    (digest, row.data, row.base, row.how),
+                ).fetchone()[0]
+                ids.chains.rebase(where, row, state_id, snapshot)
             ids.remember(ids.states, digest, state_id)
         state_ids[digest] = state_id
     conn.executemany(
@@ -177,7 +191,7 @@ def stored_ranks(conn: sqlite3.Connection, key: SnapshotKey) -> tuple[int, ...]:
     )
 
 
-def get(conn: sqlite3.Connection, key: SnapshotKey) -> bytes:
+def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
     row = conn.execute(
         "SELECT e.id, e.envelope FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
@@ -191,12 +205,34 @@ def get(conn: sqlite3.Connection, key: SnapshotKey) -> bytes:
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
-    holes = conn.execute(
-        "SELECT es.at, st.data FROM entry_states es JOIN states st ON st.id = es.state_id"
+    states = conn.execute(
+        "SELECT es.at, st.hash, st.data, st.how, st.base, b.hash FROM entry_states es"
+        " JOIN states st ON st.id = es.state_id LEFT JOIN states b ON b.id = st.base"
         " WHERE es.entry_id = ? ORDER BY es.position",
         (row[0],),
     ).fetchall()
+    holes = []
+    for at, digest, data, how, base_id, base_hash in states:
+        if how is not None:
+            data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
+        holes.append((at, data))
     return join(row[1], holes)
+
+
+def _base(
+    conn: sqlite3.Connection, digest: bytes, base_id: int, base_hash: bytes | None, bases: Bases
+) -> bytes:
+    """The whole base state of the delta ``digest``, from ``bases`` or the database."""
+    if base_hash is None:
+        raise StoreError(f"state {digest.hex()} is a delta whose base state is missing")
+    found = bases.get(base_hash)
+    if found is None:
+        data, base_of_base = conn.execute(
+            "SELECT data, base FROM states WHERE id = ?", (base_id,)
+        ).fetchone()
+        found = whole_base(base_hash, data, base_of_base)
+        bases.put(base_hash, found)
+    return found
 
 
 def matching(patterns: tuple[str, ...]) -> str:
@@ -367,15 +403,25 @@ def delete_batch(
     ]
     blobs = ranks = 0
     if entries:
-        states = conn.execute(
-            f"SELECT DISTINCT state_id FROM entry_states WHERE entry_id IN ({_marks(entries)})",
+        used = conn.execute(
+            "SELECT id, base FROM states WHERE id IN (SELECT state_id FROM entry_states"
+            f" WHERE entry_id IN ({_marks(entries)}))",
             entries,
         ).fetchall()
         conn.execute(f"DELETE FROM entry_states WHERE entry_id IN ({_marks(entries)})", entries)
+        # Deltas first, then whole states (their bases among them) no delta is based on.
+        deltas = [(i,) for i, base in used if base is not None]
+        wholes = {i for i, base in used if base is None} | {base for _i, base in used if base}
         blobs = conn.executemany(
             "DELETE FROM states WHERE id = ?1 AND NOT EXISTS"
             " (SELECT 1 FROM entry_states WHERE state_id = ?1)",
-            states,
+            deltas,
+        ).rowcount
+        blobs += conn.executemany(
+            "DELETE FROM states WHERE id = ?1 AND NOT EXISTS"
+            " (SELECT 1 FROM entry_states WHERE state_id = ?1)"
+            " AND NOT EXISTS (SELECT 1 FROM states WHERE base = ?1)",
+            [(i,) for i in sorted(wholes)],
         ).rowcount
         ranks = conn.execute(
             f"DELETE FROM entries WHERE id IN ({_marks(entries)})", entries
