@@ -72,15 +72,20 @@ def train(
     return recorded
 
 
+def scratch() -> Path:
+    """A new temporary directory, in memory-backed /dev/shm where there is one."""
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
+    return Path(tempfile.mkdtemp(prefix="rngvault-bisect-", dir=base))
+
+
 @pytest.fixture(scope="module")
 def long_runs() -> Iterator[tuple[Path, list[list[float]]]]:
     """A store holding alice/a and alice/same (the same loop) and alice/b (one extra
     ``augment`` draw at step 6,123), 10,000 snapshots each; and the draws alice/a made
     after step 5,000. Kept in memory-backed /dev/shm where there is one: the test is
     about bisect, and a disk's fsyncs would take most of its time."""
-    shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else None
-    root = Path(tempfile.mkdtemp(prefix="rngvault-bisect-", dir=base))
+    root = scratch()
     try:
         after = train(root, "alice/a", STEPS, record=range(RESTORED + 1, RESTORED + 1 + AFTER))
         train(root, "alice/same", STEPS)
