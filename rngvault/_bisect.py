@@ -99,10 +99,9 @@ class BisectReport:
                 return f"{a} and {b} share no step: nothing to compare\n{counts}"
             return f"{a} and {b} agree on every shared step\n{counts}"
         last = "none" if self.last_equal is None else str(self.last_equal)
-        assert self.names is not None
+        names = f" (snapshots {self.names[0]} and {self.names[1]})" if self.names else ""
         lines = [
-            f"{a} and {b} diverge at step {self.diverged_at} "
-            f"(snapshots {self.names[0]} and {self.names[1]}); last equal step: {last}",
+            f"{a} and {b} diverge at step {self.diverged_at}{names}; last equal step: {last}",
             counts,
         ]
         rows = [("generator", "family", "status", "distance", "unit", "detail")]
