@@ -14,8 +14,8 @@ earlier state of the same generator, kept whole):
   the key is right, the state differs from the dictionary in a few bytes (an index, a cached
   normal), so the delta takes tens of bytes where the state takes kilobytes.
 
-Where the state has the dictionary's length, the delta may instead list the bytes that
-differ (a *patch*), which is smaller still.
+The delta may instead list the bytes that differ (a *patch*, for a state of the
+dictionary's length) or keep the ends they share (a *splice*), when that is smaller.
 
 A reader checks the state it rebuilds against its SHA-256 (the name stores keep it under),
 so a delta that does not rebuild the exact state is an error, never a wrong state.
@@ -158,6 +158,38 @@ def patch(data: bytes, dictionary: bytes) -> bytes | None:
     return bytes(msgpack.packb(runs, use_bin_type=True))
 
 
+def splice(data: bytes, dictionary: bytes) -> bytes:
+    """``data`` as the dictionary's bytes it shares at each end and what lies between
+    (msgpack ``[head, tail, middle]``): small when one place changed, lengths may differ."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    b = np.frombuffer(dictionary, dtype=np.uint8)
+    shortest = min(len(a), len(b))
+    differs = np.flatnonzero(a[:shortest] != b[:shortest])
+    head = int(differs[0]) if len(differs) else shortest
+    room = shortest - head  # the tail may not overlap the head in either
+    differs = np.flatnonzero(a[len(a) - room :][::-1] != b[len(b) - room :][::-1])
+    tail = int(differs[0]) if len(differs) else room
+    return bytes(msgpack.packb([head, tail, data[head : len(data) - tail]], use_bin_type=True))
+
+
+def apply_splice(splice_data: bytes, dictionary: bytes) -> bytes:
+    """The inverse of ``splice``; ValueError for one that does not fit the dictionary."""
+    try:
+        head, tail, middle = msgpack.unpackb(splice_data, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"not a splice: {exc}") from None
+    if (
+        not isinstance(head, int)
+        or not isinstance(tail, int)
+        or not isinstance(middle, bytes)
+        or head < 0
+        or tail < 0
+        or head + tail > len(dictionary)
+    ):
+        raise ValueError("a splice that does not fit the dictionary")
+    return dictionary[:head] + middle + dictionary[len(dictionary) - tail :]
+
+
 def apply_patch(runs_data: bytes, dictionary: bytes) -> bytes:
     """The inverse of ``patch``; ValueError for runs that do not fit the dictionary."""
     try:
@@ -180,10 +212,16 @@ def apply_patch(runs_data: bytes, dictionary: bytes) -> bytes:
     return bytes(out)
 
 
+FORMS = ("p", "s", "z")
+"""Delta forms: a patch of the dictionary, a splice of it, DEFLATE against it."""
+
+
 def rebuild(base: bytes, how: list[Any] | None, form: str, data: bytes) -> bytes:
     """A state from its base and delta; ValueError for a delta that does not fit."""
     if form == "p":
         return apply_patch(data, dictionary(base, how))
+    if form == "s":
+        return apply_splice(data, dictionary(base, how))
     if form == "z":
         return decompress(data, dictionary(base, how))
     raise ValueError(f"unknown delta form {form!r}")
@@ -212,7 +250,8 @@ class Chain:
 
     ``encode(blob, family, fields)`` returns None when the state should be kept whole (it
     becomes the new base: call ``rebase``), else ``(how, form, data)``: ``form`` "p" for a
-    ``patch`` of the dictionary, "z" for DEFLATE against it, whichever is smaller.
+    ``patch`` of the dictionary, "s" for a ``splice`` of it, "z" for DEFLATE against it,
+    whichever is smallest.
     """
 
     __slots__ = (
@@ -258,10 +297,13 @@ class Chain:
             how = [kind, offset, self.base_index, self.distance + step]
             dictionary = with_key(self.base, kind, offset, position[0], position[1])
             self.stream, self.distance, self.last_step = position, self.distance + step, step
-        form, data = "p", patch(blob, dictionary)
-        if data is None or len(data) > 64:
+        form, data = "s", splice(blob, dictionary)
+        patched = patch(blob, dictionary)
+        if patched is not None and len(patched) < len(data):
+            form, data = "p", patched
+        if len(data) > 64:
             deflated = compress(blob, dictionary)
-            if data is None or len(deflated) < len(data):
+            if len(deflated) < len(data):
                 form, data = "z", deflated
         if len(data) * 4 > len(blob):
             return None  # not much like the base: keep it whole

@@ -9,11 +9,12 @@ them in one append-only file, each snapshot a few hundred bytes:
 
 A record's stored bytes are raw DEFLATE of a msgpack map, compressed against the pack's
 first record (whose bytes repeat in every later one: the environment, the generator names,
-the field names): ``{"n": name, "h": SHA-256 of the snapshot's bytes, "s": their length,
-"i": the listing info, "k": the snapshot's skeleton (``rngvault._split``), "b": the states
-this record adds}``. Each state is added once per pack, keyed by the SHA-256 of its
-encoding: ``[hash, None, None, "w", bytes]`` whole, or ``[hash, base hash, how, form,
-delta]`` as a delta from an earlier whole state of the same generator (``rngvault._delta``).
+the field names): ``{"n": name, "s": the snapshot's length, "i": the listing info, "k":
+[the bytes before the states, [[a generator's encoded name, its state's SHA-256], ...], the
+bytes after], "b": the states this record adds}``. Each state is added once per pack, keyed
+by the SHA-256 of its encoding: ``[hash, None, None, "w", bytes]`` whole, or ``[hash, base
+hash, how, form, delta]`` as a delta from an earlier whole state of the same generator
+(``rngvault._delta``).
 
 Appends take an exclusive ``flock`` on the file, so processes sharing a run and rank append
 in turn. A record that a crash cut short is the file's tail: readers stop before it and the
@@ -41,7 +42,7 @@ import msgpack
 from rngvault import _delta
 from rngvault._errors import StoreError
 from rngvault._snapshot import Snapshot
-from rngvault._split import join, split
+from rngvault._split import split
 from rngvault.stores.base import SnapshotInfo
 
 try:
@@ -64,7 +65,6 @@ class Record:
         offset: the record's header offset.
         length: the stored bytes' length.
         name: the snapshot's name.
-        sha256: SHA-256 of its encoded bytes.
         size: their length.
         step: its step.
         digest: its states digest.
@@ -74,7 +74,6 @@ class Record:
     offset: int
     length: int
     name: str
-    sha256: bytes
     size: int
     step: int | None
     digest: str
@@ -164,7 +163,7 @@ class Pack:
         """Index a record read from the file, its shape checked (ValueError otherwise), so
         that reading it later meets only the types written."""
         info, skeleton, states = payload.get("i"), payload.get("k"), payload.get("b")
-        if not isinstance(info, dict) or not isinstance(skeleton, bytes):
+        if not isinstance(info, dict) or not _skeleton(skeleton):
             raise ValueError("a record without its info or skeleton")
         if not isinstance(states, list) or not all(map(_state_item, states)):
             raise ValueError("a record's states are not [hash, base, how, form, data] items")
@@ -179,7 +178,6 @@ class Pack:
             offset=offset,
             length=length,
             name=_text(payload.get("n")),
-            sha256=_hash(payload.get("h")),
             size=size,
             step=step,
             digest=_text(info.get("digest")),
@@ -221,28 +219,27 @@ class Pack:
         return dict(info) if isinstance(info, dict) else {}
 
     def read(self, record: Record) -> bytes:
-        """The snapshot's bytes, rebuilt and checked against their SHA-256."""
+        """The snapshot's bytes, rebuilt: each state checked against its SHA-256, the rest
+        against the record's CRC, the whole against its length."""
         with self._lock:
-            payload = self._load(record.offset, record.length)
-            try:
-                data = join(payload["k"], self._blob)
-            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-                raise StoreError(
-                    f"{self.path}: snapshot {record.name!r} is damaged: {exc}"
-                ) from None
-        if hashlib.sha256(data).digest() != record.sha256:
+            prefix, entries, suffix = self._load(record.offset, record.length)["k"]
+            parts = [prefix]
+            for encoded, key in entries:
+                parts += [encoded, self._blob(key.hex())]
+            parts.append(suffix)
+        data = b"".join(parts)
+        if len(data) != record.size:
             raise StoreError(f"{self.path}: snapshot {record.name!r} is corrupt")
         return data
 
     def state_hash(self, record: Record, generator: str) -> str | None:
         """The state hash of ``generator`` in a record's snapshot (None: no such state)."""
         with self._lock:
-            skeleton = self._load(record.offset, record.length)["k"]
-        _prefix, entries, _suffix = msgpack.unpackb(skeleton, raw=True)
+            _prefix, entries, _suffix = self._load(record.offset, record.length)["k"]
         wanted = msgpack.packb(generator)
-        for encoded, digest in entries:
+        for encoded, key in entries:
             if encoded == wanted:
-                return digest.decode() if isinstance(digest, bytes) else str(digest)
+                return str(key.hex())
         return None
 
     def _blob(self, hex_digest: str) -> bytes:
@@ -337,10 +334,10 @@ class Pack:
         position = self._end
         added: dict[str, Record] = {}
         for name, data, snapshot, info in items:
-            sha = hashlib.sha256(data).digest()
             known = self.records.get(name) or added.get(name)
             if known is not None:
-                results.append(False if known.sha256 == sha else "pack")
+                same = known.name not in added and self.read(known) == data
+                results.append(False if same else "pack")
                 continue
             if elsewhere(name):
                 results.append("file")
@@ -355,7 +352,7 @@ class Pack:
                 stored = _delta.compress(raw, self._dictionary)
             chunks.append(_HEAD.pack(len(stored), zlib.crc32(stored)) + stored)
             record = Record(
-                position, len(stored), name, sha, len(data), info.step, info.digest, info.created
+                position, len(stored), name, len(data), info.step, info.digest, info.created
             )
             for index, item in enumerate(payload["b"]):
                 self._blobs.setdefault(item[0], (position, len(stored), index))
@@ -423,12 +420,12 @@ class Pack:
         listing = info.to_dict()
         for dropped in ("run", "name", "ranks", "size"):
             listing.pop(dropped, None)
+        entries = [[encoded, bytes.fromhex(digest)] for encoded, digest in parts.entries]
         return {
             "n": name,
-            "h": hashlib.sha256(data).digest(),
             "s": len(data),
             "i": listing,
-            "k": parts.skeleton(),
+            "k": [parts.prefix, entries, parts.suffix],
             "b": states,
         }
 
@@ -460,10 +457,24 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _hash(value: object) -> bytes:
-    if not isinstance(value, bytes) or len(value) != 32:
-        raise ValueError(f"expected a 32-byte hash, got {value!r:.40}")
-    return value
+def _skeleton(value: object) -> bool:
+    """Whether a record's "k" has the shape written."""
+    if not isinstance(value, list) or len(value) != 3:
+        return False
+    prefix, entries, suffix = value
+    return (
+        isinstance(prefix, bytes)
+        and isinstance(suffix, bytes)
+        and isinstance(entries, list)
+        and all(
+            isinstance(e, list)
+            and len(e) == 2
+            and isinstance(e[0], bytes)
+            and isinstance(e[1], bytes)
+            and len(e[1]) == 32
+            for e in entries
+        )
+    )
 
 
 def _state_item(item: object) -> bool:
@@ -476,7 +487,7 @@ def _state_item(item: object) -> bool:
     if form == "w":
         return base is None and how is None
     return (
-        form in ("p", "z")
+        form in _delta.FORMS
         and isinstance(base, bytes)
         and len(base) == 32
         and (how is None or isinstance(how, list))

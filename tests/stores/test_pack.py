@@ -332,7 +332,8 @@ def _far_base(payload: dict[str, Any]) -> dict[str, Any]:
         (lambda p: {**p, "k": b"\xc1 not a skeleton"}, "StoreError"),
         (lambda p: {**p, "i": "not a map"}, "NotFoundError"),
         (lambda p: {**p, "b": [[b"x", None, None, "w", b""]]}, "NotFoundError"),
-        (lambda p: {**p, "h": b"\x00" * 32}, "StoreError"),
+        (lambda p: {**p, "s": p["s"] + 1}, "StoreError"),
+        (lambda p: {**p, "k": [p["k"][0], p["k"][1], p["k"][2] + b"!"]}, "StoreError"),
     ],
 )
 def test_hostile_records_are_store_errors_never_wrong_bytes(
