@@ -130,3 +130,21 @@ def test_patches_and_streams_that_do_not_fit_are_value_errors() -> None:
         _delta.decompress(stream[:-3], base)  # cut short
     with pytest.raises(ValueError):
         _delta.rebuild(base, None, "q", b"")
+
+
+def test_a_splice_keeps_the_shared_ends_whatever_the_lengths() -> None:
+    base = b"head-" + bytes(range(100)) + b"-tail"
+    for data in (
+        base,
+        base.replace(b"\x10\x11", b"\x10\x99\x98\x11"),
+        base[:50] + base[60:],
+        b"",
+        base + b"more",
+    ):
+        splice = _delta.splice(data, base)
+        assert _delta.apply_splice(splice, base) == data
+        assert _delta.rebuild(base, None, "s", splice) == data
+    assert len(_delta.splice(base[:50] + b"x" + base[50:], base)) < 12
+    for bad in (msgpack.packb([5, 200, b""]), msgpack.packb([-1, 0, b""]), msgpack.packb([1])):
+        with pytest.raises(ValueError):
+            _delta.apply_splice(bad, base)
