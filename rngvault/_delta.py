@@ -297,10 +297,13 @@ class Chain:
             how = [kind, offset, self.base_index, self.distance + step]
             dictionary = with_key(self.base, kind, offset, position[0], position[1])
             self.stream, self.distance, self.last_step = position, self.distance + step, step
-        form, data = "s", splice(blob, dictionary)
         patched = patch(blob, dictionary)
-        if patched is not None and len(patched) < len(data):
-            form, data = "p", patched
+        form, data = "p", patched
+        if patched is None or len(patched) > 32:
+            spliced = splice(blob, dictionary)
+            if patched is None or len(spliced) < len(patched):
+                form, data = "s", spliced
+        assert data is not None
         if len(data) > 64:
             deflated = compress(blob, dictionary)
             if len(deflated) < len(data):

@@ -221,9 +221,12 @@ class LocalStore:
             (name, data, snapshot, SnapshotInfo.of(run, name, snapshot, len(data)))
             for _run, name, data, snapshot in items
         ]
+        run_dir = str(self._run_dir(run))  # names were checked: plain string paths suffice
         try:
             answers = self._pack_of(run, rank).append(
-                batch, lambda name: self._file(run, name, rank).exists(), durable
+                batch,
+                lambda name: os.path.exists(f"{run_dir}/{name}/rank-{rank}.snap"),
+                durable,
             )
         except OSError as exc:
             error = StoreError(f"cannot write {run} to {self.location}: {exc}")
