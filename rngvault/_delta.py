@@ -23,6 +23,7 @@ so a delta that does not rebuild the exact state is an error, never a wrong stat
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import zlib
 from collections.abc import Mapping
@@ -241,14 +242,41 @@ def dictionary(base: bytes, how: list[Any] | None) -> bytes:
         raise ValueError(f"index {index!r} out of range")
     if kind != "python" and not 0 <= offset <= len(base) - N * int(kind[1:]) // 8:
         raise ValueError(f"key offset {offset} outside the base's {len(base)} bytes")
-    key, position = advance(read_key(base, kind, offset), index, distance)
+    key, position = _advanced(base, kind, offset, index, distance)
     return with_key(base, kind, offset, key, position)
+
+
+_STREAMS: dict[tuple[bytes, str, int, int], tuple[int, np.ndarray, int]] = {}
+_STREAMS_LOCK = threading.Lock()
+
+
+def _advanced(
+    base: bytes, kind: str, offset: int, index: int, distance: int
+) -> tuple[np.ndarray, int]:
+    """The base's MT19937 (key, index) ``distance`` outputs on. The furthest position
+    reached from each recent base is kept, so reading a run's steps in order advances
+    each base about one step's draws at a time rather than from the base every time."""
+    start = (hashlib.sha256(base).digest(), kind, offset, index)
+    with _STREAMS_LOCK:
+        known = _STREAMS.get(start)
+    if known is not None and known[0] <= distance:
+        reached, key, position = known
+        key, position = advance(key, position, distance - reached)
+    else:
+        key, position = advance(read_key(base, kind, offset), index, distance)
+    with _STREAMS_LOCK:
+        if len(_STREAMS) >= 64 and start not in _STREAMS:
+            _STREAMS.pop(next(iter(_STREAMS)))
+        _STREAMS[start] = (distance, key, position)
+    return key, position
 
 
 class Chain:
     """The delta encoder of one generator: its base and where its MT19937 stream was.
 
-    ``encode(blob, family, fields)`` returns None when the state should be kept whole (it
+    ``max_distance`` (at most ``MAX_DISTANCE``) bounds how far a state may be ahead of its
+    base, so how long rebuilding it can take. ``encode(blob, family, fields)`` returns None
+    when the state should be kept whole (it
     becomes the new base: call ``rebase``), else ``(how, form, data)``: ``form`` "p" for a
     ``patch`` of the dictionary, "s" for a ``splice`` of it, "z" for DEFLATE against it,
     whichever is smallest.
@@ -261,11 +289,21 @@ class Chain:
         "family",
         "last_step",
         "location",
+        "max_distance",
         "search",
         "stream",
     )
 
-    def __init__(self, base: bytes, family: str, fields: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        base: bytes,
+        family: str,
+        fields: Mapping[str, Any],
+        max_distance: int = MAX_DISTANCE,
+    ) -> None:
+        if not 0 <= max_distance <= MAX_DISTANCE:
+            raise ValueError(f"max_distance must be 0..{MAX_DISTANCE}, not {max_distance}")
+        self.max_distance = max_distance
         self.search = SEARCH
         self.rebase(base, family, fields)
 
@@ -291,7 +329,7 @@ class Chain:
             if position is None:
                 return None
             step = self._step(position)
-            if step is None or self.distance + step > MAX_DISTANCE:
+            if step is None or self.distance + step > self.max_distance:
                 return None
             kind, offset = self.location
             how = [kind, offset, self.base_index, self.distance + step]
@@ -323,7 +361,9 @@ class Chain:
             guess = advance(key, index, self.last_step)
             if guess[1] == position[1] and np.array_equal(guess[0], position[0]):
                 return self.last_step
-        found = mt_distance((key, index), position, min(self.search, MAX_DISTANCE - self.distance))
+        found = mt_distance(
+            (key, index), position, min(self.search, self.max_distance - self.distance)
+        )
         if found is None or found < 0:
             self.search = SEARCH // 64  # reseeded, most likely: look less far next time
             return None
