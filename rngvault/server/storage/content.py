@@ -13,6 +13,11 @@ Every state entry (``{"family", "fields"}``) of a body that ``decode`` accepted 
 form, so one generator state has the same bytes in every snapshot of every run. Backends keep
 each entry once, keyed by the SHA-256 of those bytes, and keep the rest of the body (the
 envelope) with the entries cut out; ``join`` splices them back, byte for byte.
+
+A run's entries are alike (the same metadata keys, generator names, environment), so
+backends keep each one's envelope and listing info *packed*: raw DEFLATE (``pack``) against
+the run's *dictionary*, the first entry they stored of it (``dictionary``); an entry stored
+packed has empty ``info``, one stored before has its envelope and info as they are.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from typing import Any
 
 import msgpack
 
-from rngvault._errors import ConflictError
+from rngvault import _delta
+from rngvault._errors import ConflictError, StoreError
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._snapshot import Snapshot
@@ -34,6 +40,7 @@ from rngvault._split import state_spans
 from rngvault.server.storage.base import SnapshotInfo, SnapshotKey, Store, Stored
 
 _INLINE_DECODE = 256 * 1024  # larger stored bodies are decoded off the event loop
+_PACKED_LIMIT = 64 * 1024 * 1024  # an unpacked envelope and info are never larger
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +190,32 @@ def join(envelope: bytes, holes: Sequence[tuple[int, bytes]]) -> bytes:
         position = offset
     parts.append(envelope[position:])
     return b"".join(parts)
+
+
+def dictionary(prepared: Prepared) -> bytes:
+    """A run's dictionary made of one of its entries: its envelope and info as ``pack``
+    lays them out."""
+    return msgpack.packb([prepared.envelope, prepared.info])
+
+
+def pack(prepared: Prepared, run_dictionary: bytes) -> bytes:
+    """The envelope and info of ``prepared``, compressed against its run's dictionary."""
+    return _delta.compress(msgpack.packb([prepared.envelope, prepared.info]), run_dictionary)
+
+
+def unpack(envelope: bytes, info: str, run_dictionary: bytes | None) -> tuple[bytes, str]:
+    """An entry's envelope and info as stored: as they are, or (empty ``info``) packed
+    against its run's dictionary; StoreError for packed bytes that do not unpack."""
+    if info:
+        return envelope, info
+    if run_dictionary is None:
+        raise StoreError("a packed snapshot entry's run has no dictionary")
+    try:
+        plain, text = msgpack.unpackb(
+            _delta.decompress(envelope, run_dictionary, _PACKED_LIMIT), raw=False
+        )
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise StoreError(f"a packed snapshot entry does not unpack: {exc}") from None
+    if not isinstance(plain, bytes) or not isinstance(text, str) or not text:
+        raise StoreError("a packed snapshot entry does not unpack: not an envelope and info")
+    return plain, text

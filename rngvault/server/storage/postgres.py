@@ -81,6 +81,7 @@ CHECK_TIMEOUT = 1.0  # seconds /healthz waits for the database, all in all
 CONNECT_TIMEOUT = 10  # seconds, libpq's connect_timeout unless the URL gives one
 RECONNECT_TIMEOUT = 5.0  # seconds the pool retries one reconnection (backoff 1 s, 2 s, ...)
 LOCK_TIMEOUT = "3s"  # a statement waiting this long for a row lock fails
+MAX_DICTIONARIES = 10_000  # runs' dictionaries kept in memory at most
 STATEMENT_TIMEOUT = "5s"  # a statement running this long is cancelled by the server
 IDLE_IN_TRANSACTION_TIMEOUT = "30s"  # the server ends a transaction left open this long
 CALL_MARGIN = 3.0  # seconds beyond the statement timeout before a call's connection is dropped
@@ -203,6 +204,7 @@ class PostgresStore:
     ) -> None:
         self.url = redact(url)
         self._chains = Chains()
+        self._dictionaries: dict[int, bytes] = {}  # runs' dictionaries by run id, as stored
         self._info = conninfo(url)
         self._pool = pool
         self._call_limit = call_limit
@@ -343,6 +345,7 @@ class PostgresStore:
         where = (key.namespace, key.run, key.rank)
         attempts = 0
         rows: list[Row] = []
+        learned: dict[int, bytes] = {}
 
         async def attempt(conn: sql.Conn) -> tuple[Stored, set[bytes]]:
             nonlocal attempts, rows
@@ -355,7 +358,11 @@ class PostgresStore:
                 )
                 for h in sorted(prepared.blobs)
             ]
-            return await sql.put(conn, key, prepared, rows, step=snapshot.metadata.step)
+            learned.clear()
+            learned.update(self._dictionaries)
+            return await sql.put(
+                conn, key, prepared, rows, step=snapshot.metadata.step, dictionaries=learned
+            )
 
         try:
             stored, inserted = await self._run(attempt, transaction=True, pipeline=True)
@@ -363,6 +370,8 @@ class PostgresStore:
             return same.stored
         except SameStates:
             return await settle(self, key, snapshot)
+        if len(learned) > len(self._dictionaries):  # committed; run ids are never reused
+            self._dictionaries = learned if len(learned) <= MAX_DICTIONARIES else {}
         for row in rows:
             if row.hash in inserted:  # committed whole: a base for the next deltas
                 self._chains.rebase(where, row, row.hash, snapshot)

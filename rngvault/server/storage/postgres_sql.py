@@ -22,7 +22,7 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +43,15 @@ from rngvault.server.storage.base import (
     step_key,
     step_rows,
 )
-from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
+from rngvault.server.storage.content import (
+    Prepared,
+    dictionary,
+    join,
+    outcome,
+    pack,
+    snapshot_info,
+    unpack,
+)
 from rngvault.server.storage.deltas import Row, rebuild
 
 Conn = AsyncConnection[Any]
@@ -95,12 +103,16 @@ async def put(
     rows: Sequence[Row] = (),
     *,
     step: int | None = None,
+    dictionaries: MutableMapping[int, bytes] | None = None,
 ) -> tuple[Stored, set[bytes]]:
     """Store one rank's snapshot, its new states as ``rows`` (whole or deltas, in hash
     order; by default every state whole); ``step`` is its metadata.step, which the steps
-    listing indexes. Returns the answer and the hashes of the state rows it inserted. The
-    store runs this in pipeline mode: statements whose results are not read yet travel
-    together, so a put costs three round trips. A taken key: see ``outcome``."""
+    listing indexes. The entry is packed against its run's dictionary: the one in
+    ``dictionaries`` (run id -> dictionary: those known), else the stored one, else this
+    entry's, which it stores and adds to ``dictionaries``. Returns the answer and the hashes
+    of the state rows it inserted. The store runs this in pipeline mode: statements whose
+    results are not read yet travel together, so a put costs three round trips (four for a
+    run's dictionary not known yet). A taken key: see ``outcome``."""
     found_query = await conn.execute(
         "SELECT r.id, s.id, e.body_sha256, e.digest FROM runs r"
         " LEFT JOIN snapshots s ON s.run_id = r.id AND s.name = %s"
@@ -135,13 +147,19 @@ async def put(
         return outcome(key, prepared, found[2], found[3]), set()
     now = time.time()
     run_id = found[0] if found else await _create_run(conn, key, now)
+    if dictionaries is None:
+        dictionaries = {}
+    run_dictionary = dictionaries.get(run_id)
+    if run_dictionary is None:
+        run_dictionary = await _dictionary(conn, run_id, dictionary(prepared))
+        dictionaries[run_id] = run_dictionary
     entry_values = (
         key.rank,
-        prepared.body_sha256,
+        b"",  # packed: a re-put is compared by its states digest, then its metadata
         prepared.digest,
         prepared.size,
-        prepared.envelope,
-        prepared.info,
+        pack(prepared, run_dictionary),
+        "",
         run_id,
         step_key(step),
     )
@@ -203,6 +221,35 @@ async def put(
     return Stored(created=True, digest=prepared.digest, size=prepared.size), inserted
 
 
+async def _dictionary(conn: Conn, run_id: int, mine: bytes) -> bytes:
+    """The run's dictionary: the stored one, else ``mine``, stored. Of two puts storing one
+    at once, the second waits for the first to commit, then reads its dictionary."""
+    row = await _one(
+        conn,
+        "INSERT INTO dictionaries (run_id, data) VALUES (%s, %b)"
+        " ON CONFLICT (run_id) DO NOTHING RETURNING data",
+        (run_id, mine),
+        binary=True,
+    )
+    if row is None:  # a new statement sees the one committed meanwhile
+        row = await _one(
+            conn, "SELECT data FROM dictionaries WHERE run_id = %s", (run_id,), binary=True
+        )
+        if row is None:
+            raise Retry
+    return bytes(row[0])
+
+
+async def _drop_empty_run(conn: Conn, run_id: int) -> None:
+    """Delete the run (and its dictionary) if it holds no snapshot any more."""
+    await conn.execute(
+        "DELETE FROM dictionaries WHERE run_id = %s"
+        " AND EXISTS (SELECT 1 FROM runs WHERE id = %s AND snapshots = 0)",
+        (run_id, run_id),
+    )
+    await conn.execute("DELETE FROM runs WHERE id = %s AND snapshots = 0", (run_id,))
+
+
 async def _create_run(conn: Conn, key: SnapshotKey, now: float) -> int:
     row = await _one(
         conn,
@@ -253,10 +300,11 @@ async def stored_ranks(conn: Conn, key: SnapshotKey) -> tuple[int, ...]:
 async def get(conn: Conn, key: SnapshotKey) -> bytes:
     row = await _one(
         conn,
-        "SELECT e.envelope, h.ats, h.datas, h.hows, h.hashes, h.bases, h.wholes"
-        " FROM runs r"
+        "SELECT e.envelope, e.info, d.data, h.ats, h.datas, h.hows, h.hashes, h.bases,"
+        " h.wholes FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
+        " LEFT JOIN dictionaries d ON d.run_id = r.id"
         " CROSS JOIN LATERAL (SELECT array_agg(es.at ORDER BY es.position) AS ats,"
         "   array_agg(st.data ORDER BY es.position) AS datas,"
         "   array_agg(st.how ORDER BY es.position) AS hows,"
@@ -276,7 +324,7 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
-    envelope, ats, datas, hows, hashes, bases, wholes = row
+    envelope, info, run_dictionary, ats, datas, hows, hashes, bases, wholes = row
     holes = []
     for at, data, how, digest, base, whole in zip(
         ats or (), datas or (), hows or (), hashes or (), bases or (), wholes or (), strict=True
@@ -289,7 +337,7 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
                 raise StoreError(f"the base of state {bytes(digest).hex()} is not whole")
             state = rebuild(bytes(digest), state, how, bytes(base))
         holes.append((at, state))
-    return join(bytes(envelope), holes)
+    return join(unpack(bytes(envelope), info, _bytes(run_dictionary))[0], holes)
 
 
 def like_pattern(glob: str) -> str:
@@ -325,11 +373,12 @@ async def list_snapshots(
     conn: Conn, namespace: str, run: str, after: int, limit: int
 ) -> list[tuple[int, SnapshotInfo]]:
     cursor = await conn.execute(
-        "SELECT s.position, s.name, s.stored, k.ranks, f.digest, f.size, f.info"
-        " FROM runs r JOIN snapshots s ON s.run_id = r.id"
+        "SELECT s.position, s.name, s.stored, k.ranks, f.digest, f.size, f.info, f.envelope,"
+        " d.data FROM runs r JOIN snapshots s ON s.run_id = r.id"
+        " LEFT JOIN dictionaries d ON d.run_id = r.id"
         " CROSS JOIN LATERAL (SELECT array_agg(rank ORDER BY rank) AS ranks"
         "   FROM entries WHERE snapshot_id = s.id) k"
-        " CROSS JOIN LATERAL (SELECT digest, size, info FROM entries"
+        " CROSS JOIN LATERAL (SELECT digest, size, info, envelope FROM entries"
         "   WHERE snapshot_id = s.id ORDER BY rank LIMIT 1) f"
         " WHERE r.namespace = %s AND r.name = %s AND s.position > %s"
         " ORDER BY s.position LIMIT %s",
@@ -339,9 +388,18 @@ async def list_snapshots(
     if not rows:
         await _run_id(conn, namespace, run)  # NotFoundError for a missing run
     return [
-        (position, snapshot_info(name, stored, ranks, digest, size, info))
-        for position, name, stored, ranks, digest, size, info in rows
+        (position, snapshot_info(name, stored, ranks, digest, size, _info(envelope, info, data)))
+        for position, name, stored, ranks, digest, size, info, envelope, data in rows
     ]
+
+
+def _bytes(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+def _info(envelope: Any, info: str, run_dictionary: Any) -> str:
+    """An entry's listing info, unpacked if it was stored packed."""
+    return unpack(bytes(envelope), info, _bytes(run_dictionary))[1]
 
 
 async def steps(
@@ -392,9 +450,14 @@ async def _steps(
     infos: dict[int, str] = {}
     if needed := info_needed(rows, generator):
         found = await conn.execute(
-            "SELECT id, info FROM entries WHERE id = ANY(%s::bigint[])", (needed,)
+            "SELECT e.id, e.envelope, e.info, d.data FROM entries e"
+            " LEFT JOIN dictionaries d ON d.run_id = e.run_id WHERE e.id = ANY(%s::bigint[])",
+            (needed,),
         )
-        infos = dict(await found.fetchall())
+        infos = {
+            entry_id: _info(envelope, info, run_dictionary)
+            for entry_id, envelope, info, run_dictionary in await found.fetchall()
+        }
     hashes: dict[int, str] = {}
     if generator is not None and rows:
         wanted = state_positions(rows, infos, generator)
@@ -460,7 +523,7 @@ async def delete_snapshot(conn: Conn, namespace: str, run: str, name: str) -> in
         "UPDATE runs SET snapshots = snapshots - 1, updated = %s WHERE id = %s",
         (time.time(), run_id),
     )
-    await conn.execute("DELETE FROM runs WHERE id = %s AND snapshots = 0", (run_id,))
+    await _drop_empty_run(conn, run_id)
     await _collect(conn, hashes)
     return removed
 
@@ -569,7 +632,7 @@ async def delete_batch(
     await conn.execute(
         "UPDATE runs SET snapshots = snapshots - %s WHERE id = %s", (len(rows), run_id)
     )
-    await conn.execute("DELETE FROM runs WHERE id = %s AND snapshots = 0", (run_id,))
+    await _drop_empty_run(conn, run_id)
     blobs = await _collect(conn, hashes)
     deleted = [(float(s), int(p), name) for _id, s, p, name in rows]
     return Batch(deleted, len(rows), ranks, blobs, more=len(rows) == BATCH)

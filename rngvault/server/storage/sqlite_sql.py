@@ -28,7 +28,15 @@ from rngvault.server.storage.base import (
     step_key,
     step_rows,
 )
-from rngvault.server.storage.content import Prepared, join, outcome, snapshot_info
+from rngvault.server.storage.content import (
+    Prepared,
+    dictionary,
+    join,
+    outcome,
+    pack,
+    snapshot_info,
+    unpack,
+)
 from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole_base
 
 
@@ -51,8 +59,9 @@ def _snapshot_id(conn: sqlite3.Connection, run_id: int, key: SnapshotKey) -> int
 
 
 class Ids:
-    """Row ids the writer already knows: runs by (namespace, name), states by hash; and the
-    delta encoders of each run, rank and generator, whose bases are state rows.
+    """Row ids the writer already knows: runs by (namespace, name), states by hash; runs'
+    dictionaries by run id; and the delta encoders of each run, rank and generator, whose
+    bases are state rows.
 
     It saves a lookup per run and per state on every put. Only the write connection's jobs
     use it; anything that can remove rows or undo inserts clears it: a delete, a rollback,
@@ -64,11 +73,13 @@ class Ids:
     def __init__(self) -> None:
         self.runs: dict[tuple[str, str], int] = {}
         self.states: dict[bytes, int] = {}
+        self.dictionaries: dict[int, bytes] = {}
         self.chains = Chains()
 
     def clear(self) -> None:
         self.runs.clear()
         self.states.clear()
+        self.dictionaries.clear()
         self.chains.clear()
 
     def remember(self, table: dict[Any, int], key: Any, row_id: int) -> None:
@@ -135,17 +146,29 @@ def put(
         if same is not None:
             return outcome(key, prepared, same[0], same[1])
     room(prepared.size)
+    run_dictionary = ids.dictionaries.get(run_id)
+    if run_dictionary is None:
+        conn.execute(
+            "INSERT INTO dictionaries (run_id, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (run_id, dictionary(prepared)),
+        )
+        run_dictionary = conn.execute(
+            "SELECT data FROM dictionaries WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        if len(ids.dictionaries) >= ids.MAX:
+            ids.dictionaries.clear()
+        ids.dictionaries[run_id] = run_dictionary
     entry_id = conn.execute(
         "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info,"
         " run_id, step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             snapshot_id,
             key.rank,
-            prepared.body_sha256,
+            b"",  # packed: a re-put is compared by its states digest, then its metadata
             prepared.digest,
             prepared.size,
-            prepared.envelope,
-            prepared.info,
+            pack(prepared, run_dictionary),
+            "",
             run_id,
             step_key(step),
         ),
@@ -193,9 +216,10 @@ def stored_ranks(conn: sqlite3.Connection, key: SnapshotKey) -> tuple[int, ...]:
 
 def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
     row = conn.execute(
-        "SELECT e.id, e.envelope FROM runs r"
+        "SELECT e.id, e.envelope, e.info, d.data FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
+        " LEFT JOIN dictionaries d ON d.run_id = r.id"
         " WHERE r.namespace = ? AND r.name = ? AND s.name = ? AND e.rank = ?",
         (key.namespace, key.run, key.name, key.rank),
     ).fetchone()
@@ -216,7 +240,7 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
         if how is not None:
             data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
         holes.append((at, data))
-    return join(row[1], holes)
+    return join(unpack(row[1], row[2], row[3])[0], holes)
 
 
 def _base(
@@ -274,8 +298,9 @@ def list_snapshots(
         return []
     entries: dict[int, list[tuple[Any, ...]]] = {}
     ids = [row[0] for row in snapshots]
+    run_dictionary = _dictionary(conn, run_id)
     for row in conn.execute(
-        "SELECT snapshot_id, rank, digest, size, info FROM entries"
+        "SELECT snapshot_id, rank, digest, size, info, envelope FROM entries"
         f" WHERE snapshot_id IN ({', '.join('?' * len(ids))}) ORDER BY snapshot_id, rank",
         ids,
     ):
@@ -283,11 +308,17 @@ def list_snapshots(
     result = []
     for snapshot_id, name, stored in snapshots:
         ranks = entries[snapshot_id]
-        _rank, digest, size, info = ranks[0]
+        _rank, digest, size, info, envelope = ranks[0]
+        info = unpack(envelope, info, run_dictionary)[1]
         result.append(
             (snapshot_id, snapshot_info(name, stored, [r[0] for r in ranks], digest, size, info))
         )
     return result
+
+
+def _dictionary(conn: sqlite3.Connection, run_id: int) -> bytes | None:
+    row = conn.execute("SELECT data FROM dictionaries WHERE run_id = ?", (run_id,)).fetchone()
+    return None if row is None else bytes(row[0])
 
 
 def steps(
@@ -319,12 +350,15 @@ def steps(
     ).fetchall()
     infos: dict[int, str] = {}
     if needed := info_needed(rows, generator):
-        infos = dict(
-            conn.execute(
-                "SELECT e.id, e.info FROM json_each(?) w JOIN entries e ON e.id = w.value",
+        run_dictionary = _dictionary(conn, run_id)
+        infos = {
+            entry_id: unpack(envelope, info, run_dictionary)[1]
+            for entry_id, envelope, info in conn.execute(
+                "SELECT e.id, e.envelope, e.info FROM json_each(?) w"
+                " JOIN entries e ON e.id = w.value",
                 (json.dumps(needed),),
-            ).fetchall()
-        )
+            )
+        }
     hashes: dict[int, str] = {}
     if generator is not None and rows:
         hashes = {
@@ -391,6 +425,11 @@ def delete_batch(
         )
     ]
     if not chosen:
+        conn.execute(
+            "DELETE FROM dictionaries WHERE run_id = ?1 AND EXISTS"
+            " (SELECT 1 FROM runs WHERE id = ?1 AND snapshots <= 0)",
+            (doomed.run_id,),
+        )
         conn.execute("DELETE FROM runs WHERE id = ? AND snapshots <= 0", (doomed.run_id,))
         return Removed(), None
     entries = [

@@ -18,6 +18,7 @@ from rngvault import Metadata, NotFoundError
 from rngvault._split import split
 from rngvault.server.storage import open_store
 from rngvault.server.storage.base import InvalidCursorError, SnapshotKey, StepRow, Store
+from rngvault.server.storage.content import prepare
 
 pytestmark = pytest.mark.anyio
 
@@ -174,6 +175,7 @@ async def test_an_unknown_run_is_not_found_and_a_forged_cursor_is_refused(
 
 
 DOWNGRADE = (
+    "DROP TABLE dictionaries",
     "DROP INDEX states_by_base",
     "ALTER TABLE states DROP COLUMN how",
     "ALTER TABLE states DROP COLUMN base",
@@ -184,17 +186,28 @@ DOWNGRADE = (
 )
 
 
-async def to_first_schema(store_url: str) -> None:
-    """Take a database back to the first schema (entries without run and step), as a server
-    of that schema left it."""
+async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
+    """Take a database back to the first schema (entries without run and step, their
+    envelope, info and body hash plain), as a server of that schema left it."""
+    plain = []
+    for name, body in bodies.items():
+        prepared = prepare(body, rngvault.decode(body))
+        plain.append((prepared.envelope, prepared.info, prepared.body_sha256, name))
+    rewrite = (
+        "UPDATE entries SET envelope = {0}, info = {0}, body_sha256 = {0}"
+        " WHERE snapshot_id = (SELECT id FROM snapshots WHERE name = {0})"
+    )
     if store_url.startswith("sqlite"):
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
         with conn:
+            conn.executemany(rewrite.format("?"), plain)
             for statement in DOWNGRADE:
                 conn.execute(statement)
         conn.close()
         return
     async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as pg:
+        async with pg.cursor() as cursor:
+            await cursor.executemany(rewrite.format("%s"), plain)
         for statement in DOWNGRADE:
             await pg.execute(statement)
 
@@ -217,7 +230,7 @@ async def test_a_database_of_the_first_schema_migrates_and_lists_its_steps(
             await put(old, name, body)
         finally:
             await old.close()
-    await to_first_schema(store_url)
+    await to_first_schema(store_url, bodies)
     store = await open_store(store_url)
     try:
         rows = await every(store, 2, generator="moving")
