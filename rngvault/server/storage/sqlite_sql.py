@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +39,14 @@ from rngvault.server.storage.content import (
     unpack,
 )
 from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole_base
+
+# An entry's states digest: stored as its 32 bytes (rows stored before: as hex text).
+_HEX_DIGEST = re.compile("[0-9a-f]{64}")
+
+
+def _digest(column: str) -> str:
+    """SQL for the hex text of a stored digest ``column``."""
+    return f"CASE typeof({column}) WHEN 'blob' THEN lower(hex({column})) ELSE {column} END"
 
 
 def _run_id(conn: sqlite3.Connection, namespace: str, run: str) -> int:
@@ -140,7 +149,8 @@ def put(
     )
     if not new_name:
         same = conn.execute(
-            "SELECT body_sha256, digest FROM entries WHERE snapshot_id = ? AND rank = ?",
+            f"SELECT body_sha256, {_digest('digest')} FROM entries"
+            " WHERE snapshot_id = ? AND rank = ?",
             (snapshot_id, key.rank),
         ).fetchone()
         if same is not None:
@@ -165,7 +175,9 @@ def put(
             snapshot_id,
             key.rank,
             b"",  # packed: a re-put is compared by its states digest, then its metadata
-            prepared.digest,
+            bytes.fromhex(prepared.digest)
+            if _HEX_DIGEST.fullmatch(prepared.digest)
+            else prepared.digest,
             prepared.size,
             pack(prepared, run_dictionary),
             "",
@@ -300,7 +312,7 @@ def list_snapshots(
     ids = [row[0] for row in snapshots]
     run_dictionary = _dictionary(conn, run_id)
     for row in conn.execute(
-        "SELECT snapshot_id, rank, digest, size, info, envelope FROM entries"
+        f"SELECT snapshot_id, rank, {_digest('digest')}, size, info, envelope FROM entries"
         f" WHERE snapshot_id IN ({', '.join('?' * len(ids))}) ORDER BY snapshot_id, rank",
         ids,
     ):
@@ -343,7 +355,7 @@ def steps(
         where += " AND e.step >= ?"
         args.append(min(start, STEP_KEY_MAX))
     rows = conn.execute(
-        "SELECT e.step, e.snapshot_id, e.id, s.name, e.digest FROM entries e"
+        f"SELECT e.step, e.snapshot_id, e.id, s.name, {_digest('e.digest')} FROM entries e"
         f" JOIN snapshots s ON s.id = e.snapshot_id WHERE {where}"
         " ORDER BY e.step, e.snapshot_id LIMIT ?",
         (*args, limit + 1),
