@@ -188,13 +188,15 @@ DOWNGRADE = (
 
 async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
     """Take a database back to the first schema (entries without run and step, their
-    envelope, info and body hash plain), as a server of that schema left it."""
+    envelope, info, body hash and hex digest plain), as a server of that schema left it."""
     plain = []
     for name, body in bodies.items():
         prepared = prepare(body, rngvault.decode(body))
-        plain.append((prepared.envelope, prepared.info, prepared.body_sha256, name))
+        plain.append(
+            (prepared.envelope, prepared.info, prepared.body_sha256, prepared.digest, name)
+        )
     rewrite = (
-        "UPDATE entries SET envelope = {0}, info = {0}, body_sha256 = {0}"
+        "UPDATE entries SET envelope = {0}, info = {0}, body_sha256 = {0}, digest = {0}"
         " WHERE snapshot_id = (SELECT id FROM snapshots WHERE name = {0})"
     )
     if store_url.startswith("sqlite"):
