@@ -9,6 +9,7 @@ spawned after a restore the same as in the original process.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -263,8 +264,20 @@ def describe(fields: Mapping[str, Any]) -> str:
     return text
 
 
+_PROBING = threading.local()
+
+
+def _probe_target(name: str) -> Any:
+    """This thread's bit generator of that kind to probe states in (making one seeds it
+    from the OS, which costs more than the probe itself)."""
+    kept: dict[str, Any] = _PROBING.__dict__.setdefault("kept", {})
+    if name not in kept:
+        kept[name] = getattr(np.random, name)(0)
+    return kept[name]
+
+
 def probe(fields: Mapping[str, Any], _device: int | None) -> list[Any]:
-    bit_generator = getattr(np.random, fields["bit_generator"])()
+    bit_generator = _probe_target(fields["bit_generator"])
     restore(bit_generator, fields)
     rng = np.random.Generator(bit_generator)
     return [
