@@ -44,6 +44,12 @@ from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole_base
 _HEX_DIGEST = re.compile("[0-9a-f]{64}")
 
 
+# A state row's key: the first SHORT_KEY bytes of its SHA-256 (``sha256`` the whole), or
+# the whole SHA-256 (no ``sha256``); _SHA256 is SQL for its SHA-256 (``{}``: the table).
+SHORT_KEY = 8
+_SHA256 = "coalesce({0}.sha256, {0}.hash)"
+
+
 def _digest(column: str) -> str:
     """SQL for the hex text of a stored digest ``column``."""
     return f"CASE typeof({column}) WHEN 'blob' THEN lower(hex({column})) ELSE {column} END"
@@ -190,16 +196,25 @@ def put(
     for digest, data in prepared.blobs.items():
         state_id = ids.states.get(digest)
         if state_id is None:
-            found = conn.execute("SELECT id FROM states WHERE hash = ?", (digest,)).fetchone()
-            if found is not None:
-                state_id = int(found[0])
-            else:
+            short = digest[:SHORT_KEY]
+            found = {
+                bytes(full): row_id
+                for row_id, full in conn.execute(
+                    f"SELECT id, {_SHA256.format('states')} FROM states WHERE hash IN (?, ?)",
+                    (short, digest),
+                )
+            }
+            state_id = found.get(digest)
+            if state_id is None:
                 row = ids.chains.encode(
                     where, prepared.generators.get(digest), data, digest, snapshot
                 )
                 state_id = conn.execute(
-                    "INSERT INTO states (hash, data, base, how) VALUES (?, ?, ?, ?) RETURNING id",
-                    (digest, row.data, row.base, row.how),
+                    "INSERT INTO states (hash, sha256, data, base, how) VALUES (?, ?, ?, ?, ?)"
+                    " RETURNING id",
+                    (digest, None, row.data, row.base, row.how)
+                    if found  # its first 8 bytes are another state's key
+                    else (short, digest, row.data, row.base, row.how),
                 ).fetchone()[0]
                 ids.chains.rebase(where, row, state_id, snapshot)
             ids.remember(ids.states, digest, state_id)
@@ -242,7 +257,8 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
     states = conn.execute(
-        "SELECT es.at, st.hash, st.data, st.how, st.base, b.hash FROM entry_states es"
+        f"SELECT es.at, {_SHA256.format('st')}, st.data, st.how, st.base,"
+        f" {_SHA256.format('b')} FROM entry_states es"
         " JOIN states st ON st.id = es.state_id LEFT JOIN states b ON b.id = st.base"
         " WHERE es.entry_id = ? ORDER BY es.position",
         (row[0],),
@@ -376,7 +392,7 @@ def steps(
         hashes = {
             entry_id: digest.hex()
             for entry_id, digest in conn.execute(
-                "SELECT es.entry_id, st.hash FROM json_each(?) w"
+                f"SELECT es.entry_id, {_SHA256.format('st')} FROM json_each(?) w"
                 " JOIN entry_states es ON es.entry_id = json_extract(w.value, '$[0]')"
                 " AND es.position = json_extract(w.value, '$[1]')"
                 " JOIN states st ON st.id = es.state_id",

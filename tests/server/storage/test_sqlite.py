@@ -20,6 +20,7 @@ import rngvault
 from rngvault._errors import NotFoundError, StoreError
 from rngvault.server.storage import migrations, open_store
 from rngvault.server.storage.base import SnapshotKey, StoreFullError, encode_cursor
+from rngvault.server.storage.content import prepare
 from rngvault.server.storage.sqlite import SQLiteStore, backup, parse_url
 
 pytestmark = pytest.mark.anyio
@@ -460,3 +461,43 @@ async def test_on_a_full_file_system_deletes_still_work(small_disk: Path, make_b
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+async def test_states_keyed_by_their_whole_hash_are_found_and_a_taken_short_key_is_not_used(
+    tmp_path: Path, make_body: Body
+) -> None:
+    """Rows stored before short keys (keyed by their whole SHA-256) are shared by new puts; a
+    state whose first 8 bytes key another state is stored keyed by its whole SHA-256."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    first, other = make_body(1), make_body(2)
+    store = await open_store(url)
+    try:
+        await put(store, k("a"), first)
+    finally:
+        await store.close()
+    new = sorted(
+        set(prepare(other, rngvault.decode(other)).blobs)
+        - set(prepare(first, rngvault.decode(first)).blobs)
+    )
+    taken = new[0]
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.execute("UPDATE states SET hash = sha256, sha256 = NULL")  # as stored before
+        db.execute(
+            "INSERT INTO states (hash, sha256, data) VALUES (?, ?, ?)",
+            (taken[:8], bytes(32), b"another state"),
+        )
+        before = db.execute("SELECT count(*) FROM states").fetchone()[0]
+    store = await open_store(url)
+    try:
+        await put(store, k("b"), first)  # the same states as "a"
+        await put(store, k("c"), other)
+        assert await store.get(k("a")) == first
+        assert await store.get(k("b")) == first
+        assert await store.get(k("c")) == other
+    finally:
+        await store.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        after = db.execute("SELECT count(*) FROM states").fetchone()[0]
+        keyed = db.execute("SELECT sha256 FROM states WHERE hash = ?", (taken,)).fetchone()
+    assert after == before + len(new)
+    assert keyed == (None,)

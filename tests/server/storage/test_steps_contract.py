@@ -188,7 +188,8 @@ DOWNGRADE = (
 
 async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
     """Take a database back to the first schema (entries without run and step, their
-    envelope, info, body hash and hex digest plain), as a server of that schema left it."""
+    envelope, info, body hash and hex digest plain; SQLite's states keyed by their whole
+    SHA-256), as a server of that schema left it."""
     plain = []
     for name, body in bodies.items():
         prepared = prepare(body, rngvault.decode(body))
@@ -203,6 +204,8 @@ async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
         with conn:
             conn.executemany(rewrite.format("?"), plain)
+            conn.execute("UPDATE states SET hash = coalesce(sha256, hash)")
+            conn.execute("ALTER TABLE states DROP COLUMN sha256")
             for statement in DOWNGRADE:
                 conn.execute(statement)
         conn.close()

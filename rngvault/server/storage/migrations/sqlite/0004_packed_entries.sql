@@ -6,3 +6,9 @@ CREATE TABLE dictionaries (
     run_id INTEGER PRIMARY KEY REFERENCES runs (id),
     data BLOB NOT NULL
 );
+
+-- A state row's ``hash`` may be the first 8 bytes of its SHA-256, the whole of which is
+-- then ``sha256``: the unique index on ``hash`` stays short. A row whose 8 bytes another
+-- state took first, and every row stored before, has its whole SHA-256 as ``hash`` and no
+-- ``sha256``.
+ALTER TABLE states ADD COLUMN sha256 BLOB;
