@@ -5,7 +5,8 @@ key with a new index, a DataLoader state one batch on, a PCG64 state a few hundr
 on. Backends keep such a state (its row still keyed by the SHA-256 of its canonical entry)
 as a delta from a *base*, the last state of the same run, rank and generator kept whole,
 encoded by ``rngvault._delta.Chain``: ``base`` names the base row and ``how`` holds the
-delta's form and key advance as JSON (``[form, how]``); whole rows have neither.
+delta's form and key advance (``encode_how``). A whole row has no base; its ``how`` is
+"z" where it is kept compressed (raw DEFLATE, where that is smaller), else none.
 
 The encoders live in the backend instance (``Chains``): after a restart, or on another
 replica, a generator's first state is stored whole and becomes its base. A base is only
@@ -38,10 +39,12 @@ class Row:
 
     Attributes:
         hash: SHA-256 of the state entry.
-        data: the entry's bytes (whole) or the delta.
+        data: the entry's bytes (whole), compressed (whole, ``how`` "z") or the delta.
         base: the base row's reference (a row id, or its hash) for a delta.
-        how: the delta's ``[form, how]`` as JSON text for a delta.
+        how: the delta's form and key advance (``encode_how``) for a delta; "z" for a
+            compressed whole row.
         generator: the generator whose state it is (None: not one a chain follows).
+        state: the entry's bytes, for a whole row (a base for the next deltas).
     """
 
     hash: bytes
@@ -49,6 +52,37 @@ class Row:
     base: Any = None
     how: str | None = None
     generator: str | None = None
+    state: bytes | None = None
+
+
+COMPRESSED = "z"  # ``how`` of a whole row kept compressed
+
+
+def whole_row(digest: bytes, blob: bytes, generator: str | None = None) -> Row:
+    """A row keeping ``blob`` whole: compressed where that is smaller."""
+    packed = _delta.compress(blob)
+    if len(packed) < len(blob):
+        return Row(digest, packed, how=COMPRESSED, generator=generator, state=blob)
+    return Row(digest, blob, generator=generator, state=blob)
+
+
+def encode_how(form: str, how: list[Any] | None) -> str:
+    """A delta's ``how`` column: its form, then its key advance as JSON if it has one (rows
+    stored before hold ``[form, how]`` as JSON)."""
+    return form if how is None else form + json.dumps(how, separators=(",", ":"))
+
+
+def decode_how(text: str) -> tuple[str, list[Any] | None]:
+    """(form, key advance) of a ``how`` column; ValueError for one that is not such."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"invalid delta description {text!r}")
+    if text.startswith("["):
+        form, how = json.loads(text)
+    else:
+        form, how = text[:1], json.loads(text[1:]) if len(text) > 1 else None
+    if not isinstance(form, str) or not (how is None or isinstance(how, list)):
+        raise ValueError(f"invalid delta description {text!r}")
+    return form, how
 
 
 class Chains:
@@ -81,21 +115,21 @@ class Chains:
         """The row for a new state ``blob`` of ``generator``: a delta from the chain's base
         where one fits, else whole (``rebase`` it once it is stored)."""
         if snapshot is None or generator is None:
-            return Row(digest, blob)
+            return whole_row(digest, blob)
         state = snapshot.states.get(generator)
         found = self._chains.get((where, generator))
         if state is None or found is None:
-            return Row(digest, blob, generator=generator)
+            return whole_row(digest, blob, generator)
         base, chain = found
         delta = chain.encode(blob, state.family, state.fields)
         if delta is None:
-            return Row(digest, blob, generator=generator)
+            return whole_row(digest, blob, generator)
         how, form, data = delta
-        return Row(digest, data, base, json.dumps([form, how], separators=(",", ":")))
+        return Row(digest, data, base, encode_how(form, how))
 
     def rebase(self, where: Hashable, row: Row, base: Any, snapshot: Snapshot | None) -> None:
         """Make a whole row just inserted (as ``base``) its generator's base."""
-        if snapshot is None or row.generator is None or row.how is not None:
+        if snapshot is None or row.generator is None or row.state is None:
             return
         state = snapshot.states.get(row.generator)
         if state is None:
@@ -105,9 +139,9 @@ class Chains:
         if found is None:
             if len(self._chains) >= self.MAX:
                 self._chains.clear()
-            self._chains[chain_key] = (base, _delta.Chain(row.data, state.family, state.fields))
+            self._chains[chain_key] = (base, _delta.Chain(row.state, state.family, state.fields))
         else:
-            found[1].rebase(row.data, state.family, state.fields)
+            found[1].rebase(row.state, state.family, state.fields)
             self._chains[chain_key] = (base, found[1])
 
 
@@ -134,10 +168,28 @@ class Bases:
                 self._cache.popitem(last=False)
 
 
-def whole_base(digest: bytes, data: bytes, base_of_base: object) -> bytes:
+def whole(digest: bytes, data: bytes, how: str | None) -> bytes:
+    """A whole row's state: its bytes, or decompressed (``how`` "z") and checked against
+    its SHA-256 ``digest``."""
+    if how is None:
+        return data
+    if how != COMPRESSED:
+        raise StoreError(f"state {digest.hex()} is neither whole nor a delta with a base")
+    try:
+        state = _delta.decompress(data)
+    except ValueError as exc:
+        raise StoreError(f"state {digest.hex()} does not decompress: {exc}") from None
+    if hashlib.sha256(state).digest() != digest:
+        raise StoreError(f"state {digest.hex()} is corrupt (its SHA-256 does not match)")
+    return state
+
+
+def whole_base(digest: bytes, data: bytes, base_of_base: object, how: str | None = None) -> bytes:
     """A base row's bytes, checked: whole, and its SHA-256 ``digest``."""
     if base_of_base is not None:
         raise StoreError(f"state {digest.hex()} is a delta, not a whole base state")
+    if how is not None:
+        return whole(digest, data, how)
     if hashlib.sha256(data).digest() != digest:
         raise StoreError(f"base state {digest.hex()} is corrupt (its SHA-256 does not match)")
     return data
@@ -146,7 +198,7 @@ def whole_base(digest: bytes, data: bytes, base_of_base: object) -> bytes:
 def rebuild(digest: bytes, data: bytes, how: str, base: bytes) -> bytes:
     """A delta row's state from its whole base, checked against its SHA-256 ``digest``."""
     try:
-        form, key_how = json.loads(how)
+        form, key_how = decode_how(how)
         state = _delta.rebuild(base, key_how, form, data)
     except (ValueError, TypeError) as exc:
         raise StoreError(f"state {digest.hex()} cannot be rebuilt from its base: {exc}") from None

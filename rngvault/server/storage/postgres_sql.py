@@ -52,7 +52,7 @@ from rngvault.server.storage.content import (
     snapshot_info,
     unpack,
 )
-from rngvault.server.storage.deltas import Row, rebuild
+from rngvault.server.storage.deltas import Row, rebuild, whole
 
 Conn = AsyncConnection[Any]
 
@@ -301,7 +301,7 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
     row = await _one(
         conn,
         "SELECT e.envelope, e.info, d.data, h.ats, h.datas, h.hows, h.hashes, h.bases,"
-        " h.wholes FROM runs r"
+        " h.wholes, h.base_hows, h.base_hashes FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
         " LEFT JOIN dictionaries d ON d.run_id = r.id"
@@ -310,7 +310,9 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
         "   array_agg(st.how ORDER BY es.position) AS hows,"
         "   array_agg(st.hash ORDER BY es.position) AS hashes,"
         "   array_agg(b.data ORDER BY es.position) AS bases,"
-        "   array_agg(b.base IS NULL ORDER BY es.position) AS wholes"
+        "   array_agg(b.base IS NULL ORDER BY es.position) AS wholes,"
+        "   array_agg(b.how ORDER BY es.position) AS base_hows,"
+        "   array_agg(st.base ORDER BY es.position) AS base_hashes"
         "   FROM entry_states es JOIN states st ON st.hash = es.state_hash"
         "   LEFT JOIN states b ON b.hash = st.base"
         "   WHERE es.entry_id = e.id) h"
@@ -324,18 +326,30 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
-    envelope, info, run_dictionary, ats, datas, hows, hashes, bases, wholes = row
+    envelope, info, run_dictionary, ats, datas, hows, hashes, bases, wholes, base_hows = row[:10]
+    base_hashes = row[10]
     holes = []
-    for at, data, how, digest, base, whole in zip(
-        ats or (), datas or (), hows or (), hashes or (), bases or (), wholes or (), strict=True
+    for at, data, how, digest, base, base_whole, base_how, base_hash in zip(
+        ats or (),
+        datas or (),
+        hows or (),
+        hashes or (),
+        bases or (),
+        wholes or (),
+        base_hows or (),
+        base_hashes or (),
+        strict=True,
     ):
         state = bytes(data)
-        if how is not None:
+        if base_hash is None:
+            state = whole(bytes(digest), state, how)
+        else:
             if base is None:
                 raise StoreError(f"state {bytes(digest).hex()} is a delta whose base is missing")
-            if not whole:
+            if not base_whole:
                 raise StoreError(f"the base of state {bytes(digest).hex()} is not whole")
-            state = rebuild(bytes(digest), state, how, bytes(base))
+            base_state = whole(bytes(base_hash), bytes(base), base_how)
+            state = rebuild(bytes(digest), state, how, base_state)
         holes.append((at, state))
     return join(unpack(bytes(envelope), info, _bytes(run_dictionary))[0], holes)
 

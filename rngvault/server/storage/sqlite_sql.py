@@ -38,7 +38,7 @@ from rngvault.server.storage.content import (
     snapshot_info,
     unpack,
 )
-from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole_base
+from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole, whole_base
 
 # An entry's states digest: stored as its 32 bytes (rows stored before: as hex text).
 _HEX_DIGEST = re.compile("[0-9a-f]{64}")
@@ -265,7 +265,9 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
     ).fetchall()
     holes = []
     for at, digest, data, how, base_id, base_hash in states:
-        if how is not None:
+        if base_id is None:
+            data = whole(digest, data, how)
+        else:
             data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
         holes.append((at, data))
     return join(unpack(row[1], row[2], row[3])[0], holes)
@@ -279,10 +281,10 @@ def _base(
         raise StoreError(f"state {digest.hex()} is a delta whose base state is missing")
     found = bases.get(base_hash)
     if found is None:
-        data, base_of_base = conn.execute(
-            "SELECT data, base FROM states WHERE id = ?", (base_id,)
+        data, base_of_base, how = conn.execute(
+            "SELECT data, base, how FROM states WHERE id = ?", (base_id,)
         ).fetchone()
-        found = whole_base(base_hash, data, base_of_base)
+        found = whole_base(base_hash, data, base_of_base, how)
         bases.put(base_hash, found)
     return found
 

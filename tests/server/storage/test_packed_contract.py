@@ -4,6 +4,7 @@ dictionary goes with its run, and packed bytes that do not unpack are an error."
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any
 
@@ -15,6 +16,7 @@ from rngvault._errors import ConflictError, StoreError
 from rngvault.server.storage import open_store
 from rngvault.server.storage.base import Store
 from rngvault.server.storage.content import prepare
+from rngvault.server.storage.deltas import decode_how
 
 from .test_deltas_contract import every_step, key, put_all
 
@@ -106,5 +108,39 @@ async def test_a_packed_entry_that_does_not_unpack_is_an_error(store_url: str) -
         with pytest.raises(StoreError, match="does not unpack"):
             await store.list_snapshots("alice", "loop")
         assert await store.get(key(2)) == bodies[2]
+    finally:
+        await store.close()
+
+
+async def test_whole_states_compressed_and_deltas_described_as_before_come_back(
+    store_url: str,
+) -> None:
+    """Whole states that compress are kept compressed; delta rows stored before with their
+    description as JSON ``[form, how]`` still rebuild; a compressed state that does not
+    decompress is an error naming it."""
+    bodies = every_step(10)
+    store = await open_store(store_url)
+    try:
+        await put_all(store, bodies)
+    finally:
+        await store.close()
+    compressed = await query(store_url, "SELECT hash, data FROM states WHERE how = 'z'")
+    assert compressed  # the python state: 625 numbers, most of them short
+    deltas = await query(store_url, "SELECT hash, how FROM states WHERE base IS NOT NULL")
+    assert deltas
+    for digest, how in deltas:
+        old = json.dumps(list(decode_how(how)), separators=(",", ":"))
+        await query(store_url, "UPDATE states SET how = ? WHERE hash = ?", (old, digest))
+    store = await open_store(store_url)
+    try:
+        for step, body in enumerate(bodies):
+            assert await store.get(key(step)) == body
+        await query(
+            store_url,
+            "UPDATE states SET data = ? WHERE hash = ?",
+            (b"not deflate", compressed[0][0]),
+        )
+        with pytest.raises(StoreError, match=bytes(compressed[0][0]).hex()[:8]):
+            await store.get(key(0))
     finally:
         await store.close()

@@ -15,6 +15,7 @@ import pytest
 
 import rngvault
 from rngvault import Metadata, NotFoundError
+from rngvault._delta import decompress
 from rngvault._split import split
 from rngvault.server.storage import open_store
 from rngvault.server.storage.base import InvalidCursorError, SnapshotKey, StepRow, Store
@@ -188,8 +189,8 @@ DOWNGRADE = (
 
 async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
     """Take a database back to the first schema (entries without run and step, their
-    envelope, info, body hash and hex digest plain; SQLite's states keyed by their whole
-    SHA-256), as a server of that schema left it."""
+    envelope, info, body hash and hex digest plain; states uncompressed, SQLite's keyed by
+    their whole SHA-256), as a server of that schema left it."""
     plain = []
     for name, body in bodies.items():
         prepared = prepare(body, rngvault.decode(body))
@@ -204,6 +205,11 @@ async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"))
         with conn:
             conn.executemany(rewrite.format("?"), plain)
+            compressed = conn.execute("SELECT id, data FROM states WHERE how = 'z'").fetchall()
+            conn.executemany(
+                "UPDATE states SET data = ?, how = NULL WHERE id = ?",
+                [(decompress(data), row_id) for row_id, data in compressed],
+            )
             conn.execute("UPDATE states SET hash = coalesce(sha256, hash)")
             conn.execute("ALTER TABLE states DROP COLUMN sha256")
             for statement in DOWNGRADE:
@@ -213,6 +219,12 @@ async def to_first_schema(store_url: str, bodies: dict[str, bytes]) -> None:
     async with await psycopg.AsyncConnection.connect(store_url, autocommit=True) as pg:
         async with pg.cursor() as cursor:
             await cursor.executemany(rewrite.format("%s"), plain)
+            await cursor.execute("SELECT hash, data FROM states WHERE how = 'z'", binary=True)
+            compressed = await cursor.fetchall()
+            await cursor.executemany(
+                "UPDATE states SET data = %s, how = NULL WHERE hash = %s",
+                [(decompress(bytes(data)), bytes(h)) for h, data in compressed],
+            )
         for statement in DOWNGRADE:
             await pg.execute(statement)
 
