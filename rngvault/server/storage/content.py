@@ -41,6 +41,7 @@ from rngvault.server.storage.base import SnapshotInfo, SnapshotKey, Store, Store
 
 _INLINE_DECODE = 256 * 1024  # larger stored bodies are decoded off the event loop
 _PACKED_LIMIT = 64 * 1024 * 1024  # an unpacked envelope and info are never larger
+_DIGEST_KEY = msgpack.packb("digest") + b"\xd9\x40"  # "digest": a str8 of 64 characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,23 +200,56 @@ def dictionary(prepared: Prepared) -> bytes:
 
 
 def pack(prepared: Prepared, run_dictionary: bytes) -> bytes:
-    """The envelope and info of ``prepared``, compressed against its run's dictionary."""
-    return _delta.compress(msgpack.packb([prepared.envelope, prepared.info]), run_dictionary)
+    """The envelope and info of ``prepared``, compressed against its run's dictionary. The
+    envelope's states digest, which the entry keeps anyway, is left out of it."""
+    marker = _DIGEST_KEY + prepared.digest.encode()
+    envelope = prepared.envelope
+    at = envelope.find(marker)
+    if at < 0 or envelope.find(marker, at + 1) >= 0:
+        return _delta.compress(msgpack.packb([envelope, prepared.info]), run_dictionary)
+    at += len(_DIGEST_KEY)
+    cut = envelope[:at] + envelope[at + len(prepared.digest) :]
+    return _delta.compress(msgpack.packb([cut, prepared.info, at]), run_dictionary)
 
 
-def unpack(envelope: bytes, info: str, run_dictionary: bytes | None) -> tuple[bytes, str]:
-    """An entry's envelope and info as stored: as they are, or (empty ``info``) packed
-    against its run's dictionary; StoreError for packed bytes that do not unpack."""
-    if info:
-        return envelope, info
+def _unpacked(envelope: bytes, run_dictionary: bytes | None) -> list[Any]:
     if run_dictionary is None:
         raise StoreError("a packed snapshot entry's run has no dictionary")
     try:
-        plain, text = msgpack.unpackb(
+        found = msgpack.unpackb(
             _delta.decompress(envelope, run_dictionary, _PACKED_LIMIT), raw=False
         )
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise StoreError(f"a packed snapshot entry does not unpack: {exc}") from None
-    if not isinstance(plain, bytes) or not isinstance(text, str) or not text:
+    if (
+        not isinstance(found, list)
+        or len(found) not in (2, 3)
+        or not isinstance(found[0], bytes)
+        or not isinstance(found[1], str)
+        or not found[1]
+        or (len(found) == 3 and not (isinstance(found[2], int) and 0 <= found[2] <= len(found[0])))
+    ):
         raise StoreError("a packed snapshot entry does not unpack: not an envelope and info")
-    return plain, text
+    return found
+
+
+def unpack(
+    envelope: bytes, info: str, run_dictionary: bytes | None, digest: str
+) -> tuple[bytes, str]:
+    """An entry's envelope and info as stored: as they are, or (empty ``info``) packed
+    against its run's dictionary, its states ``digest`` put back; StoreError for packed
+    bytes that do not unpack."""
+    if info:
+        return envelope, info
+    found = _unpacked(envelope, run_dictionary)
+    if len(found) == 2:
+        return found[0], found[1]
+    cut, text, at = found
+    if cut[at - len(_DIGEST_KEY) : at] != _DIGEST_KEY:
+        raise StoreError("a packed snapshot entry does not unpack: no digest where it was")
+    return cut[:at] + digest.encode() + cut[at:], text
+
+
+def unpack_info(envelope: bytes, info: str, run_dictionary: bytes | None) -> str:
+    """An entry's listing info, unpacked if it was stored packed (see ``unpack``)."""
+    return info or _unpacked(envelope, run_dictionary)[1]

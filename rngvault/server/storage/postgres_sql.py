@@ -51,6 +51,7 @@ from rngvault.server.storage.content import (
     pack,
     snapshot_info,
     unpack,
+    unpack_info,
 )
 from rngvault.server.storage.deltas import Row, rebuild, whole
 
@@ -300,7 +301,7 @@ async def stored_ranks(conn: Conn, key: SnapshotKey) -> tuple[int, ...]:
 async def get(conn: Conn, key: SnapshotKey) -> bytes:
     row = await _one(
         conn,
-        "SELECT e.envelope, e.info, d.data, h.ats, h.datas, h.hows, h.hashes, h.bases,"
+        "SELECT e.envelope, e.info, d.data, e.digest, h.ats, h.datas, h.hows, h.hashes, h.bases,"
         " h.wholes, h.base_hows, h.base_hashes FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
@@ -326,8 +327,8 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
-    envelope, info, run_dictionary, ats, datas, hows, hashes, bases, wholes, base_hows = row[:10]
-    base_hashes = row[10]
+    envelope, info, run_dictionary, states_digest = row[:4]
+    ats, datas, hows, hashes, bases, wholes, base_hows, base_hashes = row[4:]
     holes = []
     for at, data, how, digest, base, base_whole, base_how, base_hash in zip(
         ats or (),
@@ -351,7 +352,7 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             base_state = whole(bytes(base_hash), bytes(base), base_how)
             state = rebuild(bytes(digest), state, how, base_state)
         holes.append((at, state))
-    return join(unpack(bytes(envelope), info, _bytes(run_dictionary))[0], holes)
+    return join(unpack(bytes(envelope), info, _bytes(run_dictionary), states_digest)[0], holes)
 
 
 def like_pattern(glob: str) -> str:
@@ -413,7 +414,7 @@ def _bytes(value: Any) -> bytes | None:
 
 def _info(envelope: Any, info: str, run_dictionary: Any) -> str:
     """An entry's listing info, unpacked if it was stored packed."""
-    return unpack(bytes(envelope), info, _bytes(run_dictionary))[1]
+    return unpack_info(bytes(envelope), info, _bytes(run_dictionary))
 
 
 async def steps(

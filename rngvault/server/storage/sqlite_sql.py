@@ -37,6 +37,7 @@ from rngvault.server.storage.content import (
     pack,
     snapshot_info,
     unpack,
+    unpack_info,
 )
 from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole, whole_base
 
@@ -243,7 +244,7 @@ def stored_ranks(conn: sqlite3.Connection, key: SnapshotKey) -> tuple[int, ...]:
 
 def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
     row = conn.execute(
-        "SELECT e.id, e.envelope, e.info, d.data FROM runs r"
+        f"SELECT e.id, e.envelope, e.info, d.data, {_digest('e.digest')} FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
         " LEFT JOIN dictionaries d ON d.run_id = r.id"
@@ -270,7 +271,7 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
         else:
             data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
         holes.append((at, data))
-    return join(unpack(row[1], row[2], row[3])[0], holes)
+    return join(unpack(row[1], row[2], row[3], row[4])[0], holes)
 
 
 def _base(
@@ -339,7 +340,7 @@ def list_snapshots(
     for snapshot_id, name, stored in snapshots:
         ranks = entries[snapshot_id]
         _rank, digest, size, info, envelope = ranks[0]
-        info = unpack(envelope, info, run_dictionary)[1]
+        info = unpack_info(envelope, info, run_dictionary)
         result.append(
             (snapshot_id, snapshot_info(name, stored, [r[0] for r in ranks], digest, size, info))
         )
@@ -382,7 +383,7 @@ def steps(
     if needed := info_needed(rows, generator):
         run_dictionary = _dictionary(conn, run_id)
         infos = {
-            entry_id: unpack(envelope, info, run_dictionary)[1]
+            entry_id: unpack_info(envelope, info, run_dictionary)
             for entry_id, envelope, info in conn.execute(
                 "SELECT e.id, e.envelope, e.info FROM json_each(?) w"
                 " JOIN entries e ON e.id = w.value",

@@ -94,10 +94,10 @@ async def test_a_full_database_answers_store_full_and_corrupts_nothing(
     await store.close()
     with sqlite3.connect(path) as db:
         pages = db.execute("PRAGMA page_count").fetchone()[0]
-    store = await SQLiteStore.open(f"sqlite:///{path}?max_page_count={pages + 8}")
+    store = await SQLiteStore.open(f"sqlite:///{path}?max_page_count={pages + 4}")
     try:
         stored, full = [], 0
-        for i in range(1, 60):
+        for i in range(1, 300):
             try:
                 await put(store, k(f"s{i}"), make_body(i))
                 stored.append(i)
