@@ -218,14 +218,19 @@ FORMS = ("p", "s", "z")
 
 
 def rebuild(base: bytes, how: list[Any] | None, form: str, data: bytes) -> bytes:
-    """A state from its base and delta; ValueError for a delta that does not fit."""
+    """A state from its base and delta; ValueError for a delta (or base) that does not
+    fit, whatever is wrong with it."""
+    if form not in FORMS:
+        raise ValueError(f"unknown delta form {form!r}")
+    try:
+        words = dictionary(base, how)
+    except (TypeError, KeyError, IndexError, OverflowError, msgpack.UnpackException) as exc:
+        raise ValueError(f"its base does not hold an MT19937 key there: {exc}") from None
     if form == "p":
-        return apply_patch(data, dictionary(base, how))
+        return apply_patch(data, words)
     if form == "s":
-        return apply_splice(data, dictionary(base, how))
-    if form == "z":
-        return decompress(data, dictionary(base, how))
-    raise ValueError(f"unknown delta form {form!r}")
+        return apply_splice(data, words)
+    return decompress(data, words)
 
 
 def dictionary(base: bytes, how: list[Any] | None) -> bytes:
@@ -364,6 +369,13 @@ class Chain:
         found = mt_distance(
             (key, index), position, min(self.search, self.max_distance - self.distance)
         )
+        if found is not None and found >= 0:
+            # A match of outputs; the reader rebuilds (key, index) by advancing, so the
+            # very same representation must come out (index 0 of a twisted key and
+            # index 624 of the key before it give the same outputs).
+            reached = advance(key, index, found)
+            if reached[1] != position[1] or not np.array_equal(reached[0], position[0]):
+                found = None
         if found is None or found < 0:
             self.search = SEARCH // 64  # reseeded, most likely: look less far next time
             return None

@@ -78,7 +78,7 @@ class Writer:
         self._handle_many = handle_many
         self._linger = linger if handle_many is not None else 0.0
         self._urgent = urgent or (lambda payload: False)
-        self._hurry = threading.Event()  # set while someone waits for the jobs
+        self._waiting = 0  # threads waiting for the jobs: the writer does not linger then
         self._on_error = on_error
         self._label = label
         self._at_exit = at_exit
@@ -193,12 +193,12 @@ class Writer:
         while len(batch) < MAX_BATCH:
             left = deadline - time.monotonic()
             try:
-                if left <= 0 or self._hurry.is_set():
+                if left <= 0 or self._waiting:
                     more = self._queue.get_nowait()
                 else:  # short naps, so that a flush() is not kept waiting
                     more = self._queue.get(timeout=min(left, 0.01))
             except queue.Empty:
-                if left <= 0 or self._hurry.is_set():
+                if left <= 0 or self._waiting:
                     break
                 continue
             if more is None:
@@ -258,10 +258,12 @@ class Writer:
     def wait_for(self, job: Job) -> None:
         """Wait until ``job`` (and every job before it) is handled; errors stay on the job."""
         target = self._last_submitted
-        self._hurry.set()
         with self._cond:
-            self._cond.wait_for(lambda: self._completed >= target)
-        self._hurry.clear()
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self._completed >= target)
+            finally:
+                self._waiting -= 1
         if job.error is not None and job.error in self._errors:
             self._errors.remove(job.error)
 
@@ -270,12 +272,12 @@ class Writer:
         if self._pid != os.getpid():
             return True
         target = self._last_submitted
-        self._hurry.set()
-        try:
-            with self._cond:
+        with self._cond:
+            self._waiting += 1
+            try:
                 done = self._cond.wait_for(lambda: self._completed >= target, timeout)
-        finally:
-            self._hurry.clear()
+            finally:
+                self._waiting -= 1
         self.raise_pending()
         return done
 

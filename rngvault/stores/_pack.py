@@ -25,11 +25,13 @@ by an append asked to be durable, and at least every ``SYNC_INTERVAL`` seconds o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
 import threading
 import time
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,7 +42,7 @@ from typing import Any
 import msgpack
 
 from rngvault import _delta
-from rngvault._errors import StoreError
+from rngvault._errors import RngVaultError, StoreError
 from rngvault._snapshot import Snapshot
 from rngvault._split import split
 from rngvault.stores.base import SnapshotInfo
@@ -96,10 +98,19 @@ class Pack:
         self._wholes: OrderedDict[bytes, bytes] = OrderedDict()
         self._lock = threading.RLock()
         self._fd: int | None = None
+        self._pid = os.getpid()
         self._unsynced = False
         self._synced_at = time.monotonic()
+        self._timer: threading.Timer | None = None
+        _PACKS.add(self)
 
     # -- reading ----------------------------------------------------------------------
+
+    @property
+    def damage(self) -> str | None:
+        """What is wrong with the file, if a record in it is damaged (the records before
+        it are read; none after it)."""
+        return self._damage
 
     def refresh(self) -> None:
         """Read the records appended since the last look (by any process)."""
@@ -128,22 +139,39 @@ class Pack:
             if len(head) < _HEAD.size:
                 return  # the end, or a record being written
             length, crc = _HEAD.unpack(head)
-            if length > MAX_RECORD:
-                self._damage = f"{self.path}: a record at byte {self._end} claims {length} bytes"
-                return
-            stored = fh.read(length)
-            if len(stored) < length:
-                return  # cut short (a crash, or an append in progress)
-            if zlib.crc32(stored) != crc:
-                self._damage = f"{self.path}: the record at byte {self._end} is damaged"
-                return
-            try:
-                payload = self._payload_of(self._end, stored)
-                self._index(self._end, length, payload)
-            except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
-                self._damage = f"{self.path}: the record at byte {self._end} is unreadable: {exc}"
+            problem = None
+            if length == 0 or length > MAX_RECORD:
+                problem = f"a record at byte {self._end} claims {length} bytes"
+            else:
+                stored = fh.read(length)
+                if len(stored) < length:
+                    return  # cut short (a crash, or an append in progress)
+                if zlib.crc32(stored) != crc:
+                    problem = f"the record at byte {self._end} is damaged"
+                else:
+                    try:
+                        payload = self._payload_of(self._end, stored)
+                        self._index(self._end, length, payload)
+                    except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+                        problem = f"the record at byte {self._end} is unreadable: {exc}"
+            if problem is not None:
+                if not self._torn(fh, length):
+                    self._damage = f"{self.path}: {problem}"
                 return
             self._end += _HEAD.size + length
+
+    def _torn(self, fh: Any, length: int) -> bool:
+        """Whether a bad record at ``self._end`` is the file's torn tail (what a crash
+        leaves of an append: the last record, or zeros to the end), not damage."""
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        if self._end + _HEAD.size + length >= size:
+            return True
+        fh.seek(self._end)
+        while chunk := fh.read(1 << 20):
+            if chunk.strip(b"\0"):
+                return False
+        return True
 
     def _payload_of(self, offset: int, stored: bytes) -> dict[str, Any]:
         first = offset == len(MAGIC)
@@ -223,14 +251,20 @@ class Pack:
         against the record's CRC, the whole against its length."""
         with self._lock:
             prefix, entries, suffix = self._load(record.offset, record.length)["k"]
-            parts = [prefix]
+            parts, total = [prefix], len(prefix) + len(suffix)
+            seen: dict[bytes, bytes] = {}
             for encoded, key in entries:
-                parts += [encoded, self._blob(key.hex())]
+                blob = seen.get(key)
+                if blob is None:
+                    blob = seen[key] = self._blob(key.hex())
+                total += len(encoded) + len(blob)
+                if total > record.size:  # never assemble more than the record says
+                    break
+                parts += [encoded, blob]
             parts.append(suffix)
-        data = b"".join(parts)
-        if len(data) != record.size:
+        if total != record.size:
             raise StoreError(f"{self.path}: snapshot {record.name!r} is corrupt")
-        return data
+        return b"".join(parts)
 
     def state_hash(self, record: Record, generator: str) -> str | None:
         """The state hash of ``generator`` in a record's snapshot (None: no such state)."""
@@ -284,12 +318,12 @@ class Pack:
         items: Sequence[tuple[str, bytes, Snapshot, SnapshotInfo]],
         elsewhere: Callable[[str], bool],
         durable: bool,
-    ) -> list[bool | str]:
+    ) -> list[bool | str | RngVaultError]:
         """Append snapshots (name, bytes, snapshot, info) under the file's lock. For each:
         True (appended), False (this pack holds these very bytes under the name), "pack"
-        (it holds other bytes under the name) or "file" (``elsewhere(name)``: the store
-        keeps the name outside the pack); the caller decides whether the last two are the
-        same snapshot."""
+        (it holds other bytes under the name), "file" (``elsewhere(name)``: the store
+        keeps the name outside the pack), or the error that item met; the caller decides
+        whether "pack" and "file" are the same snapshot. Durable on return if ``durable``."""
         if fcntl is None:
             raise StoreError("packs need fcntl (POSIX)")
         with self._lock:
@@ -301,16 +335,35 @@ class Pack:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _open(self) -> int:
+        if self._fd is not None and self._pid != os.getpid():
+            self._after_fork()
         if self._fd is None:
-            created = not self.path.exists()
+            created = [p for p in (self.path.parent, *self.path.parents[:3]) if not p.exists()]
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            fresh = not self.path.exists()
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._fd = os.open(
+                    self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644
+                )
             except OSError as exc:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
-            if created:
-                _fsync_dir(self.path.parent)
+            self._pid = os.getpid()
+            if fresh:  # the new file's name, and any folder made for it, reach the disk
+                for directory in [self.path.parent, *(p.parent for p in created)]:
+                    _fsync_dir(directory)
         return self._fd
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's descriptor (and with it the parent's flock) is
+        not ours; drop it without unlocking, and start with a lock of our own."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+        self._fd = None
+        self._lock = threading.RLock()
+        self._unsynced = False
+        self._timer = None
+        self._chains.clear()
 
     def _append_locked(
         self,
@@ -318,7 +371,7 @@ class Pack:
         items: Sequence[tuple[str, bytes, Snapshot, SnapshotInfo]],
         elsewhere: Callable[[str], bool],
         durable: bool,
-    ) -> list[bool | str]:
+    ) -> list[bool | str | RngVaultError]:
         self.refresh()
         if self._damage is not None:
             raise StoreError(f"{self._damage}; not appending to it")
@@ -327,63 +380,101 @@ class Pack:
             os.ftruncate(fd, 0)
             os.pwrite(fd, MAGIC, 0)
             self._end = len(MAGIC)
-        elif size > self._end:  # a record a crash cut short: cut it off
+        elif size > self._end:  # what a crash left of an append: cut it off
             os.ftruncate(fd, self._end)
-        results: list[bool | str] = []
+        results: list[bool | str | RngVaultError] = []
         chunks: list[bytes] = []
-        position = self._end
         added: dict[str, Record] = {}
-        for name, data, snapshot, info in items:
-            known = self.records.get(name) or added.get(name)
-            if known is not None:
-                same = known.name not in added and self.read(known) == data
-                results.append(False if same else "pack")
-                continue
-            if elsewhere(name):
-                results.append("file")
-                continue
-            payload = self._payload(name, data, snapshot, info)
-            raw = msgpack.packb(payload, use_bin_type=True)
-            if position == len(MAGIC):
-                stored = _delta.compress(raw)
-                self._dictionary = raw
-            else:
-                assert self._dictionary is not None
-                stored = _delta.compress(raw, self._dictionary)
-            chunks.append(_HEAD.pack(len(stored), zlib.crc32(stored)) + stored)
-            record = Record(
-                position, len(stored), name, len(data), info.step, info.digest, info.created
-            )
-            for index, item in enumerate(payload["b"]):
-                self._blobs.setdefault(item[0], (position, len(stored), index))
-            added[name] = record
-            position += len(chunks[-1])
-            results.append(True)
-        if chunks:
-            blob = b"".join(chunks)
-            try:
+        try:
+            for item in items:
+                results.append(self._add(item, elsewhere, added, chunks))
+            if chunks:
+                blob = b"".join(chunks)
                 written = os.pwrite(fd, blob, self._end)
                 if written != len(blob):
                     raise OSError(f"short write ({written} of {len(blob)} bytes)")
-            except OSError as exc:
-                os.ftruncate(fd, self._end)
-                self._forget(added)
+        except BaseException as exc:
+            if chunks:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, self._end)
+            self._forget(added)
+            if isinstance(exc, OSError):
                 raise StoreError(f"cannot append to {self.path}: {exc}") from exc
-            for record in added.values():
-                self.records[record.name] = record
-                self.order.append(record)
-            self._end = position
+            raise
+        for record in added.values():
+            self.records[record.name] = record
+            self.order.append(record)
+        if chunks:
+            self._end += sum(map(len, chunks))
             self._unsynced = True
-        if self._unsynced and (durable or time.monotonic() - self._synced_at >= SYNC_INTERVAL):
-            self._sync_fd(fd)
+        if durable or (self._unsynced and time.monotonic() - self._synced_at >= SYNC_INTERVAL):
+            self._sync_fd(fd)  # durable: even for a record another process appended
+        elif self._unsynced:
+            self._sync_later()
         return results
 
+    def _add(
+        self,
+        item: tuple[str, bytes, Snapshot, SnapshotInfo],
+        elsewhere: Callable[[str], bool],
+        added: dict[str, Record],
+        chunks: list[bytes],
+    ) -> bool | str | RngVaultError:
+        """One item of an append: its outcome, its record queued in ``chunks``."""
+        name, data, snapshot, info = item
+        known = self.records.get(name) or added.get(name)
+        if known is not None:
+            try:
+                same = known.name not in added and self.read(known) == data
+            except StoreError:
+                same = False
+            return False if same else "pack"
+        if elsewhere(name):
+            return "file"
+        position = self._end + sum(map(len, chunks))
+        try:
+            payload = self._payload(name, data, snapshot, info)
+        except RngVaultError as exc:
+            self._chains.clear()  # a chain may have moved to a state not written
+            return exc
+        raw = msgpack.packb(payload, use_bin_type=True)
+        if position == len(MAGIC):
+            stored = _delta.compress(raw)
+            self._dictionary = raw
+        else:
+            assert self._dictionary is not None
+            stored = _delta.compress(raw, self._dictionary)
+        chunks.append(_HEAD.pack(len(stored), zlib.crc32(stored)) + stored)
+        for index, state in enumerate(payload["b"]):
+            self._blobs.setdefault(state[0], (position, len(stored), index))
+        added[name] = Record(
+            position, len(stored), name, len(data), info.step, info.digest, info.created
+        )
+        return True
+
+    def _sync_later(self) -> None:
+        """Sync within ``SYNC_INTERVAL`` even if nothing else is appended."""
+        if self._timer is None:
+            self._timer = threading.Timer(SYNC_INTERVAL, self._timed_sync)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _timed_sync(self) -> None:
+        with self._lock:
+            self._timer = None
+            if self._pid != os.getpid():
+                return
+            with contextlib.suppress(StoreError):  # the next append, flush() or close()
+                self.sync()  # syncs again and reports it
+
     def _forget(self, added: dict[str, Record]) -> None:
-        """Undo the index entries of records that were not written."""
-        offsets = {record.offset for record in added.values()}
-        for key in [k for k, (offset, _l, _p) in self._blobs.items() if offset in offsets]:
+        """Undo what records that were not written added: their states' index entries,
+        the chains (their bases may be among them), the dictionary if it was the first."""
+        for key in [k for k, (offset, _l, _p) in self._blobs.items() if offset >= self._end]:
             del self._blobs[key]
-        self._chains.clear()  # their bases may be among them
+        self._chains.clear()
+        if self._end <= len(MAGIC):
+            self._dictionary = None
 
     def _payload(
         self, name: str, data: bytes, snapshot: Snapshot, info: SnapshotInfo
@@ -432,6 +523,8 @@ class Pack:
     def sync(self) -> None:
         """Make every append so far durable."""
         with self._lock:
+            if self._fd is not None and self._pid != os.getpid():
+                self._after_fork()  # the parent's appends are the parent's to sync
             if self._fd is not None and self._unsynced:
                 self._sync_fd(self._fd)
 
@@ -445,12 +538,31 @@ class Pack:
 
     def close(self) -> None:
         with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._fd is not None and self._pid != os.getpid():
+                self._after_fork()
             if self._fd is not None:
                 try:
                     self.sync()
                 finally:
                     os.close(self._fd)
                     self._fd = None
+
+
+_PACKS: weakref.WeakSet[Pack] = weakref.WeakSet()
+
+
+def _locks_after_fork() -> None:
+    """In a forked child, every pack gets new locks: a thread of the parent may have held
+    one at the fork, and no thread of the child will ever release it."""
+    for pack in list(_PACKS):
+        pack._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_locks_after_fork)
 
 
 def _is_int(value: object) -> bool:

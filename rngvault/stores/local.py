@@ -33,7 +33,8 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
 from rngvault._snapshot import Snapshot
-from rngvault._split import join, split
+from rngvault._split import split
 from rngvault.stores import _pack
 from rngvault.stores.base import SnapshotInfo, StepEntry
 
@@ -92,6 +93,7 @@ class LocalStore:
         self.location = str(self.root)
         self._packs: dict[Path, _pack.Pack] = {}
         self._packs_lock = threading.Lock()
+        _STORES.add(self)
 
     def __repr__(self) -> str:
         return f"LocalStore({self.location!r})"
@@ -230,9 +232,9 @@ class LocalStore:
             )
         except OSError as exc:
             error = StoreError(f"cannot write {run} to {self.location}: {exc}")
-            answers = [error] * len(items)  # type: ignore[list-item]
+            answers = [error] * len(items)
         except RngVaultError as exc:
-            answers = [exc] * len(items)  # type: ignore[list-item]
+            answers = [exc] * len(items)
         for index, item, answer in zip(indexes, items, answers, strict=True):
             if isinstance(answer, (bool, RngVaultError)):
                 results[index] = answer
@@ -300,6 +302,7 @@ class LocalStore:
             packed = self._packed(run, name, rank) if _pack.AVAILABLE else None
             if packed is not None:
                 return self._pack_of(run, rank).read(packed)
+            self._raise_damage(run, rank, f"snapshot {run}/{name} may be past it")
             ranks = self._name_ranks(run, name)
             if ranks:
                 shown = ", ".join(str(r) for r in ranks)
@@ -318,12 +321,21 @@ class LocalStore:
                 raise StoreError(f"{run}/{name}: state blob {digest} is missing: {exc}") from exc
 
         try:
-            data = join(record["skeleton"], blob)
+            data = _join(record["skeleton"], blob, record["size"])
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise StoreError(f"damaged snapshot file {path}: {exc}") from None
         if hashlib.sha256(data).hexdigest() != record["sha256"]:
             raise StoreError(f"{run}/{name} (rank {rank}) is corrupt in {self.location}")
         return data
+
+    def _raise_damage(self, run: str, rank: int, what: str) -> None:
+        """A StoreError if ``rank``'s pack of ``run`` is damaged (what follows the damage
+        cannot be read: a search that did not find something there must not say "none")."""
+        if not _pack.AVAILABLE or rank not in self._pack_ranks(run):
+            return
+        damage = self._pack_of(run, rank).damage
+        if damage is not None:
+            raise StoreError(f"{damage}; {what}")
 
     def _name_ranks(self, run: str, name: str) -> list[int]:
         """The ranks stored under ``name``, in files and packs."""
@@ -413,6 +425,7 @@ class LocalStore:
         if _pack.AVAILABLE and rank in self._pack_ranks(run):
             pack = self._pack_of(run, rank)
             pack.refresh()
+            self._raise_damage(run, rank, "the steps after it cannot be listed")
             for packed in pack.order:
                 if packed.step is None or (start is not None and packed.step < start):
                     continue
@@ -420,7 +433,7 @@ class LocalStore:
                 entry = StepEntry(packed.step, packed.name, packed.digest, state)
                 created = packed.created if not math.isnan(packed.created) else 0.0
                 found.append((packed.step, created, packed.name, entry))
-        found.sort(key=lambda item: item[:3])
+        found.sort(key=lambda item: item[:2])  # stable: a pack's records in stored order
         for *_key, entry in found:
             yield entry
 
@@ -449,6 +462,35 @@ class LocalStore:
             packs, self._packs = list(self._packs.values()), {}
         for pack in packs:
             pack.close()
+
+
+def _join(skeleton: bytes, blob: Callable[[str], bytes], size: int) -> bytes:
+    """``rngvault._split.join``, stopping (ValueError) once it would pass ``size`` bytes:
+    a damaged record cannot make it assemble more than the snapshot it names."""
+    prefix, entries, suffix = msgpack.unpackb(skeleton, raw=False)
+    parts, total, seen = [prefix], len(prefix) + len(suffix), {}
+    for name, digest in entries:
+        if digest not in seen:
+            seen[digest] = blob(digest)
+        total += len(name) + len(seen[digest])
+        if total > size:
+            raise ValueError(f"it names more than its {size} bytes")
+        parts += [name, seen[digest]]
+    parts.append(suffix)
+    return b"".join(parts)
+
+
+_STORES: weakref.WeakSet[LocalStore] = weakref.WeakSet()
+
+
+def _locks_after_fork() -> None:
+    """In a forked child, new locks (a parent's thread may have held one at the fork)."""
+    for store in list(_STORES):
+        store._packs_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_locks_after_fork)
 
 
 def _state_hash(skeleton: bytes, generator: bytes, path: Path) -> str | None:

@@ -4,9 +4,11 @@ their states kept as deltas, read back byte for byte by any process."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import random
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -163,22 +165,61 @@ def test_a_record_cut_short_by_a_crash_is_cut_off_by_the_next_append(tmp_path: P
     assert pack.read_bytes()[:end] == whole[:end]
 
 
+def _offsets(pack: Path) -> list[int]:
+    """Where each record of a pack starts."""
+    raw, offset, found = pack.read_bytes(), len(_pack.MAGIC), []
+    while offset < len(raw):
+        found.append(offset)
+        offset += 8 + _pack._HEAD.unpack_from(raw, offset)[0]
+    return found
+
+
 def test_a_damaged_record_is_reported_and_nothing_is_appended_after_it(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     datas = _run(store, 10)
     store.close()
     pack = tmp_path / "runs/alice/exp/.steps/rank-0.pack"
     raw = bytearray(pack.read_bytes())
-    raw[-20] ^= 0xFF  # inside the last record: its CRC no longer matches
+    raw[_offsets(pack)[5] + 20] ^= 0xFF  # inside record 5 of 10: its CRC no longer matches
     pack.write_bytes(bytes(raw))
     fresh = LocalStore(tmp_path)
     assert fresh.get("alice/exp", "step-3") == datas[3]
-    with pytest.raises(rngvault.NotFoundError):
-        fresh.get("alice/exp", "step-9")
+    with pytest.raises(rngvault.StoreError, match=r"rank-0\.pack.*damaged.*may be past it"):
+        fresh.get("alice/exp", "step-7")
+    with pytest.raises(rngvault.StoreError, match="damaged"):
+        list(fresh.steps("alice/exp"))  # a bisect must not compare fewer steps unawares
     snap = rngvault.decode(datas[9])
     with pytest.raises(rngvault.StoreError, match=r"rank-0\.pack.*damaged"):
         fresh.put("alice/exp", "step-10", datas[9], snap)
     assert pack.read_bytes() == bytes(raw)  # nothing was cut or appended
+
+
+@pytest.mark.parametrize("tail", ["bad last record", "zeros", "header and zeros"])
+def test_what_a_power_cut_leaves_at_the_end_is_cut_off(tmp_path: Path, tail: str) -> None:
+    """The file's new size without its data: the last record garbled, or zeros."""
+    store = LocalStore(tmp_path)
+    datas = _run(store, 8)
+    store.close()
+    pack = tmp_path / "runs/alice/exp/.steps/rank-0.pack"
+    raw = bytearray(pack.read_bytes())
+    if tail == "bad last record":
+        raw[-30] ^= 0xFF
+        kept = 7
+    elif tail == "zeros":
+        raw += bytes(5000)
+        kept = 8
+    else:
+        last = _offsets(pack)[-1]
+        raw[last + 8 :] = bytes(len(raw) - last - 8)
+        kept = 7
+    pack.write_bytes(bytes(raw))
+    fresh = LocalStore(tmp_path)
+    assert [fresh.get("alice/exp", f"step-{i}") for i in range(kept)] == datas[:kept]
+    snap = rngvault.decode(datas[-1])
+    assert fresh.put("alice/exp", "again", datas[-1], snap) in (True, False)
+    reader = LocalStore(tmp_path)
+    assert reader.get("alice/exp", "again") == datas[-1]
+    assert [reader.get("alice/exp", f"step-{i}") for i in range(kept)] == datas[:kept]
 
 
 @pytest.mark.parametrize("junk", [b"", b"RVPACK1\n" + bytes(range(256)) * 4, b"not a pack"])
@@ -189,16 +230,24 @@ def test_a_file_that_is_not_a_pack_is_a_store_error_never_a_crash(
     pack.parent.mkdir(parents=True)
     pack.write_bytes(junk)
     store = LocalStore(tmp_path)
-    with pytest.raises(rngvault.NotFoundError):
+    readable = junk.startswith(_pack.MAGIC) or not junk
+    with pytest.raises(rngvault.NotFoundError if readable else rngvault.StoreError):
         store.get("alice/exp", "step-0")
-    assert list(store.steps("alice/exp")) == []
+    if readable:
+        assert list(store.steps("alice/exp")) == []
+    else:
+        with pytest.raises(rngvault.StoreError, match="not a snapshot pack"):
+            list(store.steps("alice/exp"))
     gen = {"a": np.random.default_rng(1)}
     snap = rngvault.capture(gen, include_globals=False, metadata=Metadata(step=0))
-    if junk:
+    if readable:
+        # after the magic nothing is a record: a torn tail, cut off (an empty file, a
+        # crash right after creating it, becomes a pack)
+        assert store.put("alice/exp", "step-0", rngvault.encode(snap), snap) is True
+        assert LocalStore(tmp_path).get("alice/exp", "step-0") == rngvault.encode(snap)
+    else:
         with pytest.raises(rngvault.StoreError, match="rank-0.pack"):
             store.put("alice/exp", "step-0", rngvault.encode(snap), snap)
-    else:  # an empty file (a crash right after creating it) becomes a pack
-        assert store.put("alice/exp", "step-0", rngvault.encode(snap), snap) is True
 
 
 def _append_in_child(root: str, worker: int) -> None:
@@ -347,3 +396,102 @@ def test_hostile_records_are_store_errors_never_wrong_bytes(
     with pytest.raises(getattr(rngvault, found)):
         fresh.get("alice/exp", "step-5")
     assert fresh.get("alice/exp", "step-4") == datas[4]
+
+
+def test_a_forked_child_and_its_parent_append_in_turn(tmp_path: Path) -> None:
+    """The pack's descriptor and flock opened before a fork are not shared after it."""
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork here")
+    store = LocalStore(tmp_path)
+    gen = {"a": np.random.default_rng(1)}
+
+    def put(name: str, i: int) -> bytes:
+        gen["a"].random()
+        snap = rngvault.capture(gen, include_globals=False, metadata=Metadata(step=i))
+        data = rngvault.encode(snap)
+        store.put("alice/exp", name, data, snap, durable=False)
+        return data
+
+    put("before", 0)  # opens the pack in the parent
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its own names, then its bytes to the parent
+        os.close(read)
+        try:
+            datas = [put(f"child-{i}", i) for i in range(60)]
+            store.flush()
+            os.write(write, b"".join(len(d).to_bytes(4, "big") + d for d in datas))
+        finally:
+            os._exit(0)
+    os.close(write)
+    mine = [put(f"parent-{i}", i) for i in range(60)]
+    store.flush()
+    received = b""
+    while chunk := os.read(read, 1 << 16):
+        received += chunk
+    os.waitpid(pid, 0)
+    theirs, offset = [], 0
+    while offset < len(received):
+        size = int.from_bytes(received[offset : offset + 4], "big")
+        theirs.append(received[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    assert len(theirs) == 60
+    fresh = LocalStore(tmp_path)
+    assert [fresh.get("alice/exp", f"parent-{i}") for i in range(60)] == mine
+    assert [fresh.get("alice/exp", f"child-{i}") for i in range(60)] == theirs
+
+
+def test_one_bad_item_of_a_batch_fails_alone(tmp_path: Path) -> None:
+    """A snapshot whose bytes cannot be split fails; the batch's others are stored, and
+    later snapshots read back (no index entry points at a record never written)."""
+    store = LocalStore(tmp_path)
+    gen = {"a": np.random.default_rng(1), "b": np.random.RandomState(2)}
+    items = []
+    for i in range(3):
+        gen["a"].random()
+        gen["b"].random_sample(5)
+        snap = rngvault.capture(gen, include_globals=False, metadata=Metadata(step=i))
+        data = rngvault.encode(snap)
+        items.append(("alice/exp", f"s{i}", data if i != 1 else b"\x80", snap))
+    results = store.put_many(items)
+    assert results[0] is True and results[2] is True
+    assert isinstance(results[1], rngvault.RngVaultError)
+    later = []
+    for i in range(3, 6):
+        gen["a"].random()
+        snap = rngvault.capture(gen, include_globals=False, metadata=Metadata(step=i))
+        later.append(rngvault.encode(snap))
+        assert store.put("alice/exp", f"s{i}", later[-1], snap) is True
+    fresh = LocalStore(tmp_path)
+    assert [fresh.get("alice/exp", f"s{i}") for i in (0, 2)] == [items[0][2], items[2][2]]
+    assert [fresh.get("alice/exp", f"s{i}") for i in range(3, 6)] == later
+
+
+def test_an_unsynced_append_is_synced_within_the_interval_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_pack, "SYNC_INTERVAL", 0.2)
+    store = LocalStore(tmp_path)
+    gen = {"a": np.random.default_rng(1)}
+    snap = rngvault.capture(gen, include_globals=False, metadata=Metadata(step=0))
+    store.put("alice/exp", "s0", rngvault.encode(snap), snap, durable=False)
+    pack = store._pack_of("alice/exp", 0)
+    deadline = time.monotonic() + 10
+    while pack._unsynced and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pack._unsynced  # nothing else was appended, flushed or closed
+    store.close()
+
+
+def test_a_record_that_would_rebuild_more_than_its_size_stops_early(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    _run(store, 3)
+    store.close()
+
+    def many_entries(payload: dict[str, Any]) -> dict[str, Any]:
+        prefix, entries, suffix = payload["k"]
+        return {**payload, "k": [prefix, entries * 20_000, suffix]}
+
+    _rewrite_last(tmp_path / "runs/alice/exp/.steps/rank-0.pack", many_entries)
+    with pytest.raises(rngvault.StoreError, match="corrupt"):
+        LocalStore(tmp_path).get("alice/exp", "step-2")
