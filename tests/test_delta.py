@@ -165,3 +165,24 @@ def test_reading_deltas_in_any_order_rebuilds_each_exactly() -> None:
         blobs.append(blob)
     for i in (0, 1, 2, 5, 3, 4, 0, 5):
         assert _delta.rebuild(base, *deltas[i]) == blobs[i]
+
+
+def test_two_forms_of_one_stream_position_are_not_taken_for_each_other() -> None:
+    """Index 624 of a key and index 0 of that key twisted give the same outputs, but a
+    reader advancing the base rebuilds only the first: the second is kept whole."""
+    generator = random.Random(1)
+    base, state = _entry(generator)
+    chain = _delta.Chain(base, "python", state.fields)
+    for _ in range(624):
+        generator.getrandbits(32)
+    blob, state = _entry(generator)  # index 624
+    encoded = chain.encode(blob, "python", state.fields)
+    assert encoded is not None and _delta.rebuild(base, *encoded) == blob
+    twisted = np.random.MT19937(0)
+    key = np.array(state.fields["key"], dtype=np.uint32)
+    twisted.state = {"bit_generator": "MT19937", "state": {"key": key, "pos": 624}}
+    twisted.random_raw(1)
+    generator.setstate((3, (*(int(k) for k in twisted.state["state"]["key"]), 0), None))
+    blob, state = _entry(generator)  # index 0 of the twisted key: the same position
+    encoded = chain.encode(blob, "python", state.fields)
+    assert encoded is None or _delta.rebuild(base, *encoded) == blob
