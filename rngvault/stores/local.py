@@ -12,7 +12,9 @@ A snapshot with a step goes into its run and rank's pack, a few hundred bytes ea
 states are kept as deltas from earlier ones; one is durable when ``put`` returns with
 ``durable=True`` (the default), else within a second or at ``flush()``/``close()``. Where
 ``fcntl`` is missing (Windows), every snapshot gets its own file. A name is stored once per
-rank, in a file or in the pack, never both.
+rank, in a file or in the pack (one exception: two processes putting one name and rank at
+the same moment, one with a step and one without, may both succeed; a run's writers use
+the same kind of snapshot for a name, so this needs two writers disagreeing on purpose).
 
 Every file is written to a temporary name, fsynced, then moved into place; a snapshot file
 is created with ``link`` (which fails if the name exists), so two processes writing the
