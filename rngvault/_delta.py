@@ -35,9 +35,11 @@ import numpy as np
 from rngvault._distance import mt_distance
 
 N = 624
-MAX_DISTANCE = 1 << 24
+MAX_DISTANCE = 1 << 26
 """A delta's base is at most this many MT19937 outputs behind it (advancing that far takes
-about 20-40 ms when the state is read back); further states start a new base."""
+about 0.2 s when the state is read back, the worst case: reading a run's steps in order
+advances from the previous one); further states start a new base. A loop whose torch
+dropout draws 426,000 outputs a step keeps its torch key whole every 157 steps."""
 SEARCH = 1 << 20
 """How far (in outputs, each way) the encoder looks for a state that is not where the
 previous step's draws predict; after a failed search (a reseed), only ``SEARCH // 64``."""
