@@ -13,7 +13,7 @@ import pytest
 
 import rngvault
 from rngvault.server.app import create_app
-from rngvault.server.routes.batch import ITEM_FRAMING, MAX_ITEMS
+from rngvault.server.routes.batch import ITEM_FRAMING, MAX_ITEMS, batch_limit
 from rngvault.server.settings import Settings
 from rngvault.server.tokens import TokenFile
 from tests._live import ServerProcess
@@ -258,3 +258,40 @@ async def test_both_backends_answer_a_batch_in_item_order(app_client: httpx.Asyn
     assert statuses == [201, 200, 409] + [201] * 30
     for name, body in items[3:]:
         assert (await app_client.get(f"/v1/runs/alice/b/snapshots/{name}")).content == body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("declared", [True, False], ids=["declared", "streamed"])
+async def test_a_batch_is_bounded_as_a_whole_not_only_per_item(
+    tmp_path: Path, declared: bool
+) -> None:
+    """With a large per-snapshot limit, 256 items could add up to gigabytes held in memory:
+    the body as a whole is refused over ``batch_limit``, from Content-Length or while it
+    streams in, naming that bound; nothing is stored."""
+    max_body = 1024 * 1024
+    limit = batch_limit(max_body)
+    assert limit < MAX_ITEMS * (max_body + ITEM_FRAMING)
+    settings = Settings(
+        db=f"sqlite:///{tmp_path / 'cap.db'}", tokens=tmp_path / "none.json", max_body=max_body
+    )
+    app = create_app(settings)
+    chunk = b"\x00" * (1024 * 1024)
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        yield b"\xdc\x01\x00"  # an array of 256 items
+        while sent <= limit:
+            sent += len(chunk)
+            yield chunk
+
+    headers = {**MSGPACK, "Content-Length": str(limit + 1)} if declared else MSGPACK
+    transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client,
+    ):
+        answer = await client.post("/v1/runs/alice/cap/batch", content=body(), headers=headers)
+        assert answer.status_code == 413
+        assert f"the limit for a whole batch is {limit} bytes" in answer.json()["detail"]
+        assert (await client.get("/v1/runs/alice/cap/snapshots")).status_code == 404

@@ -8,7 +8,8 @@ in item order, holding the status and error a single PUT would have answered. Ev
 answered 201 or 200 is durable when the answer is sent.
 
 The bounds are checked while the body streams in: at most ``MAX_ITEMS`` items, and at most
-``items x (max_body + ITEM_FRAMING)`` bytes (each item's snapshot at most ``max_body``).
+``items x (max_body + ITEM_FRAMING)`` bytes (each item's snapshot at most ``max_body``), and
+never more than ``batch_limit(max_body)`` bytes as a whole (the body is held in memory).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rngvault.server.storage.base import SnapshotKey, Store
 router = APIRouter(prefix="/v1/runs/{namespace}/{run}", tags=["snapshots"])
 MAX_ITEMS = 256
 ITEM_FRAMING = 256  # bytes allowed per item beyond its snapshot: the name and msgpack headers
+MAX_BATCH_BYTES = 64 * 1024 * 1024  # a batch body as a whole, unless one item needs more
 _INLINE_DECODE = 256 * 1024  # larger bodies are decoded off the event loop
 _SHAPE = "send a msgpack array of [name, snapshot bytes] items"
 _BODY: dict[str, Any] = {
@@ -64,16 +66,36 @@ def _count(head: bytes) -> int | None:
     raise ApiError(400, "invalid_batch", f"the body is not a msgpack array: {_SHAPE}")
 
 
+def batch_limit(max_body: int) -> int:
+    """The most bytes a batch body may hold as a whole, whatever its item count: 64 MiB, or
+    one item of ``max_body`` bytes with its name where that is more."""
+    return max(MAX_BATCH_BYTES, max_body + ITEM_FRAMING)
+
+
 def _bound(count: int, max_body: int) -> int:
     """The most bytes a body of ``count`` items may hold (ApiError for a count out of
-    bounds)."""
+    bounds): ``count`` items of at most ``max_body`` bytes, never over ``batch_limit``."""
     if count == 0:
         raise ApiError(400, "invalid_batch", f"the batch is empty: {_SHAPE}")
     if count > MAX_ITEMS:
         raise ApiError(
             413, "too_large", f"the batch has {count} items; the limit is {MAX_ITEMS} per request"
         )
-    return count * (max_body + ITEM_FRAMING)
+    return min(count * (max_body + ITEM_FRAMING), batch_limit(max_body))
+
+
+def _over(size: str, limit: int, count: int | None, max_body: int) -> ApiError:
+    """The 413 for a body of ``size`` bytes over ``limit``, naming the bound that set it."""
+    if limit == batch_limit(max_body):
+        why = f"the limit for a whole batch is {limit} bytes"
+    elif count is None:
+        why = (
+            f"a batch holds at most {MAX_ITEMS} items of at most {max_body} bytes each "
+            f"({limit} bytes with names)"
+        )
+    else:
+        why = f"the limit for {count} items of at most {max_body} bytes each is {limit}"
+    return ApiError(413, "too_large", f"the body is {size} bytes; {why}")
 
 
 async def _read(request: Request, max_body: int) -> bytes:
@@ -81,12 +103,7 @@ async def _read(request: Request, max_body: int) -> bytes:
     limit = _bound(MAX_ITEMS, max_body)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413,
-            "too_large",
-            f"the body is {declared} bytes; a batch holds at most {MAX_ITEMS} items of at most "
-            f"{max_body} bytes each ({limit} bytes with names)",
-        )
+        raise _over(declared, limit, None, max_body)
     head = bytearray()
     count: int | None = None
     async for chunk in request.stream():
@@ -96,22 +113,13 @@ async def _read(request: Request, max_body: int) -> bytes:
             if count is not None:
                 limit = _bound(count, max_body)
         if len(head) > limit:
-            raise ApiError(
-                413,
-                "too_large",
-                f"the body is over {limit} bytes, the limit for {count} items of at most "
-                f"{max_body} bytes each",
-            )
+            raise _over(f"over {limit}", limit, count, max_body)
     if not head:
         raise ApiError(400, "invalid_batch", f"the body is empty: {_SHAPE}")
     if count is None:
         raise ApiError(400, "invalid_batch", f"the body ends inside its array header: {_SHAPE}")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(
-            413,
-            "too_large",
-            f"the body is {declared} bytes; the limit for {count} items is {limit}",
-        )
+        raise _over(declared, limit, count, max_body)
     return bytes(head)
 
 
