@@ -16,8 +16,13 @@ envelope) with the entries cut out; ``join`` splices them back, byte for byte.
 
 A run's entries are alike (the same metadata keys, generator names, environment), so
 backends keep each one's envelope and listing info *packed*: raw DEFLATE (``pack``) against
-the run's *dictionary*, the first entry they stored of it (``dictionary``); an entry stored
-packed has empty ``info``, one stored before has its envelope and info as they are.
+the run's *dictionary*, the last 32 KiB (all raw DEFLATE looks back at) of the first entry
+they packed of it (``dictionary``). ``columns`` gives an entry's stored form: packed, its
+``info`` then ``PACKED`` and the CRC-32 of its envelope and info (checked on reading: raw
+DEFLATE has none, so a damaged entry or dictionary is a StoreError, never other bytes); or,
+for an entry over ``PLAIN_ABOVE`` (a huge tag), plain: its envelope and info as they are,
+as every entry stored before packing is. Entries packed before the CRC have an empty
+``info``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +48,10 @@ from rngvault.server.storage.base import SnapshotInfo, SnapshotKey, Store, Store
 _INLINE_DECODE = 256 * 1024  # larger stored bodies are decoded off the event loop
 _PACKED_LIMIT = 64 * 1024 * 1024  # an unpacked envelope and info are never larger
 _DIGEST_KEY = msgpack.packb("digest") + b"\xd9\x40"  # "digest": a str8 of 64 characters
+PLAIN_ABOVE = 1024 * 1024  # an entry's envelope and info larger than this are kept plain
+WINDOW = 32 * 1024  # what raw DEFLATE looks back at: a dictionary is never longer
+PACKED = "~"  # an ``info`` column starting with this: the entry is packed (then its CRC-32)
+DICTIONARY_CACHE_BYTES = 32 * 1024 * 1024  # runs' dictionaries a backend keeps in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,10 +203,43 @@ def join(envelope: bytes, holes: Sequence[tuple[int, bytes]]) -> bytes:
     return b"".join(parts)
 
 
+def packs(prepared: Prepared) -> bool:
+    """Whether an entry is stored packed: its envelope and info are at most ``PLAIN_ABOVE``
+    bytes (a larger one, plain, needs no dictionary)."""
+    return len(prepared.envelope) + len(prepared.info.encode()) <= PLAIN_ABOVE
+
+
 def dictionary(prepared: Prepared) -> bytes:
-    """A run's dictionary made of one of its entries: its envelope and info as ``pack``
-    lays them out."""
-    return msgpack.packb([prepared.envelope, prepared.info])
+    """A run's dictionary made of one of its entries: the last ``WINDOW`` bytes of its
+    envelope and info as ``pack`` lays them out."""
+    return msgpack.packb([prepared.envelope, prepared.info])[-WINDOW:]
+
+
+def window(run_dictionary: bytes) -> bytes:
+    """The part of a stored dictionary DEFLATE uses (one stored before may be longer): the
+    same packed bytes, kept small in memory."""
+    return run_dictionary[-WINDOW:]
+
+
+def cacheable(dictionaries: Mapping[int, bytes], limit: int) -> bool:
+    """Whether a cache of runs' dictionaries is within ``limit`` entries and
+    ``DICTIONARY_CACHE_BYTES`` (else the backend empties it)."""
+    return len(dictionaries) <= limit and (
+        sum(map(len, dictionaries.values())) <= DICTIONARY_CACHE_BYTES
+    )
+
+
+def _crc(envelope: bytes, info: str) -> str:
+    return f"{zlib.crc32(info.encode(), zlib.crc32(envelope)):08x}"
+
+
+def columns(prepared: Prepared, run_dictionary: bytes | None) -> tuple[bytes, bytes, str]:
+    """An entry's (body_sha256, envelope, info) columns: packed against ``run_dictionary``
+    (no body hash: a re-put is compared by its states digest, then its metadata) where
+    ``packs``, else plain with its body's SHA-256."""
+    if run_dictionary is None or not packs(prepared):
+        return prepared.body_sha256, prepared.envelope, prepared.info
+    return b"", pack(prepared, run_dictionary), PACKED + _crc(prepared.envelope, prepared.info)
 
 
 def pack(prepared: Prepared, run_dictionary: bytes) -> bytes:
@@ -236,20 +279,49 @@ def _unpacked(envelope: bytes, run_dictionary: bytes | None) -> list[Any]:
 def unpack(
     envelope: bytes, info: str, run_dictionary: bytes | None, digest: str
 ) -> tuple[bytes, str]:
-    """An entry's envelope and info as stored: as they are, or (empty ``info``) packed
-    against its run's dictionary, its states ``digest`` put back; StoreError for packed
-    bytes that do not unpack."""
-    if info:
+    """An entry's envelope and info as stored: as they are, or packed against its run's
+    dictionary, its states ``digest`` put back and its CRC-32 checked; StoreError for packed
+    bytes that do not unpack to what was stored."""
+    if info and not info.startswith(PACKED):
         return envelope, info
     found = _unpacked(envelope, run_dictionary)
     if len(found) == 2:
-        return found[0], found[1]
-    cut, text, at = found
-    if cut[at - len(_DIGEST_KEY) : at] != _DIGEST_KEY:
-        raise StoreError("a packed snapshot entry does not unpack: no digest where it was")
-    return cut[:at] + digest.encode() + cut[at:], text
+        whole, text = found[0], found[1]
+    else:
+        cut, text, at = found
+        if cut[at - len(_DIGEST_KEY) : at] != _DIGEST_KEY:
+            raise StoreError("a packed snapshot entry does not unpack: no digest where it was")
+        whole = cut[:at] + digest.encode() + cut[at:]
+    if info and info[len(PACKED) :] != _crc(whole, text):
+        raise StoreError(
+            "a packed snapshot entry or its run's dictionary is corrupt (its CRC-32 does not match)"
+        )
+    return whole, text
 
 
-def unpack_info(envelope: bytes, info: str, run_dictionary: bytes | None) -> str:
-    """An entry's listing info, unpacked if it was stored packed (see ``unpack``)."""
-    return info or _unpacked(envelope, run_dictionary)[1]
+def unpack_info(envelope: bytes, info: str, run_dictionary: bytes | None, digest: str) -> str:
+    """An entry's listing info, unpacked and checked if it was stored packed (see
+    ``unpack``)."""
+    return unpack(envelope, info, run_dictionary, digest)[1]
+
+
+def checked(
+    key: SnapshotKey,
+    envelope: bytes,
+    holes: Sequence[tuple[int, bytes]],
+    size: int,
+    body_sha256: bytes,
+) -> bytes:
+    """The body ``join`` gives, checked against the entry's stored size and (where stored,
+    as for a plain entry) its SHA-256: StoreError naming the snapshot if it differs."""
+    body = join(envelope, holes)
+    if len(body) != size or (body_sha256 and hashlib.sha256(body).digest() != body_sha256):
+        raise StoreError(
+            f"{snapshot_label(key)}: the stored snapshot is corrupt (it does not rebuild)"
+        )
+    return body
+
+
+def snapshot_label(key: SnapshotKey) -> str:
+    """A snapshot's name, run and rank, for an error about what is stored of it."""
+    return f"snapshot {key.name!r} rank {key.rank} of {key.namespace}/{key.run}"

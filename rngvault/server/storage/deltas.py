@@ -175,9 +175,11 @@ class Bases:
 
 
 def whole(digest: bytes, data: bytes, how: str | None) -> bytes:
-    """A whole row's state: its bytes, or decompressed (``how`` "z") and checked against
-    its SHA-256 ``digest``."""
+    """A whole row's state: its bytes, or decompressed (``how`` "z"), checked against its
+    SHA-256 ``digest``."""
     if how is None:
+        if hashlib.sha256(data).digest() != digest:
+            raise StoreError(f"state {digest.hex()} is corrupt (its SHA-256 does not match)")
         return data
     if how != COMPRESSED:
         raise StoreError(f"state {digest.hex()} is neither whole nor a delta with a base")

@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from functools import partial
@@ -57,7 +58,7 @@ from rngvault.server.storage.base import (
     step_cursor,
     step_page,
 )
-from rngvault.server.storage.content import SameStates, prepare, settle
+from rngvault.server.storage.content import SameStates, cacheable, prepare, settle
 from rngvault.server.storage.deltas import Chains, Row
 
 try:
@@ -204,6 +205,7 @@ class PostgresStore:
     ) -> None:
         self.url = redact(url)
         self._chains = Chains()
+        self._chains_lock = threading.Lock()  # the chains are used in worker threads
         self._dictionaries: dict[int, bytes] = {}  # runs' dictionaries by run id, as stored
         self._info = conninfo(url)
         self._pool = pool
@@ -349,15 +351,22 @@ class PostgresStore:
 
         async def attempt(conn: sql.Conn) -> tuple[Stored, set[bytes]]:
             nonlocal attempts, rows
-            if attempts:  # a retry: a base the last attempt relied on may be gone
-                self._chains.drop(where)
+            retry = attempts > 0  # a retry: a base the last attempt relied on may be gone
             attempts += 1
-            rows = [
-                self._chains.encode(
-                    where, prepared.generators.get(h), prepared.blobs[h], h, snapshot
-                )
-                for h in sorted(prepared.blobs)
-            ]
+
+            def encode() -> list[Row]:
+                with self._chains_lock:
+                    if retry:
+                        self._chains.drop(where)
+                    return [
+                        self._chains.encode(
+                            where, prepared.generators.get(h), prepared.blobs[h], h, snapshot
+                        )
+                        for h in sorted(prepared.blobs)
+                    ]
+
+            # The MT19937 advance a delta may search is CPU work: off the event loop.
+            rows = await asyncio.to_thread(encode)
             learned.clear()
             learned.update(self._dictionaries)
             return await sql.put(
@@ -371,14 +380,22 @@ class PostgresStore:
         except SameStates:
             return await settle(self, key, snapshot)
         if len(learned) > len(self._dictionaries):  # committed; run ids are never reused
-            self._dictionaries = learned if len(learned) <= MAX_DICTIONARIES else {}
-        for row in rows:
-            if row.hash in inserted:  # committed whole: a base for the next deltas
-                self._chains.rebase(where, row, row.hash, snapshot)
+            self._dictionaries = learned if cacheable(learned, MAX_DICTIONARIES) else {}
+        bases = [row for row in rows if row.hash in inserted and row.state is not None]
+        if bases:  # committed whole: bases for the next deltas
+
+            def rebase() -> None:
+                with self._chains_lock:
+                    for row in bases:
+                        self._chains.rebase(where, row, row.hash, snapshot)
+
+            await asyncio.to_thread(rebase)
         return stored
 
     async def get(self, key: SnapshotKey) -> bytes:
-        return await self._run(lambda conn: sql.get(conn, key), transaction=False)
+        row = await self._run(lambda conn: sql.fetch(conn, key), transaction=False)
+        # Rebuilding states (an MT19937 advance) and unpacking is CPU work: off the loop.
+        return await asyncio.to_thread(sql.assemble, key, row)
 
     async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
         key = SnapshotKey(namespace, run, name, 0)

@@ -45,13 +45,16 @@ from rngvault.server.storage.base import (
 )
 from rngvault.server.storage.content import (
     Prepared,
+    checked,
+    columns,
     dictionary,
-    join,
     outcome,
-    pack,
+    packs,
     snapshot_info,
+    snapshot_label,
     unpack,
     unpack_info,
+    window,
 )
 from rngvault.server.storage.deltas import Row, rebuild, whole
 
@@ -151,16 +154,17 @@ async def put(
     if dictionaries is None:
         dictionaries = {}
     run_dictionary = dictionaries.get(run_id)
-    if run_dictionary is None:
-        run_dictionary = await _dictionary(conn, run_id, dictionary(prepared))
+    if run_dictionary is None and packs(prepared):
+        run_dictionary = window(await _dictionary(conn, run_id, dictionary(prepared)))
         dictionaries[run_id] = run_dictionary
+    body_sha256, envelope, info = columns(prepared, run_dictionary)
     entry_values = (
         key.rank,
-        b"",  # packed: a re-put is compared by its states digest, then its metadata
+        body_sha256,
         prepared.digest,
         prepared.size,
-        pack(prepared, run_dictionary),
-        "",
+        envelope,
+        info,
         run_id,
         step_key(step),
     )
@@ -299,10 +303,16 @@ async def stored_ranks(conn: Conn, key: SnapshotKey) -> tuple[int, ...]:
 
 
 async def get(conn: Conn, key: SnapshotKey) -> bytes:
+    """The stored body of ``key`` (``fetch``, then ``assemble``, here on the event loop)."""
+    return assemble(key, await fetch(conn, key))
+
+
+async def fetch(conn: Conn, key: SnapshotKey) -> tuple[Any, ...]:
+    """What ``assemble`` makes the stored body of ``key`` from: its entry and state rows."""
     row = await _one(
         conn,
-        "SELECT e.envelope, e.info, d.data, e.digest, h.ats, h.datas, h.hows, h.hashes, h.bases,"
-        " h.wholes, h.base_hows, h.base_hashes FROM runs r"
+        "SELECT e.envelope, e.info, d.data, e.digest, e.size, e.body_sha256, h.ats, h.datas,"
+        " h.hows, h.hashes, h.bases, h.wholes, h.base_hows, h.base_hashes FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
         " LEFT JOIN dictionaries d ON d.run_id = r.id"
@@ -327,8 +337,21 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             f"snapshot {key.name!r} of {key.namespace}/{key.run} has no rank {key.rank} "
             f"(ranks stored: {', '.join(map(str, ranks))})"
         )
-    envelope, info, run_dictionary, states_digest = row[:4]
-    ats, datas, hows, hashes, bases, wholes, base_hows, base_hashes = row[4:]
+    return tuple(row)
+
+
+def assemble(key: SnapshotKey, row: tuple[Any, ...]) -> bytes:
+    """The body of ``key`` from its ``fetch``ed rows: states rebuilt, the entry unpacked,
+    all checked (StoreError naming the snapshot). CPU work: callers run it in a thread."""
+    try:
+        return _assemble(key, row)
+    except StoreError as exc:
+        raise StoreError(f"{snapshot_label(key)}: {exc}") from None
+
+
+def _assemble(key: SnapshotKey, row: tuple[Any, ...]) -> bytes:
+    envelope, info, run_dictionary, states_digest, size, body_sha256 = row[:6]
+    ats, datas, hows, hashes, bases, wholes, base_hows, base_hashes = row[6:]
     holes = []
     for at, data, how, digest, base, base_whole, base_how, base_hash in zip(
         ats or (),
@@ -352,7 +375,8 @@ async def get(conn: Conn, key: SnapshotKey) -> bytes:
             base_state = whole(bytes(base_hash), bytes(base), base_how)
             state = rebuild(bytes(digest), state, how, base_state)
         holes.append((at, state))
-    return join(unpack(bytes(envelope), info, _bytes(run_dictionary), states_digest)[0], holes)
+    unpacked = unpack(bytes(envelope), info, _bytes(run_dictionary), states_digest)[0]
+    return checked(key, unpacked, holes, size, bytes(body_sha256))
 
 
 def like_pattern(glob: str) -> str:
@@ -403,7 +427,17 @@ async def list_snapshots(
     if not rows:
         await _run_id(conn, namespace, run)  # NotFoundError for a missing run
     return [
-        (position, snapshot_info(name, stored, ranks, digest, size, _info(envelope, info, data)))
+        (
+            position,
+            snapshot_info(
+                name,
+                stored,
+                ranks,
+                digest,
+                size,
+                _info(SnapshotKey(namespace, run, name, ranks[0]), envelope, info, data, digest),
+            ),
+        )
         for position, name, stored, ranks, digest, size, info, envelope, data in rows
     ]
 
@@ -412,9 +446,12 @@ def _bytes(value: Any) -> bytes | None:
     return None if value is None else bytes(value)
 
 
-def _info(envelope: Any, info: str, run_dictionary: Any) -> str:
-    """An entry's listing info, unpacked if it was stored packed."""
-    return unpack_info(bytes(envelope), info, _bytes(run_dictionary))
+def _info(key: SnapshotKey, envelope: Any, info: str, run_dictionary: Any, digest: str) -> str:
+    """An entry's listing info, unpacked and checked if it was stored packed."""
+    try:
+        return unpack_info(bytes(envelope), info, _bytes(run_dictionary), digest)
+    except StoreError as exc:
+        raise StoreError(f"{snapshot_label(key)}: {exc}") from None
 
 
 async def steps(
@@ -465,13 +502,16 @@ async def _steps(
     infos: dict[int, str] = {}
     if needed := info_needed(rows, generator):
         found = await conn.execute(
-            "SELECT e.id, e.envelope, e.info, d.data FROM entries e"
+            "SELECT e.id, e.envelope, e.info, d.data, e.digest, s.name FROM entries e"
+            " JOIN snapshots s ON s.id = e.snapshot_id"
             " LEFT JOIN dictionaries d ON d.run_id = e.run_id WHERE e.id = ANY(%s::bigint[])",
             (needed,),
         )
         infos = {
-            entry_id: _info(envelope, info, run_dictionary)
-            for entry_id, envelope, info, run_dictionary in await found.fetchall()
+            entry_id: _info(
+                SnapshotKey(namespace, run, name, rank), envelope, info, run_dictionary, digest
+            )
+            for entry_id, envelope, info, run_dictionary, digest, name in await found.fetchall()
         }
     hashes: dict[int, str] = {}
     if generator is not None and rows:

@@ -31,13 +31,17 @@ from rngvault.server.storage.base import (
 )
 from rngvault.server.storage.content import (
     Prepared,
+    cacheable,
+    checked,
+    columns,
     dictionary,
-    join,
     outcome,
-    pack,
+    packs,
     snapshot_info,
+    snapshot_label,
     unpack,
     unpack_info,
+    window,
 )
 from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole, whole_base
 
@@ -164,30 +168,31 @@ def put(
             return outcome(key, prepared, same[0], same[1])
     room(prepared.size)
     run_dictionary = ids.dictionaries.get(run_id)
-    if run_dictionary is None:
+    if run_dictionary is None and packs(prepared):
         conn.execute(
             "INSERT INTO dictionaries (run_id, data) VALUES (?, ?) ON CONFLICT DO NOTHING",
             (run_id, dictionary(prepared)),
         )
-        run_dictionary = conn.execute(
-            "SELECT data FROM dictionaries WHERE run_id = ?", (run_id,)
-        ).fetchone()[0]
-        if len(ids.dictionaries) >= ids.MAX:
-            ids.dictionaries.clear()
+        run_dictionary = window(
+            conn.execute("SELECT data FROM dictionaries WHERE run_id = ?", (run_id,)).fetchone()[0]
+        )
         ids.dictionaries[run_id] = run_dictionary
+        if not cacheable(ids.dictionaries, ids.MAX):
+            ids.dictionaries.clear()
+    body_sha256, envelope, info = columns(prepared, run_dictionary)
     entry_id = conn.execute(
         "INSERT INTO entries (snapshot_id, rank, body_sha256, digest, size, envelope, info,"
         " run_id, step) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             snapshot_id,
             key.rank,
-            b"",  # packed: a re-put is compared by its states digest, then its metadata
+            body_sha256,
             bytes.fromhex(prepared.digest)
             if _HEX_DIGEST.fullmatch(prepared.digest)
             else prepared.digest,
             prepared.size,
-            pack(prepared, run_dictionary),
-            "",
+            envelope,
+            info,
             run_id,
             step_key(step),
         ),
@@ -244,7 +249,8 @@ def stored_ranks(conn: sqlite3.Connection, key: SnapshotKey) -> tuple[int, ...]:
 
 def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
     row = conn.execute(
-        f"SELECT e.id, e.envelope, e.info, d.data, {_digest('e.digest')} FROM runs r"
+        f"SELECT e.id, e.envelope, e.info, d.data, {_digest('e.digest')}, e.size,"
+        " e.body_sha256 FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
         " LEFT JOIN dictionaries d ON d.run_id = r.id"
@@ -264,14 +270,18 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
         " WHERE es.entry_id = ? ORDER BY es.position",
         (row[0],),
     ).fetchall()
-    holes = []
-    for at, digest, data, how, base_id, base_hash in states:
-        if base_id is None:
-            data = whole(digest, data, how)
-        else:
-            data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
-        holes.append((at, data))
-    return join(unpack(row[1], row[2], row[3], row[4])[0], holes)
+    try:
+        holes = []
+        for at, digest, data, how, base_id, base_hash in states:
+            if base_id is None:
+                data = whole(digest, data, how)
+            else:
+                data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
+            holes.append((at, data))
+        envelope = unpack(row[1], row[2], row[3], row[4])[0]
+    except StoreError as exc:
+        raise StoreError(f"{snapshot_label(key)}: {exc}") from None
+    return checked(key, envelope, holes, row[5], bytes(row[6]))
 
 
 def _base(
@@ -339,8 +349,13 @@ def list_snapshots(
     result = []
     for snapshot_id, name, stored in snapshots:
         ranks = entries[snapshot_id]
-        _rank, digest, size, info, envelope = ranks[0]
-        info = unpack_info(envelope, info, run_dictionary)
+        rank, digest, size, info, envelope = ranks[0]
+        try:
+            info = unpack_info(envelope, info, run_dictionary, digest)
+        except StoreError as exc:
+            raise StoreError(
+                f"{snapshot_label(SnapshotKey(namespace, run, name, rank))}: {exc}"
+            ) from None
         result.append(
             (snapshot_id, snapshot_info(name, stored, [r[0] for r in ranks], digest, size, info))
         )
@@ -382,14 +397,16 @@ def steps(
     infos: dict[int, str] = {}
     if needed := info_needed(rows, generator):
         run_dictionary = _dictionary(conn, run_id)
-        infos = {
-            entry_id: unpack_info(envelope, info, run_dictionary)
-            for entry_id, envelope, info in conn.execute(
-                "SELECT e.id, e.envelope, e.info FROM json_each(?) w"
-                " JOIN entries e ON e.id = w.value",
-                (json.dumps(needed),),
-            )
-        }
+        for entry_id, envelope, info, digest, name in conn.execute(
+            f"SELECT e.id, e.envelope, e.info, {_digest('e.digest')}, s.name FROM json_each(?) w"
+            " JOIN entries e ON e.id = w.value JOIN snapshots s ON s.id = e.snapshot_id",
+            (json.dumps(needed),),
+        ):
+            try:
+                infos[entry_id] = unpack_info(envelope, info, run_dictionary, digest)
+            except StoreError as exc:
+                key = SnapshotKey(namespace, run, name, rank)
+                raise StoreError(f"{snapshot_label(key)}: {exc}") from None
     hashes: dict[int, str] = {}
     if generator is not None and rows:
         hashes = {
