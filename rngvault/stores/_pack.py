@@ -9,7 +9,8 @@ them in one append-only file, each snapshot a few hundred bytes:
 
 A record's stored bytes are raw DEFLATE of a msgpack map, compressed against the pack's
 first record (whose bytes repeat in every later one: the environment, the generator names,
-the field names): ``{"n": name, "s": the snapshot's length, "i": the listing info, "k":
+the field names): ``{"n": name, "s": the snapshot's length, "g": its generators' families
+(the rest of its listing info is read from its own bytes), "k":
 [the bytes before the states, [[a generator's encoded name, its state's SHA-256], ...], the
 bytes after], "b": the states this record adds}``. Each state is added once per pack, keyed
 by the SHA-256 of its encoding: ``[hash, None, None, "w", bytes]`` whole, or ``[hash, base
@@ -42,6 +43,7 @@ from typing import Any
 import msgpack
 
 from rngvault import _delta
+from rngvault._codec import EXT_BIGINT, decode_bigint
 from rngvault._errors import RngVaultError, StoreError
 from rngvault._snapshot import Snapshot
 from rngvault._split import split
@@ -190,9 +192,12 @@ class Pack:
     def _index(self, offset: int, length: int, payload: dict[str, Any]) -> None:
         """Index a record read from the file, its shape checked (ValueError otherwise), so
         that reading it later meets only the types written."""
-        info, skeleton, states = payload.get("i"), payload.get("k"), payload.get("b")
-        if not isinstance(info, dict) or not _skeleton(skeleton):
-            raise ValueError("a record without its info or skeleton")
+        generators, skeleton, states = payload.get("g"), payload.get("k"), payload.get("b")
+        if not isinstance(skeleton, list) or not _skeleton(skeleton):
+            raise ValueError("a record without its skeleton")
+        if not isinstance(generators, dict):
+            raise ValueError("a record without its generators")
+        info = _listing(skeleton[0])
         if not isinstance(states, list) or not all(map(_state_item, states)):
             raise ValueError("a record's states are not [hash, base, how, form, data] items")
         step, created, size = info.get("step"), info.get("created"), payload.get("s")
@@ -241,10 +246,14 @@ class Pack:
         return payload
 
     def info(self, record: Record) -> dict[str, Any]:
-        """The listing info stored with a record."""
+        """A record's listing info (``SnapshotInfo.to_dict``'s keys but run, name, ranks
+        and size), from the snapshot's own bytes and the generators kept with it."""
         with self._lock:
-            info = self._load(record.offset, record.length)["i"]
-        return dict(info) if isinstance(info, dict) else {}
+            payload = self._load(record.offset, record.length)
+        try:
+            return {**_listing(payload["k"][0]), "generators": dict(payload["g"])}
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise StoreError(f"{self.path}: snapshot {record.name!r} is damaged: {exc}") from None
 
     def read(self, record: Record) -> bytes:
         """The snapshot's bytes, rebuilt: each state checked against its SHA-256, the rest
@@ -508,14 +517,11 @@ class Pack:
             else:
                 chain[1].rebase(blob, state.family, state.fields)
                 self._chains[generator] = (key, chain[1])
-        listing = info.to_dict()
-        for dropped in ("run", "name", "ranks", "size"):
-            listing.pop(dropped, None)
         entries = [[encoded, bytes.fromhex(digest)] for encoded, digest in parts.entries]
         return {
             "n": name,
             "s": len(data),
-            "i": listing,
+            "g": dict(info.generators),
             "k": [parts.prefix, entries, parts.suffix],
             "b": states,
         }
@@ -563,6 +569,41 @@ def _locks_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_locks_after_fork)
+
+
+def _listing(prefix: bytes) -> dict[str, Any]:
+    """The listing info a snapshot's bytes before its states hold: created, digest and the
+    metadata's step, epoch, tags, metrics and world size (ValueError if they do not)."""
+    unpacker = msgpack.Unpacker(raw=False, ext_hook=_bigint, strict_map_key=True)
+    unpacker.feed(prefix)
+    found: dict[str, Any] = {}
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            if key == "states":
+                break
+            if key in ("created", "digest", "metadata"):
+                found[key] = unpacker.unpack()
+            else:
+                unpacker.skip()
+    except msgpack.OutOfData:
+        raise ValueError("the snapshot's bytes end before its states") from None
+    meta = found.get("metadata")
+    if not isinstance(meta, dict) or "created" not in found or "digest" not in found:
+        raise ValueError("the snapshot's bytes lack created, digest or metadata")
+    return {
+        "created": found["created"],
+        "digest": found["digest"],
+        "step": meta.get("step"),
+        "epoch": meta.get("epoch"),
+        "tags": meta.get("tags", []),
+        "metrics": meta.get("metrics", {}),
+        "world_size": meta.get("world_size", 1),
+    }
+
+
+def _bigint(code: int, data: bytes) -> Any:
+    return decode_bigint(data) if code == EXT_BIGINT else msgpack.ExtType(code, data)
 
 
 def _is_int(value: object) -> bool:
