@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 import rngvault
 from tests.conftest import ROOT, python_env
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
 
 STEPS = 10_000
 PLANTED = 6_123

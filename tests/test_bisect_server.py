@@ -20,7 +20,7 @@ from rngvault.server.storage.base import SnapshotKey
 from rngvault.server.storage.sqlite import SQLiteStore
 from rngvault.stores.http import HttpStore
 from tests._live import ServerProcess
-from tests.test_bisect import PLANTED, STEPS, scratch, train
+from tests.test_bisect import PLANTED, STEPS, scratch, train  # skips this module without torch
 
 RUNS = ("alice/a", "alice/b")
 
