@@ -20,7 +20,9 @@ from rngvault.server.storage.base import SnapshotKey
 from rngvault.server.storage.sqlite import SQLiteStore
 from rngvault.stores.http import HttpStore
 from tests._live import ServerProcess
-from tests.test_bisect import PLANTED, STEPS, scratch, train  # skips this module without torch
+
+pytest.importorskip("torch", reason="torch is not installed")
+from tests.test_bisect import PLANTED, STEPS, scratch, train
 
 RUNS = ("alice/a", "alice/b")
 
