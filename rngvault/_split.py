@@ -77,12 +77,19 @@ def split(data: bytes) -> Split:
     return Split(data[:first], tuple(entries), data[end:], blobs)
 
 
-def join(skeleton: bytes, blob: Callable[[str], bytes]) -> bytes:
-    """Reassemble an encoded snapshot from its skeleton and a blob lookup."""
+def join(skeleton: bytes, blob: Callable[[str], bytes], size: int | None = None) -> bytes:
+    """Reassemble an encoded snapshot from its skeleton and a blob lookup (each digest
+    looked up once). With ``size``, a ValueError as soon as the snapshot would pass that
+    many bytes: a damaged skeleton cannot make it assemble more than it names."""
     prefix, entries, suffix = msgpack.unpackb(skeleton, raw=False)
-    parts = [prefix]
+    parts, total, seen = [prefix], len(prefix) + len(suffix), {}
     for name, digest in entries:
-        parts += [name, blob(digest)]
+        if digest not in seen:
+            seen[digest] = blob(digest)
+        total += len(name) + len(seen[digest])
+        if size is not None and total > size:
+            raise ValueError(f"it names more than its {size} bytes")
+        parts += [name, seen[digest]]
     parts.append(suffix)
     return b"".join(parts)
 

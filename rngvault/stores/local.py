@@ -36,7 +36,7 @@ import re
 import tempfile
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
 from rngvault._snapshot import Snapshot
-from rngvault._split import split
+from rngvault._split import join, split
 from rngvault.stores import _pack
 from rngvault.stores.base import SnapshotInfo, StepEntry
 
@@ -323,7 +323,7 @@ class LocalStore:
                 raise StoreError(f"{run}/{name}: state blob {digest} is missing: {exc}") from exc
 
         try:
-            data = _join(record["skeleton"], blob, record["size"])
+            data = join(record["skeleton"], blob, record["size"])
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise StoreError(f"damaged snapshot file {path}: {exc}") from None
         if hashlib.sha256(data).hexdigest() != record["sha256"]:
@@ -464,22 +464,6 @@ class LocalStore:
             packs, self._packs = list(self._packs.values()), {}
         for pack in packs:
             pack.close()
-
-
-def _join(skeleton: bytes, blob: Callable[[str], bytes], size: int) -> bytes:
-    """``rngvault._split.join``, stopping (ValueError) once it would pass ``size`` bytes:
-    a damaged record cannot make it assemble more than the snapshot it names."""
-    prefix, entries, suffix = msgpack.unpackb(skeleton, raw=False)
-    parts, total, seen = [prefix], len(prefix) + len(suffix), {}
-    for name, digest in entries:
-        if digest not in seen:
-            seen[digest] = blob(digest)
-        total += len(name) + len(seen[digest])
-        if total > size:
-            raise ValueError(f"it names more than its {size} bytes")
-        parts += [name, seen[digest]]
-    parts.append(suffix)
-    return b"".join(parts)
 
 
 _STORES: weakref.WeakSet[LocalStore] = weakref.WeakSet()

@@ -260,3 +260,18 @@ def test_the_listing_takes_names_from_where_the_files_are(tmp_path: Path) -> Non
     path.write_bytes(msgpack.packb(record))
     with pytest.raises(rngvault.StoreError, match=f"{re.escape(str(path))}.*'size'"):
         store.snapshots("alice/exp")
+
+
+def test_a_skeleton_naming_more_than_its_size_is_refused_before_it_is_assembled(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path)
+    snap = _snapshot(1)
+    _put(store, "alice/exp", "s1", snap)
+    path = tmp_path / "runs/alice/exp/s1/rank-0.snap"
+    record = msgpack.unpackb(path.read_bytes(), raw=False)
+    prefix, entries, suffix = msgpack.unpackb(record["skeleton"], raw=False)
+    record["skeleton"] = msgpack.packb([prefix, entries * 100_000, suffix])
+    path.write_bytes(msgpack.packb(record))
+    with pytest.raises(rngvault.StoreError, match="names more than"):
+        store.get("alice/exp", "s1")
