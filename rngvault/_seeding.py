@@ -106,7 +106,25 @@ def seed_everything(seed: int, *, deterministic: Deterministic = False) -> tuple
             ReproducibilityWarning,
         )
     _warn_hashseed()
+    _SEEDED.clear()
+    _SEEDED.update(seed=seed, seeded=list(seeded), deterministic=deterministic)
     return tuple(seeded)
+
+
+# What the last seed_everything of this process did, for run records (``recorded``).
+_SEEDED: dict[str, Any] = {}
+
+
+def recorded() -> dict[str, Any]:
+    """The seeding of this process, as a run record keeps it: the last ``seed_everything``'s
+    seed, the generators it seeded and its ``deterministic``, and the entropy of every
+    ``per_worker`` generator's seed sequence (the base its worker streams derive from), as
+    decimal text. Empty when nothing was seeded or registered."""
+    found = dict(_SEEDED)
+    workers = [str(seed_seq.entropy) for _b, seed_seq in list(_REGISTERED.values())]
+    if workers:
+        found["per_worker"] = workers
+    return found
 
 
 def _warn_hashseed() -> None:
