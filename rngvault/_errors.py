@@ -10,6 +10,7 @@ Every exception rngvault raises on purpose derives from ``RngVaultError``::
     │   └── DivergenceError   a reproduction drifted from its reference run
     ├── EncodeError           a snapshot holds a value the format cannot encode
     ├── DecodeError           bytes are not a valid rngvault snapshot
+    ├── RecordError           a run record or its config is not valid JSON of the right shape
     ├── StoreError            a store could not keep or return a snapshot
     │   ├── NotFoundError     no such run or snapshot
     │   ├── ConflictError     the name is taken by a snapshot with other content
@@ -53,6 +54,7 @@ __all__ = [
     "InvalidNameError",
     "MissingExtraError",
     "NotFoundError",
+    "RecordError",
     "RestoreError",
     "RngVaultError",
     "RngVaultWarning",
@@ -135,6 +137,10 @@ class EncodeError(RngVaultError, ValueError):
 
 class DecodeError(RngVaultError, ValueError):
     """Bytes are not a valid rngvault snapshot; the message says what is wrong and where."""
+
+
+class RecordError(RngVaultError, ValueError):
+    """A run record, or the config given for one, is not valid; the message says where."""
 
 
 class StoreError(RngVaultError):

@@ -27,7 +27,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from rngvault._errors import RngVaultError
+from rngvault._errors import RecordError
 
 __all__ = ["CONFIG_MAX_BYTES", "RECORD_MAX_BYTES", "RecordError", "check_config", "check_record"]
 
@@ -36,10 +36,6 @@ RECORD_MAX_BYTES = 64 * 1024  # a whole record's compact JSON
 _MAX_DEPTH = 16
 _GIT_TIMEOUT = 2.0  # seconds for each git command; a slow or missing git gives no git field
 _FIELDS = ("seed", "seeding", "config", "git", "command", "host", "environment", "created")
-
-
-class RecordError(RngVaultError, ValueError):
-    """A run record, or the config given for one, is not valid; the message says where."""
 
 
 def _check_json(value: Any, where: str, depth: int = 0) -> None:
