@@ -11,7 +11,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from rngvault import _environment, _probes, _ranks
+from rngvault import _environment, _probes, _ranks, _record
 from rngvault._api import global_resolved
 from rngvault._api import restore as restore_states
 from rngvault._config import client_config
@@ -31,6 +31,7 @@ from rngvault._errors import (
 )
 from rngvault._format import decode, encode_with_digest
 from rngvault._names import check_generator_name, check_name, split_run
+from rngvault._record import check_config
 from rngvault._report import EnvironmentDifference, RestoreReport
 from rngvault._snapshot import Metadata, Snapshot, SnapshotRef, State, _TakenSnapshot, values_equal
 from rngvault._writer import OnError, Outcome, StoreWarning, Writer
@@ -122,6 +123,13 @@ class Vault:
     ``probes=False`` records no probes: the writer then draws nothing from copies of the
     generators (CUDA ones included) and a restore cannot tell "same state, different
     numbers".
+
+    ``config`` (any JSON-compatible mapping, up to 32 KiB as JSON) goes into the run's
+    record, which rank 0 writes with its first snapshot: the seed given to
+    ``seed_everything``, the config, the git commit and whether the tree was dirty, the
+    command line, the host and the first snapshot's environment (``record()`` reads it;
+    a run keeps its first record). A store given as an object is the caller's: ``close()``
+    leaves it open.
     """
 
     def __init__(
@@ -138,12 +146,16 @@ class Vault:
         token: str | None = None,
         track_globals: bool = True,
         probes: bool = True,
+        config: Mapping[str, Any] | None = None,
     ) -> None:
         self.run = _check_run(run)
+        self.config = check_config(config) if config is not None else None
         self.reference = _check_run(reference) if reference is not None else None
         self.rank, self.world_size, self.local_rank = _ranks.detect(rank, world_size)
         client_config()  # a bad RNGVAULT_* variable fails here, not in the writer or at exit
         self.store: Store = open_store(store, token=token)
+        self._owns_store = self.store is not store
+        self._recorded = self.rank != 0  # rank 0 writes the run's record, once
         self.on_divergence = on_divergence
         self.strict = strict
         self.track_globals = track_globals
@@ -299,6 +311,8 @@ class Vault:
                 continue
             ready.append((len(outcomes), name, complete, data))
             outcomes.append((None, None))
+        if ready and not self._recorded:
+            self._record_run(ready[0][2].environment)
         results = self._put_all([(name, snap, data) for _i, name, snap, data in ready], durable)
         for (index, name, complete, _data), result in zip(ready, results, strict=True):
             if isinstance(result, BaseException):
@@ -311,6 +325,45 @@ class Vault:
             except Exception as exc:
                 outcomes[index] = (None, exc)
         return outcomes
+
+    def _record_run(self, environment: Mapping[str, Any]) -> None:
+        """On the writer thread, before the first snapshot is stored: the run's record. A
+        store without records is skipped; a failure warns and is tried again with the next
+        snapshot; a run that already has a record keeps it (a different seed or config is
+        warned about)."""
+        put = getattr(self.store, "put_record", None)
+        if not callable(put):
+            self._recorded = True
+            return
+        mine = _record.gather(config=self.config, environment=environment)
+        try:
+            kept = put(self.run, mine)
+        except RngVaultError as exc:
+            warn(
+                f"rngvault: the record of run {self.run} could not be stored ({exc}); "
+                "it is tried again with the next snapshot",
+                StoreWarning,
+            )
+            return
+        self._recorded = True
+        differ = [k for k in ("seed", "config") if kept.get(k) != mine.get(k)]
+        if kept.get("created") != mine["created"] and differ:
+            warn(
+                f"run {self.run} was recorded by an earlier process with another "
+                f"{' and '.join(differ)} ({', '.join(f'{k}={kept.get(k)!r:.80}' for k in differ)}"
+                f"; this one has {', '.join(f'{k}={mine.get(k)!r:.80}' for k in differ)}); "
+                "the first record is kept: use a new run name for a new configuration",
+                RngVaultWarning,
+            )
+
+    def record(self, run: str | None = None) -> dict[str, Any]:
+        """The record of ``run`` (this run by default): seed, config, git commit, command
+        line, host, environment; ``{}`` for a run stored without one."""
+        self._read_own_writes()
+        read = getattr(self.store, "record", None)
+        if not callable(read):
+            raise StoreError(f"{type(self.store).__name__} keeps no run records")
+        return dict(read(_check_run(run) if run is not None else self.run))
 
     def _put_all(
         self, items: list[tuple[str, Snapshot, bytes]], durable: bool
@@ -454,7 +507,8 @@ class Vault:
         try:
             self._writer.close(timeout)
         finally:
-            self.store.close()
+            if self._owns_store:
+                self.store.close()
 
     def __enter__(self) -> Vault:
         return self
