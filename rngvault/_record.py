@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import subprocess
 import sys
@@ -35,6 +36,7 @@ CONFIG_MAX_BYTES = 32 * 1024  # a config's compact JSON
 RECORD_MAX_BYTES = 64 * 1024  # a whole record's compact JSON
 _MAX_DEPTH = 16
 _GIT_TIMEOUT = 2.0  # seconds for each git command; a slow or missing git gives no git field
+_HEX = re.compile("[0-9a-f]+")
 _FIELDS = ("seed", "seeding", "config", "git", "command", "host", "environment", "created")
 
 
@@ -135,7 +137,7 @@ def check_record(record: object) -> dict[str, Any]:
         _expect(isinstance(git, Mapping), "git", "an object", git)
         commit, dirty = git.get("commit"), git.get("dirty")
         _expect(
-            isinstance(commit, str) and len(commit) in (40, 64) and commit.isalnum(),
+            isinstance(commit, str) and len(commit) in (40, 64) and _HEX.fullmatch(commit),
             "git.commit",
             "a commit id of 40 (or 64) hex digits",
             commit,
@@ -199,7 +201,7 @@ def git_state() -> dict[str, Any] | None:
     if commit is None:
         return None
     commit = commit.strip()
-    if len(commit) not in (40, 64) or not commit.isalnum():
+    if len(commit) not in (40, 64) or not _HEX.fullmatch(commit):
         return None
     status = _git("status", "--porcelain", "--untracked-files=normal")
     if status is None:
