@@ -239,6 +239,18 @@ class Store(Protocol):
         """A run's snapshots in the order they were first stored."""
         ...
 
+    async def run_info(self, namespace: str, run: str) -> tuple[RunInfo, str]:
+        """A run as listed, and its record as stored (compact JSON text; ``"{}"`` for a run
+        without one). NotFoundError for an unknown run."""
+        ...
+
+    async def put_record(self, namespace: str, run: str, record: str) -> tuple[bool, str]:
+        """Keep ``record`` (``rngvault._record.record_json`` of a checked record) as the run's
+        record unless it has one: a record is written once, the first one stored is kept.
+        Returns (whether it was stored now, the record stored). A run that does not exist is
+        created, with no snapshot yet, as a first snapshot would create it."""
+        ...
+
     async def steps(
         self,
         namespace: str,

@@ -426,6 +426,14 @@ class PostgresStore:
         )
         return snapshot_page(rows, limit)
 
+    async def run_info(self, namespace: str, run: str) -> tuple[RunInfo, str]:
+        return await self._run(lambda conn: sql.run_info(conn, namespace, run), transaction=False)
+
+    async def put_record(self, namespace: str, run: str, record: str) -> tuple[bool, str]:
+        return await self._run(
+            lambda conn: sql.put_record(conn, namespace, run, record), transaction=True
+        )
+
     async def steps(
         self,
         namespace: str,
@@ -462,7 +470,10 @@ class PostgresStore:
             )
             removed += batch.count
             if not batch.more:
-                return removed
+                break
+        if not removed:  # a run with a record and no snapshot goes too, as in SQLite
+            await self._run(lambda conn: sql.drop_empty_run(conn, namespace, run), transaction=True)
+        return removed
 
     async def collect(
         self,

@@ -408,6 +408,55 @@ async def list_runs(
     return [RunInfo(*row) for row in await cursor.fetchall()]
 
 
+async def run_info(conn: Conn, namespace: str, run: str) -> tuple[RunInfo, str]:
+    """The run as listed and its record (``"{}"`` without one); NotFoundError without it."""
+    row = await _one(
+        conn,
+        "SELECT namespace, name, created, updated, snapshots, record FROM runs"
+        " WHERE namespace = %s AND name = %s",
+        (namespace, run),
+    )
+    if row is None:
+        raise NotFoundError(f"no run {namespace}/{run}")
+    return RunInfo(*row[:5]), row[5] or "{}"
+
+
+async def put_record(conn: Conn, namespace: str, run: str, record: str) -> tuple[bool, str]:
+    """Keep ``record`` as the run's unless it has one (creating the run); returns (stored
+    now, the stored record). Of two racing, the second waits for the first's row lock, then
+    finds its record."""
+    now = time.time()
+    await conn.execute(
+        "INSERT INTO runs (namespace, name, created, updated) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (namespace, name) DO NOTHING",
+        (namespace, run, now, now),
+    )
+    if await _one(
+        conn,
+        "UPDATE runs SET record = %s WHERE namespace = %s AND name = %s AND record IS NULL"
+        " RETURNING id",
+        (record, namespace, run),
+    ):
+        return True, record
+    row = await _one(
+        conn, "SELECT record FROM runs WHERE namespace = %s AND name = %s", (namespace, run)
+    )
+    if row is None or row[0] is None:  # deleted meanwhile
+        raise Retry
+    return False, str(row[0])
+
+
+async def drop_empty_run(conn: Conn, namespace: str, run: str) -> None:
+    """Delete the run if it holds no snapshot (one that only has a record)."""
+    row = await _one(
+        conn,
+        "SELECT id FROM runs WHERE namespace = %s AND name = %s FOR UPDATE",
+        (namespace, run),
+    )
+    if row is not None:
+        await _drop_empty_run(conn, int(row[0]))
+
+
 async def list_snapshots(
     conn: Conn, namespace: str, run: str, after: int, limit: int
 ) -> list[tuple[int, SnapshotInfo]]:

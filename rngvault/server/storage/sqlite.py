@@ -239,6 +239,16 @@ class SQLiteStore:
         )
         return snapshot_page(rows, limit)
 
+    async def run_info(self, namespace: str, run: str) -> tuple[RunInfo, str]:
+        return await self._read(lambda conn: sqlite_sql.run_info(conn, namespace, run))
+
+    async def put_record(self, namespace: str, run: str, record: str) -> tuple[bool, str]:
+        return await self._writer.run(
+            lambda conn: sqlite_sql.put_record(
+                conn, namespace, run, record, functools.partial(self._room, conn)
+            )
+        )
+
     async def steps(
         self,
         namespace: str,

@@ -327,6 +327,46 @@ def list_runs(
     return [RunInfo(*row) for row in rows]
 
 
+def run_info(conn: sqlite3.Connection, namespace: str, run: str) -> tuple[RunInfo, str]:
+    """The run as listed and its record (``"{}"`` without one); NotFoundError without it."""
+    row = conn.execute(
+        "SELECT namespace, name, created, updated, snapshots, record FROM runs"
+        " WHERE namespace = ? AND name = ?",
+        (namespace, run),
+    ).fetchone()
+    if row is None:
+        raise NotFoundError(f"no run {namespace}/{run}")
+    return RunInfo(*row[:5]), row[5] or "{}"
+
+
+def put_record(
+    conn: sqlite3.Connection,
+    namespace: str,
+    run: str,
+    record: str,
+    room: Callable[[int], None] = lambda size: None,
+) -> tuple[bool, str]:
+    """Keep ``record`` as the run's unless it has one (creating the run); returns (stored
+    now, the stored record). ``room`` as for ``put``."""
+    stored = conn.execute(
+        "SELECT record FROM runs WHERE namespace = ? AND name = ?", (namespace, run)
+    ).fetchone()
+    if stored is not None and stored[0] is not None:
+        return False, str(stored[0])
+    room(len(record))
+    if stored is None:
+        now = time.time()
+        conn.execute(
+            "INSERT INTO runs (namespace, name, created, updated, record) VALUES (?, ?, ?, ?, ?)",
+            (namespace, run, now, now, record),
+        )
+    else:
+        conn.execute(
+            "UPDATE runs SET record = ? WHERE namespace = ? AND name = ?", (record, namespace, run)
+        )
+    return True, record
+
+
 def list_snapshots(
     conn: sqlite3.Connection, namespace: str, run: str, after: int, limit: int
 ) -> list[tuple[int, SnapshotInfo]]:
