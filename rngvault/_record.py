@@ -137,7 +137,7 @@ def check_record(record: object) -> dict[str, Any]:
         _expect(isinstance(git, Mapping), "git", "an object", git)
         commit, dirty = git.get("commit"), git.get("dirty")
         _expect(
-            isinstance(commit, str) and len(commit) in (40, 64) and _HEX.fullmatch(commit),
+            isinstance(commit, str) and len(commit) in (40, 64) and bool(_HEX.fullmatch(commit)),
             "git.commit",
             "a commit id of 40 (or 64) hex digits",
             commit,

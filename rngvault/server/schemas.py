@@ -121,6 +121,18 @@ class RunBody(BaseModel):
         )
 
 
+class RunDetailBody(RunBody):
+    record: dict[str, Any] = Field(
+        description="the run's record (what produced it: seed, config, git, command, host, "
+        "environment); {} for a run without one"
+    )
+
+
+class RecordBody(BaseModel):
+    created: bool = Field(description="false when the run already had a record (kept)")
+    record: dict[str, Any] = Field(description="the record the run keeps")
+
+
 class RunPage(BaseModel):
     runs: list[RunBody]
     next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
