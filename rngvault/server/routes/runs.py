@@ -107,8 +107,10 @@ async def _record_body(request: Request) -> str:
         raise ApiError(422, "invalid_record", f"the body is not UTF-8 (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise ApiError(422, "invalid_record", f"the body is not JSON: {exc}") from None
-    except (ValueError, RecursionError) as exc:  # an int of too many digits; deep nesting
+    except ValueError as exc:  # an int of too many digits
         raise ApiError(422, "invalid_record", f"the body is not usable JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(422, "invalid_record", "the body is nested too deep to read") from None
     try:
         return record_json(value)
     except RecordError as exc:
