@@ -28,13 +28,25 @@ import os
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rngvault._errors import NotFoundError, RngVaultError, StoreError
 from rngvault._names import check_name
 
 if TYPE_CHECKING:
-    from rngvault.stores.base import SnapshotInfo, Store
+    from rngvault.stores.base import Store
+
+
+class Listed(Protocol):
+    """What a listing gives of a snapshot (the client's and the server's SnapshotInfo)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def created(self) -> float: ...
+    @property
+    def metrics(self) -> Mapping[str, Any]: ...
+
 
 __all__ = [
     "OUTLIER_Z",
@@ -384,7 +396,7 @@ def _seed_of(record: Mapping[str, Any]) -> int | None:
     return seed if type(seed) is int and seed >= 0 else None
 
 
-def metrics_at(snapshots: Iterable[SnapshotInfo], at: str) -> tuple[dict[str, Any], str | None]:
+def metrics_at(snapshots: Iterable[Listed], at: str) -> tuple[dict[str, Any], str | None]:
     """A run's metrics ``at`` "final" (each metric from the latest snapshot recording it)
     or at the snapshot named ``at``; with the reason when there are none."""
     listed = list(snapshots)
@@ -400,7 +412,7 @@ def metrics_at(snapshots: Iterable[SnapshotInfo], at: str) -> tuple[dict[str, An
 
 
 def observe(
-    run: str, record: Mapping[str, Any], snapshots: Iterable[SnapshotInfo], at: str
+    run: str, record: Mapping[str, Any], snapshots: Iterable[Listed], at: str
 ) -> Observation:
     """One run's ``Observation`` from its record and its snapshots' listing."""
     config = record.get("config")

@@ -12,7 +12,7 @@ from rngvault.server import docs, errors
 from rngvault.server.auth import Authenticator, LocalOnly, authenticator_for, log
 from rngvault.server.metrics import Metrics, MetricsMiddleware
 from rngvault.server.render import Renderer
-from rngvault.server.routes import admin, batch, ops, runs, snapshots, steps
+from rngvault.server.routes import admin, batch, ops, runs, seeds, snapshots, steps
 from rngvault.server.settings import Settings
 from rngvault.server.storage import location, open_store
 from rngvault.server.storage.base import Store
@@ -73,6 +73,7 @@ def create_app(
         batch.router,
         steps.router,
         runs.router,
+        seeds.router,
         admin.router,
         ops.router,
     ):
