@@ -1,0 +1,234 @@
+"""Seed sensitivity: the report's numbers against numpy/statistics computed here, its
+outliers against a robust z computed here, its groups, and every reason a run is left out."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rngvault._errors import InvalidNameError, NotFoundError, RngVaultError, StoreError
+from rngvault._seeds import OUTLIER_Z, Observation, SeedReport, analyze, observe, seed_sensitivity
+from rngvault.stores.base import SnapshotInfo
+
+SEEDS = 40
+PLANTED = 17
+
+
+def independent_z(values: np.ndarray) -> np.ndarray:
+    """Iglewicz and Hoaglin's modified z-score, with numpy; the mean absolute deviation
+    (times sqrt(pi/2)) where the MAD is 0."""
+    median = np.median(values)
+    mad = np.median(np.abs(values - median))
+    if mad > 0:
+        return 0.6745 * (values - median) / mad
+    return (values - median) / (np.sqrt(np.pi / 2) * np.mean(np.abs(values - median)))
+
+
+def sweep(
+    values: Mapping[int, float], config: Mapping[str, Any] | None = None, prefix: str = "ns/r"
+) -> list[Observation]:
+    return [
+        Observation(f"{prefix}-{seed}", seed, dict(config or {"lr": 0.1}), {"acc": value})
+        for seed, value in values.items()
+    ]
+
+
+def planted(far: float = 70.0) -> dict[int, float]:
+    """40 seeds around 90 from a fixed generator, seed 17 at ``far``."""
+    rng = np.random.default_rng(2024)
+    values = {seed: float(90 + rng.normal(scale=0.5)) for seed in range(SEEDS)}
+    values[PLANTED] = far
+    return values
+
+
+def test_planted_outlier_is_flagged_and_no_other() -> None:
+    """Of 40 seeds, the one planted far away is the only outlier, as a robust z computed
+    with numpy says; its z is that z, and the verdict names it."""
+    values = planted()
+    report = analyze(sweep(values), pattern="ns/*", metric="acc")
+    [group] = report.groups
+    [stats] = group.metrics
+    seeds = np.array(list(values))
+    z = independent_z(np.array([values[s] for s in seeds]))
+    expected = set(seeds[np.abs(z) > OUTLIER_Z].tolist())
+    assert expected == {PLANTED}
+    assert [o.seed for o in stats.outliers] == [PLANTED]
+    [outlier] = report.outliers
+    assert outlier.run == f"ns/r-{PLANTED}" and outlier.value == values[PLANTED]
+    assert outlier.z == pytest.approx(z[list(seeds).index(PLANTED)], rel=1e-9)
+    assert f"seed {PLANTED} (z {outlier.z:+.1f}) is an outlier" in stats.verdict
+    assert f"across {SEEDS} seeds" in stats.verdict
+
+
+def test_two_planted_outliers_on_both_sides() -> None:
+    """A lucky and an unlucky seed are both flagged, farthest first, and named together."""
+    values = planted(far=80.0)
+    values[3] = 95.0
+    report = analyze(sweep(values), metric="acc")
+    z = dict(zip(values, independent_z(np.array(list(values.values()))), strict=True))
+    flagged = [o.seed for o in report.outliers]
+    assert sorted(flagged) == sorted(s for s in values if abs(z[s]) > OUTLIER_Z) == [3, PLANTED]
+    assert abs(z[flagged[0]]) >= abs(z[flagged[1]])
+    assert "seeds 3 (z " in report.verdicts[0] and "are outliers" in report.verdicts[0]
+
+
+def test_stats_equal_numpy_and_statistics() -> None:
+    """count, mean, sample std, median, extremes with their seeds, spread and spread in
+    standard deviations: as numpy and statistics compute them."""
+    values = planted()
+    [stats] = analyze(sweep(values), metric="acc").groups[0].metrics
+    array = np.array(list(values.values()))
+    assert stats.count == SEEDS
+    assert stats.mean == pytest.approx(float(np.mean(array)), rel=1e-12)
+    assert stats.std == pytest.approx(float(np.std(array, ddof=1)), rel=1e-12)
+    assert stats.median == pytest.approx(statistics.median(array.tolist()), rel=1e-12)
+    assert (stats.min, stats.min_seed) == (array.min(), min(values, key=values.__getitem__))
+    assert (stats.max, stats.max_seed) == (array.max(), max(values, key=values.__getitem__))
+    assert stats.spread == pytest.approx(float(np.ptp(array)), rel=1e-12)
+    assert stats.spread_in_std == pytest.approx(float(np.ptp(array) / np.std(array, ddof=1)))
+    assert dict(stats.values) == values and list(stats.values) == sorted(values)
+
+
+def test_groups_split_on_config_and_name_the_differing_keys() -> None:
+    """Runs whose configs differ besides the seed are never pooled; split_by names exactly
+    the dotted keys whose values differ, and the config's own "seed" key is not one."""
+    base = {"lr": 0.1, "opt": {"name": "sgd", "momentum": 0.9}, "epochs": 3}
+    other = {"lr": 0.1, "opt": {"name": "sgd", "momentum": 0.8}, "epochs": 3}
+    third = {"lr": 0.1, "opt": {"name": "sgd", "momentum": 0.9}, "epochs": 3, "extra": True}
+    observations = (
+        sweep({s: 90.0 + s for s in range(6)}, {**base, "seed": 1}, "ns/a")
+        + sweep({s: 80.0 + s for s in range(4)}, other, "ns/b")
+        + sweep({s: 70.0 + s for s in range(3)}, third, "ns/c")
+    )
+    report = analyze(observations, metric="acc")
+    assert report.split_by == ("extra", "opt.momentum")
+    assert [len(g.runs) for g in report.groups] == [6, 4, 3]
+    for group, prefix in zip(report.groups, ("ns/a", "ns/b", "ns/c"), strict=True):
+        assert all(run.startswith(prefix + "-") for run in group.runs.values())
+        assert "seed" not in group.config
+    assert [g.metrics[0].mean for g in report.groups] == [92.5, 81.5, 71.0]
+    alone = analyze(sweep({s: 1.0 for s in range(3)}, base), metric="acc")
+    assert alone.split_by == ()
+
+
+def test_runs_without_metrics_seed_or_with_a_repeated_seed_are_skipped_with_a_note() -> None:
+    """Each run left out is named with its reason, and counted nowhere."""
+    observations = [
+        *sweep({s: 90.0 + s for s in range(4)}),
+        Observation("ns/nometrics", 10, {"lr": 0.1}, {}, missing="no snapshot records metrics"),
+        Observation("ns/otherm", 11, {"lr": 0.1}, {"loss": 0.3}),
+        Observation("ns/text", 12, {"lr": 0.1}, {"acc": "high"}),
+        Observation("ns/noseed", None, {"lr": 0.1}, {"acc": 50.0}),
+        Observation("ns/r-again", 2, {"lr": 0.1}, {"acc": 10.0}),
+    ]
+    report = analyze(observations, metric="acc")
+    why = {s.run: s.why for s in report.skipped}
+    assert why == {
+        "ns/nometrics": "no snapshot records metrics",
+        "ns/otherm": "no metric 'acc'",
+        "ns/text": "no metric 'acc' that is a number (it is 'high')",
+        "ns/noseed": "no seed recorded (seed_everything or config 'seed')",
+        "ns/r-again": "seed 2 is already counted, from ns/r-2",
+    }
+    [group] = report.groups
+    assert dict(group.runs) == {s: f"ns/r-{s}" for s in range(4)}
+    assert group.metrics[0].values[2] == 92.0
+    every = analyze([Observation("ns/flag", 1, {}, {"ok": True})])
+    assert every.groups == () and every.skipped[0].why == "no numeric metrics"
+
+
+def test_mad_zero_falls_back_to_the_mean_absolute_deviation() -> None:
+    """Most seeds equal (MAD 0): z comes from the mean absolute deviation, as computed
+    here, and the far seed is flagged; all seeds equal: no outliers at all."""
+    values = {s: 90.0 for s in range(10)} | {10: 90.5, 11: 99.0}
+    array = np.array(list(values.values()))
+    assert np.median(np.abs(array - np.median(array))) == 0
+    z = dict(zip(values, independent_z(array), strict=True))
+    [stats] = analyze(sweep(values), metric="acc").groups[0].metrics
+    assert [o.seed for o in stats.outliers] == [s for s in values if abs(z[s]) > OUTLIER_Z] == [11]
+    assert stats.outliers[0].z == pytest.approx(z[11], rel=1e-4)  # sqrt(pi/2) to 5 digits
+    [flat] = analyze(sweep({s: 3.0 for s in range(8)}), metric="acc").groups[0].metrics
+    assert flat.outliers == () and flat.std == 0 and flat.spread_in_std is None
+    assert "no outlier seeds" in flat.verdict
+
+
+def test_fewer_than_three_seeds_give_no_outliers() -> None:
+    """Two seeds far apart: extremes and spread, but no outlier, and the verdict says why."""
+    [stats] = analyze(sweep({1: 10.0, 2: 1000.0}), metric="acc").groups[0].metrics
+    assert stats.outliers == () and stats.spread == 990.0
+    assert (stats.min_seed, stats.max_seed) == (1, 2)
+    assert "too few seeds to look for outliers" in stats.verdict
+    [one] = analyze(sweep({5: 1.0}), metric="acc").groups[0].metrics
+    assert (one.count, one.std, one.outliers) == (1, 0.0, ())
+
+
+def info(name: str, created: float, metrics: Mapping[str, Any]) -> SnapshotInfo:
+    return SnapshotInfo("ns/r", name, (0,), created, "0" * 64, 100, metrics=metrics)
+
+
+def test_at_picks_the_named_snapshot_and_final_the_latest_value() -> None:
+    """at=NAME reads that snapshot's metrics; "final" takes each metric from the latest
+    snapshot recording it; a missing snapshot is a reason to skip the run."""
+    listing = [
+        info("epoch0", 1.0, {"acc": 50.0, "loss": 2.0}),
+        info("epoch1", 2.0, {"acc": 70.0}),
+        info("epoch2", 3.0, {}),
+    ]
+    record = {"seed": 7, "config": {"lr": 0.1}}
+    assert observe("ns/r", record, listing, "epoch0").metrics == {"acc": 50.0, "loss": 2.0}
+    final = observe("ns/r", record, listing, "final")
+    assert (final.metrics, final.seed, final.config) == ({"acc": 70.0, "loss": 2.0}, 7, {"lr": 0.1})
+    gone = observe("ns/r", record, listing, "epoch9")
+    assert gone.missing == "no snapshot 'epoch9'"
+    report = analyze([gone], metric="acc", at="epoch9")
+    assert report.skipped[0].why == "no snapshot 'epoch9'"
+    empty = observe("ns/r", record, [info("e", 1.0, {})], "final")
+    assert empty.missing == "no snapshot records metrics"
+
+
+def test_seed_comes_from_the_record_else_the_config() -> None:
+    """The record's seed wins; without one, the config's "seed"; a bool or negative is none."""
+    assert observe("ns/r", {"seed": 3, "config": {"seed": 4}}, [], "final").seed == 3
+    assert observe("ns/r", {"config": {"seed": 4}}, [], "final").seed == 4
+    assert observe("ns/r", {"config": {"seed": True}}, [], "final").seed is None
+    assert observe("ns/r", {"seed": -1}, [], "final").seed is None
+    assert observe("ns/r", {}, [], "final").seed is None
+
+
+def test_every_metric_when_none_is_named() -> None:
+    """metric=None: one MetricStats per numeric metric, by name."""
+    observations = [
+        Observation(f"ns/r-{s}", s, {}, {"acc": 90.0 + s, "loss": 1.0 - s / 10, "note": "x"})
+        for s in range(5)
+    ]
+    [group] = analyze(observations).groups
+    assert [m.metric for m in group.metrics] == ["acc", "loss"]
+    assert group.metrics[1].mean == pytest.approx(np.mean([1.0 - s / 10 for s in range(5)]))
+
+
+def test_report_to_dict_and_text_agree() -> None:
+    """to_dict carries the same numbers as the report; the text holds each verdict."""
+    report = analyze(sweep(planted()), pattern="ns/*", metric="acc")
+    data = report.to_dict()
+    [stats] = report.groups[0].metrics
+    [group] = data["groups"]
+    assert group["metrics"][0]["mean"] == stats.mean
+    assert group["metrics"][0]["outliers"][0]["seed"] == PLANTED
+    assert len(group["metrics"][0]["values"]) == SEEDS
+    assert isinstance(report, SeedReport) and stats.verdict in str(report)
+
+
+def test_store_errors_are_clear(tmp_path: Path) -> None:
+    """No matching run, an empty pattern, or a bad snapshot name: errors that say so."""
+    with pytest.raises(NotFoundError, match="no run matches 'ns/\\*'"):
+        seed_sensitivity(tmp_path, "ns/*")
+    with pytest.raises(StoreError, match="pattern must be a non-empty string"):
+        seed_sensitivity(tmp_path, "")
+    with pytest.raises(InvalidNameError):
+        seed_sensitivity(tmp_path, "ns/*", at="../up")
+    assert issubclass(InvalidNameError, RngVaultError)
