@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import click
 
 import rngvault
-from rngvault._errors import RngVaultError
+from rngvault._errors import NotFoundError, RngVaultError
 from rngvault._json import snapshot_to_json
 from rngvault.cli._common import (
     Ref,
@@ -24,6 +25,7 @@ from rngvault.cli._common import (
     run_of,
     say,
     store_options,
+    suggest_run,
     the_store,
     when,
 )
@@ -110,8 +112,56 @@ def _flatten(mapping: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
             yield f"{prefix}{key}", value
 
 
+def _show_record(run: str, as_json: bool) -> None:
+    """A run's record: what produced it (seed, config, git, command line, host)."""
+    store = the_store()
+    read = getattr(store, "record", None)
+    if not callable(read):
+        raise RngVaultError(f"{store.location} keeps no run records")
+    try:
+        record = read(run)
+    except NotFoundError as exc:
+        raise suggest_run(store, run, exc) from None
+    if as_json:
+        print_json({"run": run, "record": record})
+        return
+    if not record:
+        click.echo(f"run {run} has no record (stored before run records, or without a Vault)")
+        return
+    seeding = record.get("seeding") or {}
+    git = record.get("git")
+    command = record.get("command")
+    details: list[tuple[str, object]] = [
+        ("seed", record.get("seed")),
+        ("seeded", ", ".join(seeding.get("seeded", []))),
+        ("deterministic", seeding.get("deterministic")),
+        ("per-worker base seeds", ", ".join(seeding.get("per_worker", []))),
+        ("git", f"{git['commit']}{' (dirty tree)' if git['dirty'] else ''}" if git else None),
+        ("command", shlex.join(command) if command else None),
+        ("host", record.get("host")),
+        ("recorded", when(record["created"]) if record.get("created") is not None else None),
+    ]
+    click.echo(f"run {run}")
+    for key, value in details:
+        if value not in (None, ""):
+            click.echo(f"  {key}: {value}")
+    config = record.get("config") or {}
+    click.echo()
+    if config:
+        print_table(("CONFIG", "VALUE"), _flatten(config))
+    else:
+        click.echo("no config (Vault(..., config={...}) records one)")
+    if record.get("environment"):
+        click.echo()
+        print_table(("ENVIRONMENT", "VALUE"), _flatten(record["environment"]))
+
+
 @click.command(
-    epilog=example("rngvault show alice/resnet50/epoch3", "rngvault show alice/resnet50 epoch3")
+    epilog=example(
+        "rngvault show alice/resnet50/epoch3",
+        "rngvault show alice/resnet50 epoch3",
+        "rngvault show alice/resnet50",
+    )
 )
 @words
 @rank_option
@@ -119,7 +169,11 @@ def _flatten(mapping: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 @json_option
 def show(words: tuple[str, ...], rank: int, as_json: bool) -> None:
     """Show a snapshot (NAMESPACE/RUN/NAME, or NAMESPACE/RUN NAME): each generator's
-    family and position, its metadata and its environment."""
+    family and position, its metadata and its environment. Given only NAMESPACE/RUN, show
+    the run's record: the seed, config, git commit, command line, host and environment."""
+    if len(words) == 1 and words[0].count("/") == 1:
+        _show_record(run_of(words[0]), as_json)
+        return
     [ref] = refs(words, 1)
     snapshot = fetch(the_store(), ref, rank)
     if as_json:
