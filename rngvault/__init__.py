@@ -46,6 +46,8 @@ from rngvault.families.dataloader import LateRestoreWarning, MidEpochWarning
 
 if typing.TYPE_CHECKING:
     from rngvault._bisect import BisectReport, bisect
+    from rngvault._plot import plot_seeds
+    from rngvault._seeds import SeedReport, seed_sensitivity, sweep_seeds
     from rngvault._vault import DivergenceWarning, Vault, fetch
     from rngvault.stores import LocalStore, SnapshotInfo, StepEntry, Store, open_store
     from rngvault.stores.spool import drop as spool_drop
@@ -56,6 +58,10 @@ if typing.TYPE_CHECKING:
 _LAZY = {
     "BisectReport": ("rngvault._bisect", "BisectReport"),
     "bisect": ("rngvault._bisect", "bisect"),
+    "plot_seeds": ("rngvault._plot", "plot_seeds"),
+    "SeedReport": ("rngvault._seeds", "SeedReport"),
+    "seed_sensitivity": ("rngvault._seeds", "seed_sensitivity"),
+    "sweep_seeds": ("rngvault._seeds", "sweep_seeds"),
     "DivergenceWarning": ("rngvault._vault", "DivergenceWarning"),
     "Vault": ("rngvault._vault", "Vault"),
     "fetch": ("rngvault._vault", "fetch"),
@@ -114,6 +120,7 @@ __all__ = [
     "RestoreReport",
     "RngVaultError",
     "RngVaultWarning",
+    "SeedReport",
     "Snapshot",
     "SnapshotInfo",
     "SnapshotRef",
@@ -138,13 +145,16 @@ __all__ = [
     "load_ref",
     "open_store",
     "per_worker",
+    "plot_seeds",
     "restore",
     "save_ref",
     "seed_everything",
+    "seed_sensitivity",
     "seed_worker",
     "spool_drop",
     "spool_list",
     "spool_retry",
     "state_distance",
+    "sweep_seeds",
     "verify",
 ]
