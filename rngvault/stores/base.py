@@ -242,6 +242,18 @@ class Store(Protocol):
         for an unknown run. Lazy: a caller that stops early reads no further."""
         ...
 
+    def put_record(self, run: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep ``record`` (checked: ``rngvault._record.check_record``, a RecordError naming
+        the field) as ``run``'s record unless it has one: a record is written once, the
+        first one stored is kept. Returns the record the store keeps: the given one (as
+        checked) if the run had none, else the one stored before. A run that does not exist
+        is created, with no snapshot yet."""
+        ...
+
+    def record(self, run: str) -> dict[str, Any]:
+        """``run``'s record: ``{}`` for a run without one; NotFoundError for an unknown run."""
+        ...
+
     def flush(self) -> int:
         """Send whatever the store holds back (the HTTP store's spool); returns how many
         snapshots are still held back (0 for a local store)."""

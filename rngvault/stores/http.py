@@ -24,7 +24,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +37,7 @@ from rngvault._errors import (
     ConflictError,
     DecodeError,
     NotFoundError,
+    RecordError,
     RngVaultError,
     SpoolWarning,
     StoreError,
@@ -46,6 +47,7 @@ from rngvault._errors import (
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
+from rngvault._record import check_record, record_json
 from rngvault._snapshot import Snapshot
 from rngvault.stores._transport import CAUGHT, from_httpx, from_response, require_httpx
 from rngvault.stores.base import SnapshotInfo, StepEntry
@@ -720,6 +722,52 @@ class HttpStore:
                     )
                 previous = entry.step
                 yield entry
+
+    # -- run records (no spool: a caller whose put_record fails retries it) ------------------
+
+    @staticmethod
+    def _run_path(run: str) -> str:
+        namespace, run_name = split_run(run)
+        return f"/v1/runs/{quote(namespace)}/{quote(run_name)}"
+
+    def _answered_record(self, record: Any, path: str) -> dict[str, Any]:
+        """A record the server answered, checked as any record is (StoreError if not one)."""
+        try:
+            return check_record(record)
+        except ValueError as exc:
+            raise StoreError(
+                f"{self.url}{path} answered a record that is not valid: {exc}"
+            ) from None
+
+    def put_record(self, run: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep ``record`` as the run's unless it has one (see the ``Store`` protocol);
+        checked here first, so a bad record never leaves the process. Not spooled: a
+        TransportError means it may or may not be stored, and trying again is safe."""
+        text = record_json(record)
+        path = self._run_path(run) + "/record"
+        response = self._exchange(
+            "PUT",
+            path,
+            content=text.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code >= 400:
+            error = from_response(response)
+            raise RecordError(str(error)) if response.status_code == 422 else error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or "record" not in body:
+            raise StoreError(f"{self.url}{path} answered something that is not a record")
+        return self._answered_record(body["record"], path)
+
+    def record(self, run: str) -> dict[str, Any]:
+        path = self._run_path(run)
+        body = self._json(path)
+        if "record" not in body:
+            raise StoreError(f"{self.url}{path} answered a run without a record field")
+        return self._answered_record(body["record"], path)
 
     def _require_run(self, run: str) -> None:
         namespace, name = split_run(run)

@@ -7,6 +7,8 @@ Layout::
                                         msgpack {"sha256", "size", "skeleton", "info"}
     ROOT/runs/NAMESPACE/RUN/.steps/rank-R.pack
                                         the snapshots that recorded a step (stores/_pack.py)
+    ROOT/runs/NAMESPACE/RUN/.record.json
+                                        the run's record (rngvault._record), written once
 
 A snapshot with a step goes into its run and rank's pack, a few hundred bytes each, where
 states are kept as deltas from earlier ones; one is durable when ``put`` returns with
@@ -30,13 +32,14 @@ no file can make the store open a path outside its directory.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from rngvault._errors import ConflictError, NotFoundError, RngVaultError, StoreE
 from rngvault._format import decode
 from rngvault._identity import same_snapshot
 from rngvault._names import NAME_RULE, check_generator_name, check_name, split_run
+from rngvault._record import check_record, record_json
 from rngvault._snapshot import Snapshot
 from rngvault._split import join, split
 from rngvault.stores import _pack
@@ -53,6 +57,7 @@ from rngvault.stores.base import SnapshotInfo, StepEntry
 
 _SHA256 = re.compile("[0-9a-f]{64}")
 _NAME = re.compile(NAME_RULE)
+RECORD_FILE = ".record.json"  # in a run's folder (names never start with '.': no clash)
 
 
 def _oldest_first(info: SnapshotInfo) -> tuple[bool, float, str]:
@@ -450,6 +455,47 @@ class LocalStore:
             for run in ns.iterdir()
             if run.is_dir()
         )
+
+    # -- run records ------------------------------------------------------------------
+
+    def put_record(self, run: str, record: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep ``record`` as the run's unless it has one (see the ``Store`` protocol): a
+        temporary file, synced, then linked into place, which fails if a record is there
+        (another process's, written first: that one is kept and returned)."""
+        text = record_json(record)
+        target = self._run_dir(run) / RECORD_FILE
+        if target.exists():
+            return self.record(run)
+        try:
+            temp = _write_temp(target.parent, text.encode())
+            try:
+                os.link(temp, target)
+            except FileExistsError:
+                return self.record(run)
+            finally:
+                temp.unlink()
+            _fsync_dir(target.parent)
+            _fsync_dir(target.parent.parent)  # the run's folder may be new
+        except OSError as exc:
+            raise StoreError(f"cannot write the record of {run} to {self.location}: {exc}") from exc
+        kept: dict[str, Any] = json.loads(text)
+        return kept
+
+    def record(self, run: str) -> dict[str, Any]:
+        run_dir = self._run_dir(run)
+        path = run_dir / RECORD_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if not run_dir.is_dir():
+                raise NotFoundError(f"no run {run!r} at {self.location}") from None
+            return {}
+        except OSError as exc:
+            raise StoreError(f"unreadable run record {path}: {exc}") from exc
+        try:
+            return check_record(json.loads(raw.decode("utf-8")))
+        except (ValueError, RecursionError) as exc:  # RecordError and JSON errors among them
+            raise StoreError(f"damaged run record {path}: {exc}") from None
 
     def flush(self) -> int:
         """Make every snapshot put so far durable (packs are synced); returns 0."""
