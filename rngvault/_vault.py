@@ -335,10 +335,10 @@ class Vault:
         if not callable(put):
             self._recorded = True
             return
-        mine = _record.gather(config=self.config, environment=environment)
         try:
+            mine = _record.gather(config=self.config, environment=environment)
             kept = put(self.run, mine)
-        except RngVaultError as exc:
+        except Exception as exc:  # a record must never cost the snapshots
             warn(
                 f"rngvault: the record of run {self.run} could not be stored ({exc}); "
                 "it is tried again with the next snapshot",
