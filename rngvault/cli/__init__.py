@@ -4,10 +4,10 @@
 file-system error, printed as one line ``rngvault: error: ...``), 2 usage error (click's
 message); bisect has its own (0 agree, 1 diverge, 2 nothing compared). Commands live in
 ``_server`` (serve, token), ``_maintenance`` (backup, gc, vacuum), ``_snapshots`` (runs,
-ls, show, verify, diff, pull, push), ``_bisect`` (bisect), ``_transfer`` (export, import),
-``_spool`` and ``_integrations`` (import-checkpoint). The server, and torch for
-import-checkpoint, are imported only by the commands that need them, so the command needs
-just the core and click.
+ls, show, verify, diff, pull, push), ``_bisect`` (bisect), ``_seeds`` (seeds), ``_transfer``
+(export, import), ``_spool`` and ``_integrations`` (import-checkpoint). The server, torch for
+import-checkpoint and matplotlib for ``seeds --plot`` are imported only by the commands
+that need them, so the command needs just the core and click.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from rngvault.cli import (
     _bisect,
     _integrations,
     _maintenance,
+    _seeds,
     _server,
     _snapshots,
     _spool,
@@ -73,7 +74,16 @@ def cli() -> None:
     training run. --url and --token may come before or after the command."""
 
 
-for module in (_server, _maintenance, _snapshots, _bisect, _transfer, _spool, _integrations):
+for module in (
+    _server,
+    _maintenance,
+    _snapshots,
+    _bisect,
+    _seeds,
+    _transfer,
+    _spool,
+    _integrations,
+):
     for command in module.COMMANDS:
         cli.add_command(command)
 
