@@ -12,8 +12,21 @@ import numpy as np
 import pytest
 
 from rngvault._errors import InvalidNameError, NotFoundError, RngVaultError, StoreError
-from rngvault._seeds import OUTLIER_Z, Observation, SeedReport, analyze, observe, seed_sensitivity
+from rngvault._seeding import seed_everything
+from rngvault._seeds import (
+    OUTLIER_Z,
+    Observation,
+    SeedReport,
+    analyze,
+    observe,
+    seed_sensitivity,
+    sweep_seeds,
+)
+from rngvault._vault import Vault
 from rngvault.stores.base import SnapshotInfo
+
+# seed_everything warns, once per process, that PYTHONHASHSEED is unset: not what is tested
+pytestmark = pytest.mark.filterwarnings("ignore:PYTHONHASHSEED is not set")
 
 SEEDS = 40
 PLANTED = 17
@@ -232,3 +245,53 @@ def test_store_errors_are_clear(tmp_path: Path) -> None:
     with pytest.raises(InvalidNameError):
         seed_sensitivity(tmp_path, "ns/*", at="../up")
     assert issubclass(InvalidNameError, RngVaultError)
+
+
+def test_through_real_vaults_into_a_local_store(tmp_path: Path) -> None:
+    """Runs seeded with seed_everything and stored by Vaults with a config: the store's
+    records give the seeds, the planted outlier is found and no other, the groups split on
+    lr, and the numbers equal analyze() on the same values."""
+    rng = np.random.default_rng(11)
+    values = {s: 60.0 if s == PLANTED else float(90 + rng.normal(scale=0.5)) for s in range(20)}
+    for lr, seeds in ((0.1, values), (0.2, {s: 80.0 + s for s in range(3)})):
+        for seed, acc in seeds.items():
+            seed_everything(seed)
+            with Vault(tmp_path, run=f"ns/lr{lr}-{seed}", config={"lr": lr}) as vault:
+                vault.snapshot("epoch0", metrics={"acc": 1.0})
+                vault.snapshot("end", metrics={"acc": acc})
+    report = seed_sensitivity(tmp_path, "ns/*", metric="acc")
+    assert report.split_by == ("lr",) and report.skipped == ()
+    first, second = report.groups
+    assert dict(first.runs) == {s: f"ns/lr0.1-{s}" for s in values}
+    assert [o.seed for o in report.outliers] == [PLANTED]
+    alone = analyze(sweep(values, {"lr": 0.1}, "ns/lr0.1"), metric="acc")
+    assert first.metrics[0] == alone.groups[0].metrics[0]
+    assert second.metrics[0].mean == pytest.approx(81.0)
+    at_start = seed_sensitivity(tmp_path, "ns/lr0.1-*", metric="acc", at="epoch0")
+    assert at_start.groups[0].metrics[0].spread == 0.0
+
+
+def test_sweep_seeds_runs_each_seed_once_and_resumes(tmp_path: Path) -> None:
+    """sweep_seeds runs fn once per seed in its own run, seeded; a second call over more
+    seeds runs only the new ones, and its report covers them all."""
+    calls: list[int] = []
+
+    def train(seed: int, vault: Vault) -> dict[str, float]:
+        calls.append(seed)
+        draw = float(np.random.random())  # the global generator, seeded by the sweep
+        return {"acc": 90.0 + draw, "seed_echo": float(seed)}
+
+    first = sweep_seeds(train, range(5), run="ns/sweep-{seed}", store=tmp_path, config={"h": 8})
+    assert calls == [0, 1, 2, 3, 4]
+    assert [len(g.runs) for g in first.groups] == [5]
+    echo = {m.metric: m for m in first.groups[0].metrics}["seed_echo"]
+    assert dict(echo.values) == {s: float(s) for s in range(5)}
+    again = sweep_seeds(train, range(7), run="ns/sweep-{seed}", store=tmp_path, config={"h": 8})
+    assert calls == [0, 1, 2, 3, 4, 5, 6]
+    acc = {m.metric: m for m in again.groups[0].metrics}["acc"]
+    for seed in range(7):
+        np.random.seed(seed)
+        assert acc.values[seed] == 90.0 + float(np.random.random())
+    assert again.to_dict() == seed_sensitivity(tmp_path, "ns/sweep-*").to_dict()
+    with pytest.raises(RngVaultError, match="must contain \\{seed\\}"):
+        sweep_seeds(train, [1], run="ns/sweep", store=tmp_path)
