@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -108,3 +110,30 @@ def test_nothing_to_plot_is_one_line_exit_1(rv: Run, store: str, tmp_path: Path)
     )
     assert status == 1 and "0 group(s)" in out and not target.exists()
     assert err.startswith("rngvault: error: nothing to plot") and err.count("\n") == 1
+
+
+def test_over_a_live_server_the_numbers_equal_the_library(rv: Run, live_server: Any) -> None:
+    """Runs pushed to a real server by Vaults: the command's JSON over HTTP equals the
+    library's report over HTTP, and the planted outlier is found there too."""
+    runs(live_server.url)
+    status, out, err = rv("--url", live_server.url, "seeds", "ns/*", "--metric", "acc", "--json")
+    assert (status, err) == (0, "")
+    data = json.loads(out)
+    assert data == seed_sensitivity(live_server.url, "ns/*", metric="acc").to_dict()
+    assert [o["seed"] for o in data["groups"][0]["metrics"][0]["outliers"]] == [PLANTED]
+
+
+def test_plot_without_matplotlib_is_one_line_naming_the_extra(
+    rv: Run, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--plot without matplotlib: the report, then one line saying what to install."""
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    target = tmp_path / "x.png"
+    status, out, err = rv("--url", store, "seeds", "ns/*", "--plot", str(target))
+    assert status == 1 and out.startswith("runs 'ns/*'") and not target.exists()
+    assert err == (
+        "rngvault: error: plotting seed sensitivity needs 'matplotlib', which is not "
+        "installed: pip install 'rngvault[plot]'\n"
+    )
