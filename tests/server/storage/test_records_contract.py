@@ -78,6 +78,19 @@ async def test_deleting_a_run_with_only_a_record_removes_it(store: Store) -> Non
     assert not (await store.list_runs()).items
 
 
+async def test_a_record_goes_with_its_runs_last_snapshot_and_survives_retention_alone(
+    store: Store, make_body: Body
+) -> None:
+    await put(store, "resnet", "epoch1", make_body(1))
+    await store.put_record("alice", "resnet", FIRST)
+    await store.put_record("alice", "only", SECOND)
+    collected = await store.collect("alice/*", keep_last=0)
+    assert (collected.runs, collected.snapshots) == (2, 1)
+    with pytest.raises(NotFoundError):
+        await store.run_info("alice", "resnet")
+    assert (await store.run_info("alice", "only"))[1] == SECOND
+
+
 async def test_records_written_at_once_keep_exactly_one(store: Store) -> None:
     records = [record_json({"seed": seed}) for seed in range(8)]
     answers = await asyncio.gather(*(store.put_record("alice", "race", r) for r in records))
