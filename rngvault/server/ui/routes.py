@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from rngvault.server.auth import Principal
 from rngvault.server.errors import ApiError
 from rngvault.server.media import JSON, MSGPACK
 from rngvault.server.routes import check_names
+from rngvault.server.seeds import PatternError, check_pattern, seed_report
 from rngvault.server.storage.base import InvalidCursorError, SnapshotKey, Store
 from rngvault.server.ui import charts, session, views
 from rngvault.server.ui.session import LoginNeeded, PageError
@@ -31,6 +33,8 @@ HERE = Path(__file__).parent
 RUNS_PAGE = 50
 SNAPSHOTS_PAGE = 100
 RANK_LINKS = 64  # ranks linked from a snapshot page; higher ones through the form
+GROUP_RUN_LINKS = 200  # runs linked in each group of the seed-sensitivity page
+METRIC_MAX = 256  # characters of a metric name asked for (as GET /v1/seeds)
 # No scripts, nothing from elsewhere; no framing (clickjacking of the login form).
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -49,6 +53,7 @@ templates = Environment(
 templates.globals.update(
     when=views.when, distance_text=views.distance_text, quote=quote, urlencode=urlencode
 )
+templates.filters["exact"] = repr  # a number as Python reads it back (data-value attributes)
 router = APIRouter(prefix="/ui", include_in_schema=False)
 root = APIRouter(include_in_schema=False)
 
@@ -368,4 +373,62 @@ async def download(
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
         },
+    )
+
+
+@router.get("/seeds")
+@page
+async def seeds_page(
+    request: Request,
+    pattern: str | None = None,
+    metric: str | None = None,
+    at: str | None = None,
+) -> Response:
+    """Seed sensitivity of the runs matching ``pattern``: per group of runs that differ only
+    in the seed, each metric's numbers, a dot plot by seed, the outliers and the verdict."""
+    found = reader(request)
+    pattern = (pattern or "").strip() or None
+    metric = metric or None
+    at = (at or "").strip() or "final"
+    form: dict[str, Any] = {"pattern": pattern, "metric": metric, "at": at}
+    if pattern is None:
+        return html(request, "seeds.html", **form, report=None, missing=None, groups=())
+    try:
+        check_pattern(pattern)
+    except PatternError as exc:
+        raise PageError(400, "Bad pattern", str(exc)) from None
+    if at != "final":
+        check_name(at)
+    if metric is not None and len(metric) > METRIC_MAX:
+        raise PageError(400, "Bad metric", f"a metric name has at most {METRIC_MAX} characters")
+    namespace = pattern.split("/")[0]
+    if not any(c in namespace for c in "*?["):  # a namespace named outright: as the other pages
+        check_name(namespace, "namespace")
+        session.check_namespace(found, namespace)
+    try:
+        report = await seed_report(
+            store_of(request), pattern, metric=metric, at=at, readable=found.patterns("read")
+        )
+    except NotFoundError as exc:
+        return html(request, "seeds.html", **form, report=None, missing=str(exc), groups=())
+    plotted = 0
+    groups = []
+    for group in report.groups:
+        rows = []
+        for stats in group.metrics:
+            plot = charts.seed_plot(stats) if plotted < charts.MAX_SEED_PLOTS else None
+            plotted += plot is not None
+            rows.append((stats, plot))
+        config = json.dumps(dict(group.config), sort_keys=True, ensure_ascii=False)
+        runs = list(group.runs.items())
+        groups.append((group, views.short(config), rows, runs[:GROUP_RUN_LINKS]))
+    return html(
+        request,
+        "seeds.html",
+        **form,
+        report=report,
+        missing=None,
+        groups=groups,
+        unplotted=sum(len(g.metrics) for g in report.groups) > plotted,
+        max_plots=charts.MAX_SEED_PLOTS,
     )
