@@ -74,6 +74,14 @@ def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
+def _size(text: str, what: str) -> int:
+    """The UTF-8 length of ``text``; RecordError for a lone surrogate, which has none."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        raise RecordError(f"{what} holds a lone surrogate, which is not valid Unicode") from None
+
+
 def check_config(config: object) -> dict[str, Any]:
     """A plain-dict copy of ``config`` (a mapping of JSON values, at most ``CONFIG_MAX_BYTES``
     as JSON), or RecordError naming what is wrong."""
@@ -81,7 +89,7 @@ def check_config(config: object) -> dict[str, Any]:
         raise RecordError(f"config must be a mapping (a dict), not {type(config).__name__}")
     _check_json(config, "config")
     text = _compact(config)
-    size = len(text.encode())
+    size = _size(text, "config")
     if size > CONFIG_MAX_BYTES:
         raise RecordError(
             f"config is {size} bytes as JSON, more than the {CONFIG_MAX_BYTES} a record keeps"
@@ -167,7 +175,7 @@ def check_record(record: object) -> dict[str, Any]:
         created,
     )
     text = _compact(record)
-    size = len(text.encode())
+    size = _size(text, "a run record")
     if size > RECORD_MAX_BYTES:
         raise RecordError(f"a run record is {size} bytes as JSON, more than {RECORD_MAX_BYTES}")
     checked: dict[str, Any] = json.loads(text)

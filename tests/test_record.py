@@ -108,6 +108,7 @@ def test_git_missing_gives_no_git_field(monkeypatch: pytest.MonkeyPatch) -> None
         ({"lr": float("nan")}, "config['lr'] = nan is not a finite number"),
         ({"model": {"act": object()}}, "config['model']['act'] is a object"),
         ({"x": 2**70}, "does not fit in 64 bits"),
+        ({"name": "\ud800"}, "config holds a lone surrogate"),
         ({"blob": "x" * CONFIG_MAX_BYTES}, "more than the 32768 a record keeps"),
     ],
 )
@@ -148,6 +149,7 @@ def test_a_config_is_copied_as_json() -> None:
         ({"command": "python train.py"}, "'command' must be a list of strings"),
         ({"seeding": {"deterministic": "yes"}}, "'seeding.deterministic'"),
         ({"created": "today"}, "'created' must be a number"),
+        ({"host": "\udfff"}, "a run record holds a lone surrogate"),
         ({"environment": {"big": "x" * RECORD_MAX_BYTES}}, "more than 65536"),
     ],
 )

@@ -20,6 +20,7 @@ status  error                   when
                                 this machine (``Host`` other than localhost, 127.0.0.1,
                                 [::1] or the allowed hosts)
 422     invalid_snapshot        the body is not a valid rngvault snapshot (says why)
+422     invalid_record          a run record that is not a JSON object of the right fields
 422     invalid_request         a malformed query parameter or header
 503     storage_unavailable     the database cannot be reached
 507     storage_full            the database or disk is full; nothing was written

@@ -45,4 +45,4 @@ def test_every_operation_conforms_to_its_openapi_description(token_server) -> No
 
         check()
         tested.append(operation.label)
-    assert len(tested) == 11, tested
+    assert len(tested) == 14, tested
