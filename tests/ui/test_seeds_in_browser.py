@@ -60,10 +60,11 @@ def watched(
 
 
 def test_the_runs_form_leads_to_a_drawn_plot_with_the_outlier_marked(
-    watched: tuple[Any, str],
+    watched: tuple[Any, str], artifacts: Path
 ) -> None:
     page, url = watched
     page.goto(f"{url}/ui?namespace=lab")
+    page.screenshot(path=str(artifacts / "seeds-runs-form.png"), full_page=True)
     field = page.locator("#seeds-pattern")
     assert field.input_value() == "lab/*"
     field.fill("lab/sweep-*")
