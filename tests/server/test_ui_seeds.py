@@ -307,3 +307,20 @@ def test_the_runs_list_leads_to_the_page(world: World) -> None:
         # what the form sends: the page for the namespace's runs
         sent = check_page(client.get("/ui/seeds", params={"pattern": "lab/*", "metric": ""}))
         assert sent.having("class", "seed-group")
+
+
+def test_at_a_snapshot_reads_that_snapshots_metrics(world: World) -> None:
+    """The runs' "start" snapshots recorded no metrics: every run is skipped, saying so."""
+    want = expected("lab/wide-*", "accuracy")
+    assert len(want.groups) == 1
+    with world.client("lab") as client:
+        final = client.get("/ui/seeds", params={"pattern": "lab/wide-*", "at": "final"})
+        start = client.get(
+            "/ui/seeds", params={"pattern": "lab/wide-*", "metric": "accuracy", "at": "start"}
+        )
+    assert len(sections(final.text)) == 1
+    page = check_page(start)
+    assert not sections(start.text) and "No group" in "".join(page.text)
+    rows = re.findall(r'<tr data-run="([^"]+)">.*?<td>(.*?)</td>', start.text, re.S)
+    assert [r for r, _ in rows] == [f"lab/wide-{s}" for s in WIDE]
+    assert {html.unescape(why) for _, why in rows} == {"no metric 'accuracy' in snapshot 'start'"}
