@@ -26,6 +26,7 @@ import json
 import math
 import os
 import statistics
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,6 +64,7 @@ __all__ = [
 ]
 
 OUTLIER_Z = 3.5
+LARGEST = 1e300  # metric values larger in size are not summarized (not a number here)
 _MAD_SCALE = 0.6745  # the standard normal's 75th percentile: z from a MAD
 _MEAN_AD_SCALE = 1.2533  # sqrt(pi / 2): a mean absolute deviation to a standard deviation
 _FINAL = "final"
@@ -221,10 +223,20 @@ class SeedReport:
 
 
 def _number(value: Any) -> float | None:
+    """``value`` as a float if it is an int or float of size at most ``LARGEST`` (so that
+    sums of 10^4 of them stay finite), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        return None
+    return number if abs(number) <= LARGEST else None
+
+
+def _finite(value: float) -> float:
+    """``value``, with an overflow to infinity held at the largest float (JSON has no inf)."""
+    return value if math.isfinite(value) else math.copysign(sys.float_info.max, value)
 
 
 def _text(value: float) -> str:
@@ -237,10 +249,10 @@ def robust_z(values: Sequence[float]) -> list[float]:
     deviations = [abs(v - median) for v in values]
     mad = statistics.median(deviations)
     if mad > 0:
-        return [_MAD_SCALE * (v - median) / mad for v in values]
+        return [_finite(_MAD_SCALE * (v - median) / mad) for v in values]
     mean_ad = statistics.fmean(deviations)
     if mean_ad > 0:
-        return [(v - median) / (_MEAN_AD_SCALE * mean_ad) for v in values]
+        return [_finite((v - median) / (_MEAN_AD_SCALE * mean_ad)) for v in values]
     return [0.0 for _ in values]
 
 
@@ -259,7 +271,7 @@ def _stats(metric: str, values: Mapping[int, float], runs: Mapping[int, str]) ->
             if abs(z) > OUTLIER_Z:
                 outliers.append(Outlier(seed, runs[seed], values[seed], z))
         outliers.sort(key=lambda o: (-abs(o.z), o.seed))
-    spread_in_std = spread / std if std > 0 else None
+    spread_in_std = _finite(spread / std) if std > 0 else None
     verdict = (
         f"{metric}: the seed alone spreads it over {_text(spread)} "
         f"({_text(values[low])} at seed {low} to {_text(values[high])} at seed {high}) "
@@ -339,7 +351,11 @@ def analyze(
                 Skipped(
                     obs.run,
                     f"no metric {metric!r}"
-                    + (f" that is a number (it is {found!r:.40})" if found is not None else "")
+                    + (
+                        f" that is a number of size at most 1e300 (it is {found!r:.40})"
+                        if found is not None
+                        else ""
+                    )
                     + (f" in snapshot {at!r}" if at != _FINAL else ""),
                 )
             )

@@ -3,7 +3,9 @@ outliers against a robust z computed here, its groups, and every reason a run is
 
 from __future__ import annotations
 
+import json
 import statistics
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,7 @@ def test_runs_without_metrics_seed_or_with_a_repeated_seed_are_skipped_with_a_no
     assert why == {
         "ns/nometrics": "no snapshot records metrics",
         "ns/otherm": "no metric 'acc'",
-        "ns/text": "no metric 'acc' that is a number (it is 'high')",
+        "ns/text": "no metric 'acc' that is a number of size at most 1e300 (it is 'high')",
         "ns/noseed": "no seed recorded (seed_everything or config 'seed')",
         "ns/r-again": "seed 2 is already counted, from ns/r-2",
     }
@@ -295,3 +297,26 @@ def test_sweep_seeds_runs_each_seed_once_and_resumes(tmp_path: Path) -> None:
     assert again.to_dict() == seed_sensitivity(tmp_path, "ns/sweep-*").to_dict()
     with pytest.raises(RngVaultError, match="must contain \\{seed\\}"):
         sweep_seeds(train, [1], run="ns/sweep", store=tmp_path)
+
+
+def test_huge_and_tiny_values_give_finite_numbers_and_valid_json() -> None:
+    """Values near the float limits neither overflow the sums nor put inf into the JSON:
+    beyond 1e300 a value is not summarized (the run is skipped, saying why); scores that
+    overflow are held at the largest float."""
+    runs = {"ns/a": 1.7e308, "ns/b": 1e300, "ns/c": -1e300, "ns/d": 0.0, "ns/e": 5e-324}
+    observations = [
+        Observation(run, seed, {}, {"m": value})
+        for seed, (run, value) in enumerate(sorted(runs.items()))
+    ]
+    report = analyze(observations, metric="m")
+    json.dumps(report.to_dict(), allow_nan=False)  # raises on inf or nan
+    [group] = report.groups
+    [stats] = group.metrics
+    assert stats.count == 4 and stats.spread == 2e300
+    assert [s.run for s in report.skipped] == ["ns/a"]
+    assert "at most 1e300 (it is 1.7e+308)" in report.skipped[0].why
+    values = [-1e-323, -5e-324, 0.0, 5e-324, 1e-323, 1e300]  # MAD 5e-324: z overflows
+    tiny = analyze([Observation(f"ns/t{i}", i, {}, {"m": v}) for i, v in enumerate(values)])
+    json.dumps(tiny.to_dict(), allow_nan=False)
+    [outlier] = tiny.outliers
+    assert outlier.seed == 5 and outlier.z == sys.float_info.max
