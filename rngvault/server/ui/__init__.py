@@ -1,4 +1,5 @@
-"""The HTML pages under ``/ui``: runs, a run's timeline, a snapshot, a diff, a divergence.
+"""The HTML pages under ``/ui``: runs, a run's timeline, a snapshot, a diff, a divergence,
+seed sensitivity.
 
 Read-only pages rendered on the server (Jinja2 templates, autoescaped; small CSS under
 ``/ui/static/``; no JavaScript), with the API's tokens: ``session`` reads a token from the
