@@ -324,3 +324,41 @@ def test_at_a_snapshot_reads_that_snapshots_metrics(world: World) -> None:
     rows = re.findall(r'<tr data-run="([^"]+)">.*?<td>(.*?)</td>', start.text, re.S)
     assert [r for r, _ in rows] == [f"lab/wide-{s}" for s in WIDE]
     assert {html.unescape(why) for _, why in rows} == {"no metric 'accuracy' in snapshot 'start'"}
+
+
+def test_a_runs_page_shows_its_record_escaped(world: World) -> None:
+    """The run's page lists its record: the seed, git, and the config, dotted; what a
+    client wrote is text; a run without a record says so."""
+    auth = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    with httpx.Client(base_url=world.url, timeout=30, headers=auth) as api:
+        api.put(
+            "/v1/runs/records/recorded/record",
+            json={
+                "seed": 3407,
+                "git": {"commit": "a" * 40, "dirty": True},
+                "command": ["train.py", "--note", HOSTILE_NOTE],
+                "config": {"lr": 0.1, "model": {"depth": 4}, "note": HOSTILE_NOTE},
+            },
+        ).raise_for_status()
+        snapshot = rngvault.capture({"g": np.random.default_rng(0)}, include_globals=False)
+        api.put(
+            "/v1/runs/records/unrecorded/snapshots/a",
+            content=rngvault.encode(snapshot),
+            headers=MSGPACK,
+        ).raise_for_status()
+
+    def record_text(client: httpx.Client, run: str) -> tuple[str, str]:
+        answer = client.get(f"/ui/runs/records/{run}")
+        check_page(answer)
+        found = re.search(r'<section aria-labelledby="record">(.*?)</section>', answer.text, re.S)
+        assert found, answer.text[:300]
+        return found.group(1), re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", found.group(1)))
+
+    with world.client("admin") as client:
+        raw, plain = record_text(client, "recorded")
+        assert "<script>" not in raw and html.escape(HOSTILE_NOTE, quote=False) in raw
+        assert "Seed 3407" in plain
+        assert f"Git commit {'a' * 40} (dirty tree)" in plain
+        assert "model.depth 4" in plain and "lr 0.1" in plain
+        _raw, plain = record_text(client, "unrecorded")
+        assert "No record" in plain

@@ -302,11 +302,15 @@ async def run_page(
         namespace, run, cursor=cursor or None, limit=SNAPSHOTS_PAGE
     )
     infos = list(listed.items)
+    _info, record = await store_of(request).run_info(namespace, run)
+    facts, config = views.record_view(record)
     return html(
         request,
         "run.html",
         namespace=namespace,
         run=run,
+        record_facts=facts,
+        record_config=config,
         infos=infos,
         charts=charts.charts(infos),
         tags=views.union(i.tags for i in infos),

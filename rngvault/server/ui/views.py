@@ -4,6 +4,8 @@ grading of ``rngvault._environment.compare``, and ``compare_snapshots`` for dive
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -110,6 +112,41 @@ def environment_rows(environment: Mapping[str, Any]) -> list[tuple[str, str]]:
 
     walk("", {k: v for k, v in environment.items() if k != "flags"})
     return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def record_view(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """A run's record (stored JSON text) as (facts, config rows): seed, seeding, git,
+    command line, host and when; the config flattened to dotted keys. Both empty for a run
+    without a record."""
+    try:
+        record = json.loads(text)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not record:
+        return [], []
+    seeding: dict[str, Any] = record.get("seeding") or {}
+    git = record.get("git") if isinstance(record.get("git"), dict) else None
+    command = record.get("command")
+    facts = [
+        ("Seed", record.get("seed")),
+        ("Seeded", ", ".join(map(str, seeding.get("seeded", [])))),
+        ("Deterministic", seeding.get("deterministic")),
+        ("Per-worker base seeds", ", ".join(map(str, seeding.get("per_worker", [])))),
+        (
+            "Git commit",
+            f"{git.get('commit')}{' (dirty tree)' if git.get('dirty') else ''}" if git else None,
+        ),
+        ("Command", shlex.join(map(str, command)) if isinstance(command, list) else None),
+        ("Host", record.get("host")),
+        ("Recorded", when(record["created"]) if _is_number(record.get("created")) else None),
+    ]
+    config = record.get("config")
+    rows = environment_rows(config) if isinstance(config, dict) else []
+    return [(k, short(v)) for k, v in facts if v not in (None, "")], rows
 
 
 def flag_rows(environment: Mapping[str, Any]) -> list[tuple[str, str]]:
