@@ -112,8 +112,9 @@ def _draw(axes: Axes, hist: Axes, stats: MetricStats, title: str) -> None:
         FuncFormatter(lambda x, _: str(seeds[int(x)]) if 0 <= x < count and x == int(x) else "")
     )
     axes.set_xlabel("seed (in seed order)")
-    axes.set_ylabel(stats.metric)
-    axes.set_title(title, fontsize=10, loc="left")
+    # What users named is drawn as written: "$...$" in a name is no math formula.
+    axes.set_ylabel(stats.metric, parse_math=False)
+    axes.set_title(title, fontsize=10, loc="left", parse_math=False)
     # Above the panel, right of the title: never over the points.
     axes.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncols=4, fontsize=8, frameon=False)
     bins = max(5, min(50, int(math.sqrt(count)) + 1))
@@ -164,7 +165,7 @@ def plot_seeds(
     heading = f"seed sensitivity of {what} at {report.at}: runs {report.pattern}"
     if len(panels) > len(shown):
         heading += f" (first {len(shown)} of {len(panels)} panels)"
-    figure.suptitle(heading, fontsize=12)
+    figure.suptitle(heading, fontsize=12, parse_math=False)
     for row, (index, group, stats) in enumerate(shown):
         axes = figure.add_subplot(grid[row, 0])
         hist = figure.add_subplot(grid[row, 1], sharey=axes)

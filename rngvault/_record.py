@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import socket
 import subprocess
@@ -103,17 +104,24 @@ def _expect(ok: bool, field: str, what: str, value: Any) -> None:
         raise RecordError(f"record field {field!r} must be {what}, not {value!r:.80}")
 
 
-def check_record(record: object) -> dict[str, Any]:
-    """``record`` checked field by field (see the module docstring), as a plain dict."""
+def check_record(record: object, *, allow_unknown: bool = False) -> dict[str, Any]:
+    """``record`` checked field by field (see the module docstring), as a plain dict.
+
+    A field this version does not know is refused, unless ``allow_unknown`` (reading what
+    a newer version wrote): then it is kept as it is, JSON-checked like the rest."""
     if not isinstance(record, Mapping):
         raise RecordError(f"a run record must be a JSON object, not {type(record).__name__}")
     unknown = sorted(str(k) for k in record if k not in _FIELDS)
-    if unknown:
+    if unknown and not allow_unknown:
         raise RecordError(
             f"a run record has no field {', '.join(map(repr, unknown))} "
             f"(fields: {', '.join(_FIELDS)})"
         )
-    _check_json(record, "record")
+    for key, value in record.items():
+        if not isinstance(key, str):
+            raise RecordError(f"a run record has a key {key!r} that is not a string")
+        if key != "config":  # checked below as a config is, from its own top
+            _check_json(value, f"record[{key!r}]")
     get = record.get
     seed = get("seed")
     _expect(seed is None or (type(seed) is int and seed >= 0), "seed", "an int >= 0", seed)
@@ -128,7 +136,12 @@ def check_record(record: object) -> dict[str, Any]:
             seeded,
         )
         det = seeding.get("deterministic", False)
-        _expect(det in (True, False, "warn"), "seeding.deterministic", 'a bool or "warn"', det)
+        _expect(
+            det is True or det is False or det == "warn",
+            "seeding.deterministic",
+            'a bool or "warn"',
+            det,
+        )
         workers = seeding.get("per_worker", [])
         _expect(
             isinstance(workers, list) and all(isinstance(s, str) for s in workers),
@@ -187,10 +200,11 @@ def record_json(record: Mapping[str, Any]) -> str:
     return _compact(check_record(record))
 
 
-def _git(*args: str) -> str | None:
+def _git(*args: str, where: str | None = None) -> str | None:
     try:
         done = subprocess.run(
             ["git", *args],
+            cwd=where,
             capture_output=True,
             text=True,
             timeout=_GIT_TIMEOUT,
@@ -202,16 +216,29 @@ def _git(*args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def git_state() -> dict[str, Any] | None:
-    """The checkout's commit and whether its tree has changes (tracked or untracked files
-    that are not ignored); None outside a git checkout, without git, or if git is slow."""
-    commit = _git("rev-parse", "--verify", "HEAD")
+def _script_dir() -> str | None:
+    """The directory of the script this process runs (``sys.argv[0]``), if it is a file."""
+    script = sys.argv[0] if sys.argv else ""
+    return os.path.dirname(os.path.abspath(script)) if script and os.path.isfile(script) else None
+
+
+def git_state(where: str | None = None) -> dict[str, Any] | None:
+    """The commit of the git checkout holding ``where`` and whether its tree has changes
+    (tracked or untracked files that are not ignored). By default: the checkout of the
+    running script (``sys.argv[0]``), else of the current directory (a script run from
+    elsewhere, or a command installed outside the checkout). None outside a checkout,
+    without git, or if git is slow."""
+    if where is None:
+        script = _script_dir()
+        found = git_state(script) if script is not None else None
+        return found if found is not None else git_state(os.getcwd())
+    commit = _git("rev-parse", "--verify", "HEAD", where=where)
     if commit is None:
         return None
     commit = commit.strip()
     if len(commit) not in (40, 64) or not _HEX.fullmatch(commit):
         return None
-    status = _git("status", "--porcelain", "--untracked-files=normal")
+    status = _git("status", "--porcelain", "--untracked-files=normal", where=where)
     if status is None:
         return None
     return {"commit": commit, "dirty": bool(status.strip())}
@@ -236,9 +263,23 @@ def gather(
         "seeding": {k: v for k, v in seeding.items() if k != "seed"} if seeding else None,
         "config": dict(config) if config is not None else {},
         "git": git_state(),
-        "command": [str(a) for a in sys.argv],
-        "host": host,
+        "command": [_text(a) for a in sys.argv],
+        "host": _text(host) if host is not None else None,
         "environment": dict(environment) if environment is not None else None,
         "created": time.time(),
     }
+    if _size(_compact(record), "a run record") > RECORD_MAX_BYTES:  # a huge command line
+        record["command"] = [a[:_ARG_CHARS] for a in record["command"][:_ARGS]]
+    if _size(_compact(record), "a run record") > RECORD_MAX_BYTES:
+        record["environment"] = None
     return record
+
+
+_ARGS, _ARG_CHARS = 64, 256  # what is kept of a command line too long for a record
+
+
+def _text(value: object) -> str:
+    """``value`` as text that is valid Unicode: a file name's undecodable bytes (held as
+    lone surrogates) become U+FFFD."""
+    text = str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

@@ -339,11 +339,11 @@ def analyze(
     skipped: list[Skipped] = []
     groups: dict[str, tuple[dict[str, Any], list[Observation]]] = {}
     for obs in sorted(observations, key=lambda o: o.run):
-        if obs.seed is None:
-            skipped.append(Skipped(obs.run, "no seed recorded (seed_everything or config 'seed')"))
-            continue
         if obs.missing is not None:
             skipped.append(Skipped(obs.run, obs.missing))
+            continue
+        if obs.seed is None:
+            skipped.append(Skipped(obs.run, "no seed recorded (seed_everything or config 'seed')"))
             continue
         if metric is not None and _number(obs.metrics.get(metric)) is None:
             found = obs.metrics.get(metric)
@@ -412,6 +412,13 @@ def _seed_of(record: Mapping[str, Any]) -> int | None:
     return seed if type(seed) is int and seed >= 0 else None
 
 
+def _taken_order(info: Listed) -> tuple[bool, float, str]:
+    """Oldest first; a snapshot whose time is not a number (a writer's clock gone wrong)
+    sorts first, so that it never hides a later value."""
+    known = isinstance(info.created, (int, float)) and math.isfinite(info.created)
+    return (known, info.created if known else 0.0, info.name)
+
+
 def metrics_at(snapshots: Iterable[Listed], at: str) -> tuple[dict[str, Any], str | None]:
     """A run's metrics ``at`` "final" (each metric from the latest snapshot recording it)
     or at the snapshot named ``at``; with the reason when there are none."""
@@ -422,7 +429,7 @@ def metrics_at(snapshots: Iterable[Listed], at: str) -> tuple[dict[str, Any], st
                 return dict(info.metrics), None
         return {}, f"no snapshot {at!r}"
     found: dict[str, Any] = {}
-    for info in sorted(listed, key=lambda i: (i.created, i.name)):
+    for info in sorted(listed, key=_taken_order):
         found.update(info.metrics)
     return found, (None if found else "no snapshot records metrics")
 
@@ -471,15 +478,34 @@ def seed_sensitivity(
         runs = [r for r in opened.runs() if fnmatch.fnmatchcase(r, pattern)]
         if not runs:
             raise NotFoundError(f"no run matches {pattern!r}")
-        read = getattr(opened, "record", None)
-        observations = []
-        for run in runs:
-            record = read(run) if callable(read) else {}
-            observations.append(observe(run, record, opened.snapshots(run), at))
+        return _report(opened, runs, pattern=pattern, metric=metric, at=at)
     finally:
         if opened is not store:
             opened.close()
+
+
+def _report(
+    store: Store, runs: Iterable[str], *, pattern: str, metric: str | None, at: str
+) -> SeedReport:
+    """The report on ``runs`` of ``store``; a run deleted meanwhile is skipped, saying so."""
+    read = getattr(store, "record", None)
+    observations = []
+    for run in runs:
+        try:
+            record = read(run) if callable(read) else {}
+            listed = store.snapshots(run)
+        except NotFoundError:
+            observations.append(Observation(run, None, {}, {}, "deleted while reading"))
+            continue
+        observations.append(observe(run, record, listed, at))
     return analyze(observations, pattern=pattern, metric=metric, at=at)
+
+
+def _names(store: Store, run: str) -> set[str]:
+    try:
+        return {i.name for i in store.snapshots(run)}
+    except NotFoundError:
+        return set()
 
 
 def sweep_seeds(
@@ -496,10 +522,12 @@ def sweep_seeds(
 
     ``run`` names each run with ``{seed}`` in it (``"alice/sweep-{seed}"``). For each seed:
     ``seed_everything(seed, deterministic=...)``, a ``Vault(store, run=..., config=config)``,
-    then ``fn``; the metrics it returns (a mapping, or None if ``fn`` took its own
-    snapshots) are stored as snapshot ``"final"``. A seed whose run already has a
-    ``"final"`` snapshot is not run again, so an interrupted sweep resumes. Returns
-    ``seed_sensitivity`` over the sweep's runs (the ``{seed}`` part matched by ``*``).
+    then ``fn``; the metrics it returns are stored as snapshot ``"final"`` (if it returns
+    None, having stored its own metrics, a ``"final"`` snapshot without metrics marks the
+    seed done, unless ``fn`` took one of that name). A seed whose run already has a
+    ``"final"`` snapshot is not run again, so an interrupted sweep resumes. Returns the
+    report on the sweep's runs (those of ``seeds`` only; its pattern is ``run`` with ``*``
+    for ``{seed}``).
     """
     from rngvault._seeding import seed_everything
     from rngvault._vault import Vault
@@ -509,21 +537,24 @@ def sweep_seeds(
         raise RngVaultError(f"run {run!r} must contain {{seed}}, e.g. 'alice/sweep-{{seed}}'")
     opened = open_store(store)
     try:
+        names = []
         for seed in seeds:
             name = run.replace("{seed}", str(int(seed)))
-            try:
-                done = any(i.name == _FINAL for i in opened.snapshots(name))
-            except NotFoundError:
-                done = False
-            if done:
+            names.append(name)
+            if _FINAL in _names(opened, name):
                 continue
             seed_everything(int(seed), deterministic=deterministic)
             with Vault(opened, run=name, config=config, on_error="raise") as vault:
                 result = fn(int(seed), vault)
                 if result is not None:
                     vault.snapshot(_FINAL, metrics=result, durable=True)
+                    continue
+                vault.flush()
+                if _FINAL not in _names(opened, name):
+                    vault.snapshot(_FINAL, durable=True)  # the seed is done
         opened.flush()
-        return seed_sensitivity(opened, run.replace("{seed}", "*"), metric=metric)
+        pattern = run.replace("{seed}", "*")
+        return _report(opened, dict.fromkeys(names), pattern=pattern, metric=metric, at=_FINAL)
     finally:
         if opened is not store:
             opened.close()

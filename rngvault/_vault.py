@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal, TypeVar
@@ -27,6 +28,7 @@ from rngvault._errors import (
     RngVaultError,
     RngVaultWarning,
     StoreError,
+    TransportError,
     warn,
 )
 from rngvault._format import decode, encode_with_digest
@@ -40,6 +42,8 @@ from rngvault.stores import SnapshotInfo, Store, open_store
 
 T = TypeVar("T")
 
+
+RECORD_RETRY = 30.0  # seconds between tries of a run's record the store could not be reached for
 
 Payload = tuple[str, Snapshot, Mapping[str, int], bool]
 """A writer job: the name, the taken snapshot, its CUDA targets' devices, durable."""
@@ -156,6 +160,9 @@ class Vault:
         self.store: Store = open_store(store, token=token)
         self._owns_store = self.store is not store
         self._recorded = self.rank != 0  # rank 0 writes the run's record, once
+        self._record: dict[str, Any] | None = None  # gathered once, sent until kept
+        self._record_retry_at = 0.0
+        self._record_warned = False
         self.on_divergence = on_divergence
         self.strict = strict
         self.track_globals = track_globals
@@ -327,26 +334,49 @@ class Vault:
         return outcomes
 
     def _record_run(self, environment: Mapping[str, Any]) -> None:
-        """On the writer thread, before the first snapshot is stored: the run's record. A
-        store without records is skipped; a failure warns and is tried again with the next
-        snapshot; a run that already has a record keeps it (a different seed or config is
-        warned about)."""
+        """On the writer thread, before a snapshot is stored: the run's record, until it is
+        kept. A store without records is skipped. A record the store refuses (invalid, a
+        token without write, a server without records) is warned about once and given up;
+        one the store could not be reached for is tried again with a later snapshot, at
+        most every ``RECORD_RETRY`` seconds. A run that already has a record keeps it (a
+        different seed or config this process set is warned about)."""
         put = getattr(self.store, "put_record", None)
         if not callable(put):
             self._recorded = True
             return
+        now = time.monotonic()
+        if now < self._record_retry_at:
+            return
         try:
-            mine = _record.gather(config=self.config, environment=environment)
-            kept = put(self.run, mine)
+            if self._record is None:
+                self._record = _record.gather(config=self.config, environment=environment)
+            kept = put(self.run, self._record)
         except Exception as exc:  # a record must never cost the snapshots
-            warn(
-                f"rngvault: the record of run {self.run} could not be stored ({exc}); "
-                "it is tried again with the next snapshot",
-                StoreWarning,
-            )
+            transient = isinstance(exc, TransportError)
+            if transient:
+                self._record_retry_at = now + RECORD_RETRY
+            else:
+                self._recorded = True
+            if not self._record_warned:
+                self._record_warned = True
+                then = (
+                    f"it is tried again with a later snapshot (every {RECORD_RETRY:g} s at most)"
+                    if transient
+                    else "the run has no record"
+                )
+                warn(
+                    f"rngvault: the record of run {self.run} could not be stored ({exc}); {then}",
+                    StoreWarning,
+                )
             return
         self._recorded = True
-        differ = [k for k in ("seed", "config") if kept.get(k) != mine.get(k)]
+        mine = self._record
+        # only what this process set: a resumed process that restores its states rather
+        # than seeding, or that gives no config, is no different run
+        asked = (["config"] if self.config is not None else []) + (
+            ["seed"] if mine.get("seed") is not None else []
+        )
+        differ = [k for k in sorted(asked, reverse=True) if kept.get(k) != mine.get(k)]
         if kept.get("created") != mine["created"] and differ:
             warn(
                 f"run {self.run} was recorded by an earlier process with another "
@@ -509,6 +539,8 @@ class Vault:
         finally:
             if self._owns_store:
                 self.store.close()
+            else:
+                self.store.flush()  # the caller's store stays open; what was put is kept
 
     def __enter__(self) -> Vault:
         return self

@@ -120,3 +120,17 @@ def test_unwritable_path_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         plot_seeds(report(5, outlier=False), tmp_path / "missing" / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_dollar_signs_in_names_are_drawn_as_written(tmp_path: Path) -> None:
+    """A metric or config value with "$...$" is text, not a math formula (an invalid one
+    would raise inside matplotlib)."""
+    metric = "x$\\foo$ (usd$)"
+    observations = [
+        Observation(f"ns/r{seed}", seed, {"note": "$\\bar$"}, {metric: float(seed)})
+        for seed in range(5)
+    ]
+    observations.append(Observation("ns/other", 1, {"note": "$\\x$"}, {metric: 1.0}))
+    report = analyze(observations, metric=metric)
+    path = plot_seeds(report, tmp_path / "dollars.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

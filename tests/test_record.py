@@ -63,33 +63,51 @@ def test_nothing_seeded_records_no_seed() -> None:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_git_state_inside_a_checkout_and_outside(
+def test_git_state_of_the_script_else_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
     outside = tmp_path / "plain"
     outside.mkdir()
     monkeypatch.chdir(outside)
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", [str(outside / "missing.py")])
     assert git_state() is None
     assert gather(config=None, environment=None)["git"] is None
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    monkeypatch.chdir(repo)
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
     env["GIT_COMMITTER_EMAIL"] = "t@t"
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    subprocess.run(["git", "init", "-q"], check=True)
+    subprocess.run(["git", "init", "-q"], check=True, cwd=repo)
     (repo / "train.py").write_text("print(1)\n")
-    subprocess.run(["git", "add", "train.py"], check=True)
-    subprocess.run(["git", "commit", "-q", "-m", "one"], check=True)
+    subprocess.run(["git", "add", "train.py"], check=True, cwd=repo)
+    subprocess.run(["git", "commit", "-q", "-m", "one"], check=True, cwd=repo)
     head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ["git", "rev-parse", "HEAD"], check=True, capture_output=True, text=True, cwd=repo
     ).stdout.strip()
+    assert git_state(str(repo)) == {"commit": head, "dirty": False}
+    # the script's checkout, though the process runs elsewhere
+    monkeypatch.setattr(sys, "argv", [str(repo / "train.py"), "--lr", "0.1"])
     assert git_state() == {"commit": head, "dirty": False}
     (repo / "train.py").write_text("print(2)\n")
     assert git_state() == {"commit": head, "dirty": True}
+    # a command installed outside any checkout, run from inside one: the current directory's
+    monkeypatch.setattr(sys, "argv", [str(outside / "missing.py")])
+    monkeypatch.chdir(repo)
+    assert git_state() == {"commit": head, "dirty": True}
+
+
+def test_a_huge_or_undecodable_command_line_still_makes_a_valid_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["train.py", "bad-\udcff-name", *["x" * 1000] * 100])
+    record = gather(config={"lr": 0.1}, environment={"python": "3.11"})
+    assert check_record(record) == record
+    assert record["command"][1] == "bad-\ufffd-name"
+    assert len(record["command"]) == 64 and all(len(a) <= 256 for a in record["command"])
+    assert record["environment"] == {"python": "3.11"}
 
 
 def test_git_missing_gives_no_git_field(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -116,6 +134,24 @@ def test_bad_configs_are_refused_naming_what_is_wrong(config: Any, words: str) -
     with pytest.raises(RecordError) as caught:
         check_config(config)
     assert words in str(caught.value)
+
+
+def test_a_config_of_16_levels_fits_in_a_record() -> None:
+    """The depth limit is the config's own: a record holding it one level down accepts it."""
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(15):
+        node["a"] = {}
+        node = node["a"]
+    node["leaf"] = 1
+    assert check_record({"config": check_config(deep)})["config"] == deep
+
+
+def test_a_newer_record_s_fields_are_kept_when_reading() -> None:
+    newer = {"seed": 1, "cluster": {"name": "a"}}
+    with pytest.raises(RecordError, match="no field 'cluster'"):
+        check_record(newer)
+    assert check_record(newer, allow_unknown=True) == newer
 
 
 def test_deep_config_is_refused() -> None:
@@ -148,6 +184,7 @@ def test_a_config_is_copied_as_json() -> None:
         ({"git": {"commit": "a" * 40, "dirty": "no"}}, "'git.dirty' must be a bool"),
         ({"command": "python train.py"}, "'command' must be a list of strings"),
         ({"seeding": {"deterministic": "yes"}}, "'seeding.deterministic'"),
+        ({"seeding": {"deterministic": 1}}, "'seeding.deterministic'"),
         ({"created": "today"}, "'created' must be a number"),
         ({"host": "\udfff"}, "a run record holds a lone surrogate"),
         ({"environment": {"big": "x" * RECORD_MAX_BYTES}}, "more than 65536"),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from rngvault import _seeds
 from rngvault._errors import InvalidNameError, NotFoundError, RngVaultError, StoreError
 from rngvault._seeding import seed_everything
 from rngvault._seeds import (
@@ -299,6 +300,29 @@ def test_sweep_seeds_runs_each_seed_once_and_resumes(tmp_path: Path) -> None:
         sweep_seeds(train, [1], run="ns/sweep", store=tmp_path)
 
 
+def test_a_sweep_whose_fn_stores_its_own_metrics_resumes_and_reports_only_its_seeds(
+    tmp_path: Path,
+) -> None:
+    """fn returning None (its metrics in a snapshot of its own) still marks the seed done;
+    runs that match the pattern but are not the sweep's seeds stay out of its report."""
+    calls: list[int] = []
+
+    def train(seed: int, vault: Vault) -> None:
+        calls.append(seed)
+        vault.snapshot("end", metrics={"acc": 90.0 + seed / 10})
+
+    with Vault(tmp_path, run="ns/sw-old") as vault:  # matches ns/sw-*, not a swept seed
+        vault.snapshot("end", metrics={"acc": 1.0})
+    report = sweep_seeds(train, range(3), run="ns/sw-{seed}", store=tmp_path)
+    assert calls == [0, 1, 2]
+    assert report.pattern == "ns/sw-*" and "ns/sw-old" not in {s.run for s in report.skipped}
+    [group] = report.groups
+    assert dict(group.runs) == {0: "ns/sw-0", 1: "ns/sw-1", 2: "ns/sw-2"}
+    assert dict(group.metrics[0].values) == {0: 90.0, 1: 90.1, 2: 90.2}
+    again = sweep_seeds(train, range(3), run="ns/sw-{seed}", store=tmp_path)
+    assert calls == [0, 1, 2] and again.to_dict() == report.to_dict()
+
+
 def test_huge_and_tiny_values_give_finite_numbers_and_valid_json() -> None:
     """Values near the float limits neither overflow the sums nor put inf into the JSON:
     beyond 1e300 a value is not summarized (the run is skipped, saying why); scores that
@@ -320,3 +344,28 @@ def test_huge_and_tiny_values_give_finite_numbers_and_valid_json() -> None:
     json.dumps(tiny.to_dict(), allow_nan=False)
     [outlier] = tiny.outliers
     assert outlier.seed == 5 and outlier.z == sys.float_info.max
+
+
+def test_a_run_deleted_while_reading_is_skipped_saying_so(tmp_path: Path) -> None:
+    """A run listed and then deleted (by retention, say) before its record is read is
+    skipped with a note; the rest is reported."""
+    from rngvault.stores import LocalStore
+
+    class Deleting(LocalStore):
+        def record(self, run: str) -> dict[str, Any]:
+            if run == "ns/r-2":
+                raise NotFoundError(f"no run {run!r}")
+            return {"seed": int(run.rsplit("-", 1)[1])}
+
+    store = Deleting(tmp_path)
+    for seed in range(4):
+        store.put_record(f"ns/r-{seed}", {"seed": seed})
+    report = _seeds._report(
+        store, [f"ns/r-{s}" for s in range(4)], pattern="ns/*", metric=None, at="final"
+    )
+    assert [(s.run, s.why) for s in report.skipped] == [
+        ("ns/r-0", "no snapshot records metrics"),
+        ("ns/r-1", "no snapshot records metrics"),
+        ("ns/r-2", "deleted while reading"),
+        ("ns/r-3", "no snapshot records metrics"),
+    ]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import rngvault
-from rngvault import _seeding
+from rngvault import _seeding, _vault
 from rngvault.stores import LocalStore
 
 
@@ -69,34 +69,70 @@ def test_other_ranks_write_no_record(tmp_path: Path) -> None:
 
 
 class FailingRecords(LocalStore):
-    """A local store whose records cannot be written the first ``fail`` times."""
+    """A local store whose records cannot be written the first ``fail`` times, raising
+    ``error``; counts the tries."""
 
-    def __init__(self, root: Path, fail: int) -> None:
+    def __init__(self, root: Path, fail: int, error: Exception) -> None:
         super().__init__(root)
         self.fail = fail
+        self.error = error
         self.calls = 0
 
     def put_record(self, run: str, record: Any) -> dict[str, Any]:
         self.calls += 1
         if self.calls <= self.fail:
-            raise rngvault.StoreError("the record store is away")
+            raise self.error
         return super().put_record(run, record)
 
 
-def test_a_record_that_cannot_be_stored_costs_no_snapshot_and_is_tried_again(
-    tmp_path: Path,
+def test_a_record_the_store_could_not_be_reached_for_is_tried_again_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = FailingRecords(tmp_path, fail=1)
-    with pytest.warns(rngvault.StoreWarning, match="tried again with the next snapshot"):
+    store = FailingRecords(tmp_path, fail=1, error=rngvault.TransportError("away"))
+    monkeypatch.setattr(_vault, "RECORD_RETRY", 3600.0)
+    with pytest.warns(rngvault.StoreWarning, match="tried again with a later snapshot"):
         vault = rngvault.Vault(store, run="alice/away", config={"x": 1})
         vault.snapshot("a", durable=True)
-    vault.snapshot("b", durable=True)
+    vault.snapshot("b", durable=True)  # within RECORD_RETRY: not tried again
+    assert store.calls == 1
+    vault._record_retry_at = 0.0  # RECORD_RETRY has passed
+    vault.snapshot("c", durable=True)
     vault.close()
-    assert [i.name for i in store.snapshots("alice/away")] == ["a", "b"]
+    assert [i.name for i in store.snapshots("alice/away")] == ["a", "b", "c"]
     assert store.calls == 2
     assert store.record("alice/away")["config"] == {"x": 1}
     # the store was given as an object: still usable after close()
     assert store.get("alice/away", "a")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [rngvault.RecordError("bad field"), rngvault.AuthError("no write"), rngvault.StoreError("x")],
+)
+def test_a_record_the_store_refuses_is_warned_about_once_and_given_up(
+    tmp_path: Path, error: Exception
+) -> None:
+    store = FailingRecords(tmp_path, fail=100, error=error)
+    with (
+        pytest.warns(rngvault.StoreWarning, match="the run has no record") as caught,
+        rngvault.Vault(store, run="alice/refused") as vault,
+    ):
+        for name in "abcde":
+            vault.snapshot(name, durable=True)
+    assert len([w for w in caught if "record" in str(w.message)]) == 1
+    assert store.calls == 1
+    assert len(store.snapshots("alice/refused")) == 5
+
+
+def test_a_resumed_process_that_sets_no_seed_or_config_is_not_warned(tmp_path: Path) -> None:
+    rngvault.seed_everything(7)
+    with rngvault.Vault(tmp_path, run="alice/resume", config={"lr": 0.1}) as vault:
+        vault.snapshot("a")
+    _seeding._SEEDED.clear()  # the resumed process restores its states instead of seeding
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with rngvault.Vault(tmp_path, run="alice/resume") as vault:
+            vault.snapshot("b")
 
 
 def test_a_store_without_records_is_fine(tmp_path: Path) -> None:

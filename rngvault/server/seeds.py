@@ -78,8 +78,11 @@ async def _observe(
     store: Store, namespace: str, run: str, at: str, gate: asyncio.Semaphore
 ) -> Observation:
     async with gate:
-        _info, text = await store.run_info(namespace, run)
-        snapshots = await _snapshots(store, namespace, run)
+        try:
+            _info, text = await store.run_info(namespace, run)
+            snapshots = await _snapshots(store, namespace, run)
+        except NotFoundError:  # deleted since it was listed
+            return Observation(f"{namespace}/{run}", None, {}, {}, "deleted while reading")
     try:
         record: Any = json.loads(text)
     except ValueError:

@@ -731,9 +731,10 @@ class HttpStore:
         return f"/v1/runs/{quote(namespace)}/{quote(run_name)}"
 
     def _answered_record(self, record: Any, path: str) -> dict[str, Any]:
-        """A record the server answered, checked as any record is (StoreError if not one)."""
+        """A record the server answered, checked as any record is (StoreError if not one;
+        fields a newer version added are kept)."""
         try:
-            return check_record(record)
+            return check_record(record, allow_unknown=True)
         except ValueError as exc:
             raise StoreError(
                 f"{self.url}{path} answered a record that is not valid: {exc}"
@@ -745,6 +746,9 @@ class HttpStore:
         TransportError means it may or may not be stored, and trying again is safe."""
         text = record_json(record)
         path = self._run_path(run) + "/record"
+        with self._lock:
+            if self._away and time.monotonic() < self._retry_at:
+                raise TransportError(f"{self.url} is away (retrying later)")
         response = self._exchange(
             "PUT",
             path,

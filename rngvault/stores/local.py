@@ -493,7 +493,7 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"unreadable run record {path}: {exc}") from exc
         try:
-            return check_record(json.loads(raw.decode("utf-8")))
+            return check_record(json.loads(raw.decode("utf-8")), allow_unknown=True)
         except (ValueError, RecursionError) as exc:  # RecordError and JSON errors among them
             raise StoreError(f"damaged run record {path}: {exc}") from None
 

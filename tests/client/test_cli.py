@@ -146,7 +146,9 @@ def test_user_mistakes_are_one_line_errors(rv: Run, filled: str, tmp_path: Path)
     garbage.write_bytes(b"\x00not msgpack")
     status, _, err = rv("--url", filled, "push", str(garbage), "bob/x", "y")
     assert status == 1 and "garbage" in err
-    assert rv("--url", filled, "show", "alice/exp")[0] == 2  # a missing argument
+    status, out, _ = rv("--url", filled, "show", "alice/exp")  # a run alone: its record
+    assert status == 0 and out.startswith("run alice/exp")
+    assert rv("--url", filled, "show", "alice/exp", "a", "b")[0] == 2  # one snapshot too many
 
 
 def test_spool_status_and_flush(

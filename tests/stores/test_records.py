@@ -8,6 +8,7 @@ import itertools
 import json
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import rngvault
-from rngvault import NotFoundError, RecordError, StoreError
+from rngvault import NotFoundError, RecordError, StoreError, TransportError
 from rngvault.stores import LocalStore, Store
 from rngvault.stores.http import HttpStore
 from rngvault.stores.local import RECORD_FILE
@@ -152,7 +153,7 @@ def test_local_records_written_at_once_keep_exactly_one(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"\xff\xfe", b'{"seed": -5}', b"[1]", b'{"seed": 1, "bogus": 2}'],
+    [b"{not json", b"\xff\xfe", b'{"seed": -5}', b"[1]", b'{"seed": 1, "git": 2}'],
 )
 def test_a_damaged_local_record_is_a_store_error_naming_the_file(
     tmp_path: Path, content: bytes
@@ -166,6 +167,14 @@ def test_a_damaged_local_record_is_a_store_error_naming_the_file(
     with pytest.raises(StoreError, match="damaged run record"):  # never written over
         store.put_record("alice/r", {"seed": 2})
     assert path.read_bytes() == content
+
+
+def test_a_record_a_newer_version_wrote_reads_with_its_new_fields(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    store.put_record("alice/r", {"seed": 1})
+    path = tmp_path / "store" / "runs" / "alice" / "r" / RECORD_FILE
+    path.write_text('{"seed": 1, "cluster": {"name": "a"}}')
+    assert store.record("alice/r") == {"seed": 1, "cluster": {"name": "a"}}
 
 
 def hostile(answer: object, status: int = 200) -> HttpStore:
@@ -191,3 +200,22 @@ def test_a_record_answered_by_the_server_is_checked() -> None:
         hostile(refused, status=422).put_record("alice/r", {"seed": 1})
     with pytest.raises(NotFoundError):
         hostile({"error": "not_found", "detail": "no run alice/r"}, status=404).record("alice/r")
+
+
+def test_a_record_is_not_sent_while_the_server_is_away() -> None:
+    """While the store waits out a server that stopped answering, a record fails at once,
+    without a request (the Vault tries it again later)."""
+    requests: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return httpx.Response(201, json={"created": True, "record": {"seed": 1}})
+
+    store = HttpStore("http://vault.test", transport=httpx.MockTransport(answer))
+    store._away, store._retry_at = True, time.monotonic() + 3600
+    with pytest.raises(TransportError, match="is away"):
+        store.put_record("alice/r", {"seed": 1})
+    assert requests == []
+    store._retry_at = 0.0  # the retry is due: it is sent
+    assert store.put_record("alice/r", {"seed": 1}) == {"seed": 1}
+    assert len(requests) == 1

@@ -105,6 +105,6 @@ async def seeds(
     if at != "final":
         check_name(at)
     report = await seed_report(
-        store, pattern, metric=metric, at=at, readable=principal.patterns("read")
+        store, pattern, metric=metric or None, at=at, readable=principal.patterns("read")
     )
     return report.to_dict()
