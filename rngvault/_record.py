@@ -38,7 +38,7 @@ RECORD_MAX_BYTES = 64 * 1024  # a whole record's compact JSON
 _MAX_DEPTH = 16
 _GIT_TIMEOUT = 2.0  # seconds for each git command; a slow or missing git gives no git field
 _HEX = re.compile("[0-9a-f]+")
-_FIELDS = ("seed", "seeding", "config", "git", "command", "host", "environment", "created")
+FIELDS = ("seed", "seeding", "config", "git", "command", "host", "environment", "created")
 
 
 def _check_json(value: Any, where: str, depth: int = 0) -> None:
@@ -111,11 +111,11 @@ def check_record(record: object, *, allow_unknown: bool = False) -> dict[str, An
     a newer version wrote): then it is kept as it is, JSON-checked like the rest."""
     if not isinstance(record, Mapping):
         raise RecordError(f"a run record must be a JSON object, not {type(record).__name__}")
-    unknown = sorted(str(k) for k in record if k not in _FIELDS)
+    unknown = sorted(str(k) for k in record if k not in FIELDS)
     if unknown and not allow_unknown:
         raise RecordError(
             f"a run record has no field {', '.join(map(repr, unknown))} "
-            f"(fields: {', '.join(_FIELDS)})"
+            f"(fields: {', '.join(FIELDS)})"
         )
     for key, value in record.items():
         if not isinstance(key, str):

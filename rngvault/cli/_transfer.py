@@ -12,12 +12,14 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
 import rngvault
 from rngvault._errors import InvalidNameError, RngVaultError, StoreError
 from rngvault._names import check_name
+from rngvault._record import FIELDS, check_record
 from rngvault.cli._common import (
     about_run,
     example,
@@ -125,26 +127,35 @@ def export(run: str, directory: Path) -> None:
         file = f"{name}.rank-{rank}.msgpack"
         _write_file(directory, file, data)
         files.append({"name": name, "rank": rank, "file": file})
-    manifest = {"run": run, "snapshots": files}
+    manifest: dict[str, Any] = {"run": run, "snapshots": files}
+    read = getattr(store, "record", None)
+    record = read(run) if callable(read) else {}
+    if record:
+        manifest["record"] = record  # what produced the run travels with it
     _write_file(directory, MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
     say(f"exported {len(jobs)} snapshot file(s) of {run} to {directory}")
 
 
-def _manifest(directory: Path, run: str | None) -> tuple[str, list[tuple[str, Path]]]:
-    """The run and the (name, path) entries of an export's manifest: names, file names and
-    files (regular, no links) all checked, none read yet."""
+def _manifest(
+    directory: Path, run: str | None
+) -> tuple[str, list[tuple[str, Path]], dict[str, Any]]:
+    """The run, the (name, path) entries and the run's record (``{}`` if none) of an
+    export's manifest: names, file names, files (regular, no links) and the record all
+    checked, no snapshot read yet."""
     try:
         manifest = json.loads(_read_file(directory / MANIFEST))
         run = run_of(run or manifest["run"])
         entries = [(e["name"], e["file"]) for e in manifest["snapshots"]]
-    except (ValueError, KeyError, TypeError, RngVaultError) as exc:
+        found = check_record(manifest.get("record", {}), allow_unknown=True)
+        record = {k: v for k, v in found.items() if k in FIELDS}  # what this version keeps
+    except (ValueError, KeyError, TypeError, AttributeError, RngVaultError) as exc:
         if isinstance(exc, InvalidNameError):
             raise
         raise RngVaultError(f"{directory} is not an export (bad {MANIFEST}: {exc})") from None
     checked = [(check_name(name), _plain_file(directory, file)) for name, file in entries]
     for _, path in checked:
         _check_file(path)
-    return run, checked
+    return run, checked, record
 
 
 def _decoded(entries: list[tuple[str, Path]]) -> Iterator[tuple[str, bytes, rngvault.Snapshot]]:
@@ -172,9 +183,11 @@ def import_(directory: Path, run: str | None) -> None:
     are skipped). Only the regular files that manifest.json names by plain file name are
     read; the manifest and every file it names are checked before the first is stored,
     then files are decoded one at a time and sent to a server several at once."""
-    run, entries = _manifest(directory, run)
+    run, entries, record = _manifest(directory, run)
     url, token = given_url(), given_token()
     store = open_store(url, token=token)
+    if record and callable(getattr(store, "put_record", None)):
+        store.put_record(run, record)  # a run that has a record keeps its own
     remote = store.location.lower().startswith(("http://", "https://"))
     # A store sends one snapshot at a time; a server gets several, each from a store of
     # its own (they share the spool on disk).

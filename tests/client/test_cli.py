@@ -117,12 +117,18 @@ def test_export_and_import_a_run(rv: Run, filled: str, tmp_path: Path) -> None:
     target = tmp_path / "export"
     status, _, err = rv("--url", filled, "export", "alice/exp", str(target))
     assert status == 0 and "exported 3 snapshot file(s)" in err and "\r" not in err
-    assert json.loads((target / "manifest.json").read_text())["run"] == "alice/exp"
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert manifest["run"] == "alice/exp"
+    status, out, _ = rv("--url", filled, "show", "alice/exp", "--json")
+    record = json.loads(out)["record"]
+    assert record["command"] and manifest["record"] == record  # the record travels
     status, _, err = rv("--url", filled, "import", str(target), "--run", "carol/imported")
     assert status == 0 and "(3 new)" in err and "\r" not in err
     status, out, _ = rv("--url", filled, "ls", "carol/imported", "--json")
     # sent several at once: the server lists them in the order they arrived
     assert sorted(d["name"] for d in json.loads(out)) == ["epoch0", "epoch1", "epoch2"]
+    status, out, _ = rv("--url", filled, "show", "carol/imported", "--json")
+    assert json.loads(out)["record"] == record
     status, _, err = rv("--url", filled, "import", str(tmp_path))
     assert status == 1 and "not an export" in err
 
