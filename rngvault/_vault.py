@@ -357,7 +357,8 @@ class Vault:
                 self._record_retry_at = now + RECORD_RETRY
             else:
                 self._recorded = True
-            if not self._record_warned:
+            # a refused token: the snapshots' own warning says so, once
+            if not self._record_warned and not isinstance(exc, AuthError):
                 self._record_warned = True
                 then = (
                     f"it is tried again with a later snapshot (every {RECORD_RETRY:g} s at most)"

@@ -78,9 +78,11 @@ def test_every_command_takes_snapshot_references_the_same_way(
     ]
     distances = [json.loads(out)["entries"][0]["distance"] for _, out, _ in diffs]
     assert {status for status, _, _ in diffs} == {0} and distances == [5, 5, 5, 5]
-    for words in (("alice/exp",), ("s1",), ("alice/exp/s1", "extra")):
+    for words in (("s1",), ("alice/exp/s1", "extra")):
         status, _, err = rv("show", *words, "--url", store)
         assert status == 2 and "NAMESPACE/RUN/NAME" in err, words
+    status, out, _ = rv("show", "alice/exp", "--url", store)  # a run alone: its record
+    assert status == 0 and out.startswith("run alice/exp")
 
 
 def test_a_missing_run_suggests_close_names(rv: Run, store: str) -> None:
