@@ -16,7 +16,9 @@ become URLs, and listings before they become ``SnapshotInfo``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import random
 import re
@@ -117,7 +119,7 @@ class HttpStore:
         self._closed = False
         self._batches = True  # False once the server answered that it has no batch route
         _STORES.add(self)
-        if len(self.spool):
+        if self._pending():
             self._schedule_retry()  # a previous process left snapshots for this server
 
     def _after_fork(self) -> None:
@@ -197,7 +199,7 @@ class HttpStore:
             if self._away and not due:
                 self._spool(run, name, rank, data, "is away (retrying later)")
                 return True
-            if len(self.spool) and due:
+            if due and self._pending():
                 self._drain()
                 if self._away:
                     self._spool(run, name, rank, data, "is still away")
@@ -264,7 +266,7 @@ class HttpStore:
         due = time.monotonic() >= self._retry_at
         if self._away and not due:
             return self._spool_all(items, group, results, "is away (retrying later)")
-        if len(self.spool) and due:
+        if due and self._pending():
             self._drain()
             if self._away:
                 return self._spool_all(items, group, results, "is still away")
@@ -463,6 +465,9 @@ class HttpStore:
         snapshot's: it is charged (``Spool.charge``; at ``MAX_ATTEMPTS`` it moves to
         ``failed/``) and the ones after it are sent. Otherwise the server is away: stop
         and back off. Both set-asides warn; neither blocks the snapshots after it."""
+        if not self._drain_records() and not self._answers_health():
+            self._backoff(away=True)
+            return len(self.spool)
         entries = self.spool.entries()
         left = 0
         charged = False
@@ -535,10 +540,10 @@ class HttpStore:
 
     def _retry_loop(self) -> None:
         pid = os.getpid()
-        while os.getpid() == pid and not self._closed and len(self.spool):
+        while os.getpid() == pid and not self._closed and self._pending():
             time.sleep(min(1.0, max(0.05, self._retry_at - time.monotonic())))
             with self._lock:
-                if not self._closed and time.monotonic() >= self._retry_at and len(self.spool):
+                if not self._closed and time.monotonic() >= self._retry_at and self._pending():
                     try:
                         self._drain()
                     except (RngVaultError, OSError) as exc:  # keep retrying, say why once
@@ -550,7 +555,7 @@ class HttpStore:
         waiting, or refused for the token (``refused/``, sent by ``spool.retry``)."""
         with self._lock:
             left = 0
-            if len(self.spool):
+            if self._pending():
                 self._retry_at = 0.0
                 left = self._drain()
             return left + self.spool.count("refused")
@@ -723,7 +728,7 @@ class HttpStore:
                 previous = entry.step
                 yield entry
 
-    # -- run records (no spool: a caller whose put_record fails retries it) ------------------
+    # -- run records (spooled, one per run, while the server is away) -----------------------
 
     @staticmethod
     def _run_path(run: str) -> str:
@@ -742,19 +747,23 @@ class HttpStore:
 
     def put_record(self, run: str, record: Mapping[str, Any]) -> dict[str, Any]:
         """Keep ``record`` as the run's unless it has one (see the ``Store`` protocol);
-        checked here first, so a bad record never leaves the process. Not spooled: a
-        TransportError means it may or may not be stored, and trying again is safe."""
+        checked here first, so a bad record never leaves the process. For a server that does
+        not answer, the record waits in the spool (one per run) and is sent before the
+        snapshots when they are; then the record given is returned."""
         text = record_json(record)
         path = self._run_path(run) + "/record"
         with self._lock:
-            if self._away and time.monotonic() < self._retry_at:
-                raise TransportError(f"{self.url} is away (retrying later)")
-        response = self._exchange(
-            "PUT",
-            path,
-            content=text.encode(),
-            headers={"Content-Type": "application/json"},
-        )
+            away = self._away and time.monotonic() < self._retry_at
+        if not away:
+            try:
+                response = self._send_record(run, text)
+            except TransportError:
+                away = True
+        if away:  # kept with the snapshots, and sent before them when the server is back
+            with self._lock:
+                self.spool.add_record(run, text)
+                self._schedule_retry()
+            return check_record(json.loads(text))
         if response.status_code >= 400:
             error = from_response(response)
             raise RecordError(str(error)) if response.status_code == 422 else error
@@ -765,6 +774,39 @@ class HttpStore:
         if not isinstance(body, dict) or "record" not in body:
             raise StoreError(f"{self.url}{path} answered something that is not a record")
         return self._answered_record(body["record"], path)
+
+    def _send_record(self, run: str, text: str) -> Any:
+        return self._exchange(
+            "PUT",
+            self._run_path(run) + "/record",
+            content=text.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+
+    def _drain_records(self) -> bool:
+        """Send the run records waiting in the spool; False if the server did not answer
+        (the rest wait). A record the server refuses is dropped with a warning: the
+        snapshots it came with are sent all the same."""
+        for path, run, text in self.spool.waiting_records():
+            try:
+                response = self._send_record(run, text)
+            except TransportError:
+                return False
+            if response.status_code >= 400 and response.status_code not in SERVER_WIDE:
+                warn(
+                    f"rngvault: {self.url} refused the spooled record of run {run}: "
+                    f"{from_response(response)}; the run's snapshots are sent without it",
+                    SpoolWarning,
+                )
+            elif response.status_code >= 400:
+                return False
+            with contextlib.suppress(OSError):
+                path.unlink()
+        return True
+
+    def _pending(self) -> bool:
+        """Whether anything waits in the spool: snapshots, or run records."""
+        return bool(len(self.spool)) or bool(self.spool.waiting_records())
 
     def record(self, run: str) -> dict[str, Any]:
         path = self._run_path(run)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import itertools
+import json
 import os
 import time
 import warnings
@@ -46,6 +47,13 @@ _FOLDERS: dict[Bucket, str] = {
     "conflict": "conflicts",
     "failed": "failed",
 }
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def spool_root() -> Path:
@@ -218,6 +226,46 @@ class Spool:
 
     def __len__(self) -> int:
         return len(self._paths(self.directory))
+
+    # -- run records: one per run, sent before the snapshots --------------------------------
+
+    @property
+    def records(self) -> Path:
+        return self.directory / "records"
+
+    def add_record(self, run: str, text: str) -> None:
+        """Keep ``run``'s record (``record_json`` text) until it can be sent; a run whose
+        record already waits keeps that one (a run keeps its first record)."""
+        self.records.mkdir(parents=True, exist_ok=True)
+        target = self.records / (hashlib.sha256(run.encode()).hexdigest()[:32] + ".json")
+        if target.exists():
+            return
+        data = json.dumps({"run": run, "record": text}).encode()
+        temp = _write_temp(self.records, data)
+        os.replace(temp, target)
+        _fsync_dir(self.records)
+
+    def waiting_records(self) -> list[tuple[Path, str, str]]:
+        """(file, run, record text) of each record waiting, oldest first; an unreadable
+        file is removed (a record is a courtesy: it never blocks the snapshots)."""
+        if not self.records.is_dir():
+            return []
+        found = []
+        for path in sorted(self.records.glob("*.json"), key=_mtime):
+            try:
+                held = json.loads(path.read_bytes())
+                found.append((path, str(held["run"]), str(held["record"])))
+            except FileNotFoundError:
+                continue  # sent by another process meanwhile
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                warnings.warn(
+                    f"rngvault: unreadable spooled run record {path} ({exc}) removed",
+                    SpoolWarning,
+                    stacklevel=2,
+                )
+        return found
 
     def count(self, bucket: Bucket) -> int:
         """How many snapshots ``bucket`` holds (without reading them)."""

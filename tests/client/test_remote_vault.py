@@ -128,6 +128,9 @@ def test_next_process_sends_what_was_left_in_the_spool(
             time.sleep(0.1)
     else:
         pytest.fail("the spool was not sent")
+    # the run's record waited with them, and went first
+    answer = httpx.get(f"{server.url}/v1/runs/alice/later", timeout=10)
+    assert answer.status_code == 200 and answer.json()["record"]["command"]
 
 
 @pytest.mark.parametrize("idle", [False, True], ids=["busy", "writer-idle"])

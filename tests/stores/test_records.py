@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import rngvault
-from rngvault import NotFoundError, RecordError, StoreError, TransportError
+from rngvault import NotFoundError, RecordError, StoreError
 from rngvault.stores import LocalStore, Store
 from rngvault.stores.http import HttpStore
 from rngvault.stores.local import RECORD_FILE
@@ -202,20 +202,40 @@ def test_a_record_answered_by_the_server_is_checked() -> None:
         hostile({"error": "not_found", "detail": "no run alice/r"}, status=404).record("alice/r")
 
 
-def test_a_record_is_not_sent_while_the_server_is_away() -> None:
-    """While the store waits out a server that stopped answering, a record fails at once,
-    without a request (the Vault tries it again later)."""
+def test_a_record_waits_in_the_spool_while_the_server_is_away(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the store waits out a server that stopped answering, a record is kept in the
+    spool at once, without a request (the first one of a run: later ones add nothing), and
+    sent, before the snapshots, once the server answers."""
+    monkeypatch.setenv("RNGVAULT_HOME", str(tmp_path / "home"))
     requests: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request)
-        return httpx.Response(201, json={"created": True, "record": {"seed": 1}})
+        body = json.loads(request.content)
+        return httpx.Response(201, json={"created": True, "record": body})
 
     store = HttpStore("http://vault.test", transport=httpx.MockTransport(answer))
     store._away, store._retry_at = True, time.monotonic() + 3600
-    with pytest.raises(TransportError, match="is away"):
-        store.put_record("alice/r", {"seed": 1})
-    assert requests == []
-    store._retry_at = 0.0  # the retry is due: it is sent
     assert store.put_record("alice/r", {"seed": 1}) == {"seed": 1}
-    assert len(requests) == 1
+    assert store.put_record("alice/r", {"seed": 2}) == {"seed": 2}
+    assert requests == [] and len(store.spool.waiting_records()) == 1
+    store._retry_at = 0.0  # the retry is due
+    assert store.flush() == 0
+    assert [json.loads(r.content) for r in requests] == [{"seed": 1}]  # the first one kept
+    assert store.spool.waiting_records() == []
+
+
+def test_a_spooled_record_the_server_refuses_is_dropped_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RNGVAULT_HOME", str(tmp_path / "home"))
+    store = hostile({"error": "invalid_record", "detail": "no"}, status=422)
+    store.spool.add_record("alice/r", '{"seed":1}')
+    (store.spool.records / "garbage.json").write_text("{not json")
+    with pytest.warns(rngvault.SpoolWarning) as caught:
+        assert store.flush() == 0
+    said = " ".join(str(w.message) for w in caught)
+    assert "refused the spooled record of run alice/r" in said and "unreadable" in said
+    assert store.spool.waiting_records() == []
