@@ -18,7 +18,7 @@ from rngvault import Metadata, Snapshot
 from rngvault.server.app import create_app
 from rngvault.server.settings import Settings
 from rngvault.server.tokens import TokenFile
-from tests import _postgres
+from tests import _postgres, _seaweed
 from tests._live import ServerProcess
 
 
@@ -97,6 +97,22 @@ def postgres() -> Iterator[_postgres.PostgresServer]:
             pytest.fail(f"RNGVAULT_REQUIRE_POSTGRES=1 but {reason}")
         pytest.skip(reason)
     server = _postgres.PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweed() -> Iterator[_seaweed.SeaweedServer]:
+    """A SeaweedFS S3 server of the session's own (loopback, temp dir), stopped and removed after.
+
+    Tests keep to a prefix of their own (``seaweed.url(prefix)``) and pass ``env=seaweed.env``
+    to ``S3Blobs`` (or set the ``AWS_*`` variables with monkeypatch). Skipped where SeaweedFS
+    cannot run; with RNGVAULT_REQUIRE_S3=1 that fails.
+    """
+    _seaweed.require()
+    server = _seaweed.SeaweedServer().start()
     try:
         yield server
     finally:
