@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from obstore.store import S3Store
 
 __all__ = [
+    "BLOB_MIN",
+    "GRACE",
     "BlobDigestError",
     "BlobError",
     "BlobsUrlError",
@@ -44,6 +46,12 @@ __all__ = [
     "parse_blobs_url",
 ]
 
+BLOB_MIN = 1024
+"""Bytes a whole state row's data must have, at least, to be kept in the blob store (smaller
+rows, and deltas, stay in the database)."""
+GRACE = 3600.0
+"""Seconds an object stays in the blob store, at least, after its last put, even when no
+state refers to it: a sweep never deletes an object a put in flight is about to refer to."""
 DEFAULT_REGION = "us-east-1"
 CONCURRENCY = 16  # objects get_many fetches at once
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
