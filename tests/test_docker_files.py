@@ -250,7 +250,7 @@ def test_each_compose_setup_publishes_each_host_port_once() -> None:
 
 def test_plain_up_runs_the_server_on_sqlite_and_the_postgres_file_on_postgresql() -> None:
     image = dockerfile_env()
-    sqlite = compose([BASE], {})["services"]
+    sqlite = active(compose([BASE], {}), set())
     assert list(sqlite) == ["rngvault"]
     db = sqlite["rngvault"]["environment"].get("RNGVAULT_DB", image["RNGVAULT_DB"])
     assert db == "sqlite:////data/rngvault.db"
@@ -258,6 +258,34 @@ def test_plain_up_runs_the_server_on_sqlite_and_the_postgres_file_on_postgresql(
     server = pg["services"]["rngvault"]
     assert server["environment"]["RNGVAULT_DB"] == "postgresql://rngvault@postgres:5432/rngvault"
     assert server["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+
+
+def test_the_s3_profile_adds_a_pinned_seaweedfs_that_the_server_keeps_its_blobs_in() -> None:
+    """Plain ``up`` keeps blobs in the database; profile s3 adds SeaweedFS (pinned, its S3
+    gateway where the server's AWS_ENDPOINT_URL points, no published port), and the bucket
+    and credentials come from the shell to both services, never from the file."""
+    from rngvault.server.settings import Settings
+
+    plain = active(compose([BASE], {}), set())
+    assert Settings.from_env({**dockerfile_env(), **plain["rngvault"]["environment"]}).blobs is None
+    shell = {
+        "RNGVAULT_BLOBS": "s3://rngvault/blobs",
+        "AWS_ACCESS_KEY_ID": "vault",
+        "AWS_SECRET_ACCESS_KEY": "s3cret",
+    }
+    services = active(compose([BASE], shell), {"s3"})
+    assert set(services) == {"rngvault", "seaweedfs"}
+    weed, server = services["seaweedfs"], services["rngvault"]["environment"]
+    image, _, tag = weed["image"].partition(":")
+    assert image == "chrislusf/seaweedfs" and re.fullmatch(r"\d+\.\d+", tag), weed["image"]
+    assert weed["command"][0] == "server" and "-s3" in weed["command"] and "ports" not in weed
+    port = next(arg.split("=", 1)[1] for arg in weed["command"] if arg.startswith("-s3.port="))
+    settings = Settings.from_env({**dockerfile_env(), **server})
+    assert settings.blobs == shell["RNGVAULT_BLOBS"]
+    assert server["AWS_ENDPOINT_URL"] == f"http://seaweedfs:{port}"
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert server[name] == weed["environment"][name] == shell[name]
+    assert "s3cret" not in BASE.read_text()
 
 
 # -- 3. The PostgreSQL password -------------------------------------------------------------
@@ -446,7 +474,7 @@ def test_the_image_installs_only_pinned_packages_that_cover_pyproject() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     project = pyproject["project"]
     runtime = [*project["dependencies"], "uvicorn[standard]"]  # the image serves with uvloop
-    for extra in ("server", "postgres"):
+    for extra in ("server", "postgres", "s3"):
         runtime += project["optional-dependencies"][extra]
     for path, requirements in [
         (DOCKER / "requirements.txt", runtime),
