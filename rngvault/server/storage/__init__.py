@@ -3,7 +3,8 @@
 ``sqlite:///path`` (or a plain path) opens the SQLite backend, ``postgresql://`` (or
 ``postgres://``) the PostgreSQL one, which needs the ``postgres`` extra. A backend registers
 here by scheme; its module is imported only when a URL asks for it, so a driver that is not
-installed costs nothing until it is used (and then raises ``MissingExtraError``).
+installed costs nothing until it is used (and then raises ``MissingExtraError``). Either
+backend may keep large state blobs in an S3 bucket: ``open_store(url, blobs="s3://...")``.
 """
 
 from __future__ import annotations
@@ -47,8 +48,13 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, *parts[2:]))
 
 
-async def open_store(url: str) -> Store:
-    """Open the store ``url`` names (migrating its schema first)."""
+async def open_store(url: str, *, blobs: str | None = None) -> Store:
+    """Open the store ``url`` names (migrating its schema first).
+
+    ``blobs`` (``s3://BUCKET/PREFIX``, the endpoint and credentials from the ``AWS_*``
+    environment) keeps large whole states in that bucket, and only their digests in the
+    database; without it every state stays in the database.
+    """
     scheme = scheme_of(url)
     target = BACKENDS.get(scheme)
     if target is None:
@@ -58,5 +64,8 @@ async def open_store(url: str) -> Store:
     opener: object = importlib.import_module(module_name)
     for part in attribute.split("."):
         opener = getattr(opener, part)
-    store: Store = await opener(url)  # type: ignore[operator]
+    if blobs is None:
+        store: Store = await opener(url)  # type: ignore[operator]
+    else:
+        store = await opener(url, blobs=blobs)  # type: ignore[operator]
     return store

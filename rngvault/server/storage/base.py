@@ -179,6 +179,8 @@ class Collected:
         dry_run: nothing was deleted; the counts say what would have been.
         sample: up to ``SAMPLE`` of the deleted snapshots, as (namespace, run, name), oldest
             first, so that a dry run can show what it would remove.
+        objects: how many objects of the blob store the sweep after the deletes removed
+            (``Store.sweep_blobs``; 0 without a blob store, and in a dry run).
     """
 
     runs: int
@@ -187,6 +189,7 @@ class Collected:
     blobs: int
     dry_run: bool
     sample: tuple[tuple[str, str, str], ...]
+    objects: int = 0
 
 
 SAMPLE = 100
@@ -291,7 +294,15 @@ class Store(Protocol):
         most recently stored of their run, and those stored before ``stored_before`` (seconds
         since the epoch). At least one rule is given. A run left with no snapshots is removed.
         Deletes in bounded batches, each its own transaction, so other requests go on
-        meanwhile; frees state blobs no snapshot refers to any more."""
+        meanwhile; frees state blobs no snapshot refers to any more. With a blob store,
+        then sweeps it (``sweep_blobs`` with the default grace period)."""
+        ...
+
+    async def sweep_blobs(self, grace: float = ...) -> int:
+        """Delete the blob store's objects no state refers to any more, once their last put
+        is more than ``grace`` seconds old (default ``blobs.GRACE``), so that an object a
+        put in flight is about to refer to is never deleted. Returns how many were deleted;
+        0 for a store without a blob store."""
         ...
 
     async def vacuum(self) -> int:
@@ -303,7 +314,7 @@ class Store(Protocol):
         ...
 
     async def check(self) -> None:
-        """Raise ``StoreError`` unless the storage answers."""
+        """Raise ``StoreError`` unless the storage answers (the blob store too, if any)."""
         ...
 
     async def close(self) -> None:

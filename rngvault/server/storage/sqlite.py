@@ -15,6 +15,13 @@ so writes to other runs go on between them. Freed pages are reused by later writ
 ``auto_vacuum=INCREMENTAL`` so that ``vacuum`` works in bounded steps while the server
 serves; an older database is converted by its first ``vacuum`` (one full ``VACUUM``).
 The WAL is checkpointed after large deletes and truncated to ``JOURNAL_LIMIT``.
+
+Blobs in object storage (``open(url, blobs="s3://BUCKET/PREFIX")``): a new whole state of at
+least ``BLOB_MIN`` bytes is uploaded by the put's writer job before its transaction commits,
+and its row keeps only its digest (``external`` 1). GETs fetch a snapshot's objects together
+on the event loop. Deletes leave objects; ``sweep_blobs`` removes those no row refers to once
+their last put is older than the grace period, checking and deleting inside writer jobs, so
+never between another put's upload and its commit.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import os
 import queue
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -53,6 +60,7 @@ from rngvault.server.storage.base import (
     step_cursor,
     step_page,
 )
+from rngvault.server.storage.blobs import BLOB_MIN, GRACE, S3Blobs
 from rngvault.server.storage.content import SameStates, prepare, settle
 from rngvault.server.storage.deltas import Bases
 from rngvault.server.storage.writer import Writer, log, map_error
@@ -69,6 +77,7 @@ VACUUM_STEP = 2048  # pages one incremental vacuum transaction returns
 JOURNAL_LIMIT = 16 * 1024 * 1024  # bytes the WAL file is truncated to after a checkpoint
 RESERVE_MB = 64
 _OPTIONS = ("max_page_count", "reserve_mb")
+SWEEP_BATCH = 500  # objects one sweep job checks and deletes at most
 
 
 def parse_url(url: str) -> tuple[Path, dict[str, int]]:
@@ -123,9 +132,15 @@ class SQLiteStore:
     """A ``Store`` in one SQLite file."""
 
     def __init__(
-        self, path: Path, *, max_page_count: int | None = None, reserve_mb: int = RESERVE_MB
+        self,
+        path: Path,
+        *,
+        max_page_count: int | None = None,
+        reserve_mb: int = RESERVE_MB,
+        blobs: S3Blobs | None = None,
     ) -> None:
         self.path = path
+        self.blobs = blobs
         self._max_page_count = max_page_count
         self._reserve = reserve_mb * 1024 * 1024
         self._directory = str(path.parent)
@@ -156,9 +171,17 @@ class SQLiteStore:
         return conn
 
     @classmethod
-    async def open(cls, url: str) -> SQLiteStore:
+    async def open(cls, url: str, *, blobs: str | S3Blobs | None = None) -> SQLiteStore:
+        """Open (creating and migrating) the database ``url`` names.
+
+        Args:
+            url: ``sqlite:///path.db`` with its options, or a plain path.
+            blobs: keep large whole states in this bucket: an ``s3://BUCKET/PREFIX`` URL
+                (endpoint and credentials from the ``AWS_*`` environment) or an ``S3Blobs``;
+                None keeps every state in the database.
+        """
         path, options = parse_url(url)
-        store = cls(path, **options)
+        store = cls(path, **options, blobs=S3Blobs(blobs) if isinstance(blobs, str) else blobs)
         await store._writer.start()
         return store
 
@@ -193,6 +216,9 @@ class SQLiteStore:
 
     async def put(self, key: SnapshotKey, body: bytes, snapshot: Snapshot) -> Stored:
         prepared = prepare(body, snapshot)
+        uploads = self.blobs is not None and any(
+            len(state) >= BLOB_MIN for state in prepared.blobs.values()
+        )
         try:
             return await self._writer.run(
                 lambda conn: sqlite_sql.put(
@@ -203,14 +229,29 @@ class SQLiteStore:
                     functools.partial(self._room, conn),
                     snapshot=snapshot,
                     step=snapshot.metadata.step,
+                    blobs=self.blobs,
                 ),
-                heavy=len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
+                # a job that may upload blocks on the network: never on the event loop
+                heavy=uploads or len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
             )
         except SameStates:
             return await settle(self, key, snapshot)
 
     async def get(self, key: SnapshotKey) -> bytes:
-        return await self._read(lambda conn: sqlite_sql.get(conn, key, self._bases))
+        fetch = self._fetcher()
+        return await self._read(lambda conn: sqlite_sql.get(conn, key, self._bases, fetch))
+
+    def _fetcher(self) -> sqlite_sql.Fetch | None:
+        """For a reader's thread: objects fetched concurrently on this event loop."""
+        blobs = self.blobs
+        if blobs is None:
+            return None
+        loop = asyncio.get_running_loop()
+
+        def fetch(digests: Sequence[bytes]) -> Mapping[bytes, bytes]:
+            return asyncio.run_coroutine_threadsafe(blobs.get_many(digests), loop).result()
+
+        return fetch
 
     async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
         key = SnapshotKey(namespace, run, name, 0)
@@ -363,10 +404,12 @@ class SQLiteStore:
             )
         )
         removed = sqlite_sql.Removed(plan.snapshots, plan.ranks, 0)
+        objects = 0
         if not dry_run:
             removed = sqlite_sql.Removed()
             for doomed in plan.doomed:
                 removed += await self._delete(doomed)
+            objects = await self.sweep_blobs()
         return Collected(
             runs=plan.runs,
             snapshots=removed.snapshots,
@@ -374,6 +417,28 @@ class SQLiteStore:
             blobs=removed.blobs,
             dry_run=dry_run,
             sample=plan.sample,
+            objects=objects,
+        )
+
+    async def sweep_blobs(self, grace: float = GRACE) -> int:
+        """Delete the blob store's objects that no state refers to and that were last put
+        more than ``grace`` seconds ago; returns how many (0 without a blob store)."""
+        blobs = self.blobs
+        if blobs is None:
+            return 0
+        removed, chunk = 0, []
+        async for digest, _modified in blobs.list_older_async(grace):
+            chunk.append(digest)
+            if len(chunk) >= SWEEP_BATCH:
+                removed += await self._sweep(blobs, chunk)
+                chunk = []
+        if chunk:
+            removed += await self._sweep(blobs, chunk)
+        return removed
+
+    async def _sweep(self, blobs: S3Blobs, digests: list[bytes]) -> int:
+        return await self._writer.run(
+            lambda conn: sqlite_sql.sweep_batch(conn, blobs, digests), heavy=True
         )
 
     async def vacuum(self) -> int:
@@ -400,6 +465,8 @@ class SQLiteStore:
 
     async def check(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        if self.blobs is not None:
+            await self.blobs.check()
 
     async def close(self) -> None:
         await self._writer.close()

@@ -11,7 +11,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from rngvault.server.storage.base import (
     step_key,
     step_rows,
 )
+from rngvault.server.storage.blobs import BLOB_MIN, S3Blobs
 from rngvault.server.storage.content import (
     Prepared,
     cacheable,
@@ -44,6 +45,9 @@ from rngvault.server.storage.content import (
     window,
 )
 from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole, whole_base
+
+Fetch = Callable[[Sequence[bytes]], Mapping[bytes, bytes]]
+"""Objects of the blob store by digest, fetched (and checked) together; None: no blob store."""
 
 # An entry's states digest: stored as its 32 bytes (rows stored before: as hex text).
 _HEX_DIGEST = re.compile("[0-9a-f]{64}")
@@ -132,12 +136,19 @@ def put(
     *,
     snapshot: Snapshot | None = None,
     step: int | None = None,
+    blobs: S3Blobs | None = None,
 ) -> Stored:
     """Store one rank; ``room(size)`` raises StoreFullError when new data may not be added
     (an identical retry is answered before it is asked); ``step`` is the snapshot's
     metadata.step, which the steps listing indexes. Given the ``snapshot``, a new state is
     stored as a delta from its generator's base where one fits (``deltas``). A taken key:
-    see ``outcome``."""
+    see ``outcome``.
+
+    Given ``blobs``, a new whole state row of at least ``BLOB_MIN`` bytes keeps its state in
+    the blob store (``external`` 1, ``data`` empty): the object is written here, before the
+    transaction commits, so no committed row refers to a missing object (a failed upload is
+    a BlobError, and the job rolls back). Blocks on the upload: run it in the writer's
+    thread."""
     now = time.time()
     run_id = ids.runs.get((key.namespace, key.run))
     if run_id is None:
@@ -215,12 +226,16 @@ def put(
                 row = ids.chains.encode(
                     where, prepared.generators.get(digest), data, digest, snapshot
                 )
+                kept, how, external = row.data, row.how, None
+                if blobs is not None and row.base is None and len(row.data) >= BLOB_MIN:
+                    blobs.put(digest, data)  # the state itself: the object is its digest's
+                    kept, how, external = b"", None, 1
                 state_id = conn.execute(
-                    "INSERT INTO states (hash, sha256, data, base, how) VALUES (?, ?, ?, ?, ?)"
-                    " RETURNING id",
-                    (digest, None, row.data, row.base, row.how)
+                    "INSERT INTO states (hash, sha256, data, base, how, external)"
+                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                    (digest, None, kept, row.base, how, external)
                     if found  # its first 8 bytes are another state's key
-                    else (short, digest, row.data, row.base, row.how),
+                    else (short, digest, kept, row.base, how, external),
                 ).fetchone()[0]
                 ids.chains.rebase(where, row, state_id, snapshot)
             ids.remember(ids.states, digest, state_id)
@@ -247,7 +262,11 @@ def stored_ranks(conn: sqlite3.Connection, key: SnapshotKey) -> tuple[int, ...]:
     )
 
 
-def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
+def get(
+    conn: sqlite3.Connection, key: SnapshotKey, bases: Bases, fetch: Fetch | None = None
+) -> bytes:
+    """One rank's snapshot, byte for byte as stored; states kept in the blob store come
+    from ``fetch`` (all of them in one call)."""
     row = conn.execute(
         f"SELECT e.id, e.envelope, e.info, d.data, {_digest('e.digest')}, e.size,"
         " e.body_sha256 FROM runs r"
@@ -265,18 +284,21 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
         )
     states = conn.execute(
         f"SELECT es.at, {_SHA256.format('st')}, st.data, st.how, st.base,"
-        f" {_SHA256.format('b')} FROM entry_states es"
+        f" {_SHA256.format('b')}, st.external FROM entry_states es"
         " JOIN states st ON st.id = es.state_id LEFT JOIN states b ON b.id = st.base"
         " WHERE es.entry_id = ? ORDER BY es.position",
         (row[0],),
     ).fetchall()
     try:
+        outside = [bytes(s[1]) for s in states if s[6] and s[4] is None]
+        objects = _fetched(fetch, outside) if outside else {}
         holes = []
-        for at, digest, data, how, base_id, base_hash in states:
+        for at, digest, data, how, base_id, base_hash, external in states:
             if base_id is None:
-                data = whole(digest, data, how)
+                data = whole(digest, objects[bytes(digest)] if external else data, how)
             else:
-                data = rebuild(digest, data, how, _base(conn, digest, base_id, base_hash, bases))
+                base = _base(conn, digest, base_id, base_hash, bases, fetch)
+                data = rebuild(digest, data, how, base)
             holes.append((at, data))
         envelope = unpack(row[1], row[2], row[3], row[4])[0]
     except StoreError as exc:
@@ -284,17 +306,36 @@ def get(conn: sqlite3.Connection, key: SnapshotKey, bases: Bases) -> bytes:
     return checked(key, envelope, holes, row[5], bytes(row[6]))
 
 
+def _fetched(fetch: Fetch | None, digests: Sequence[bytes]) -> Mapping[bytes, bytes]:
+    """The states kept in the blob store, by digest (StoreError without a blob store)."""
+    if fetch is None:
+        raise StoreError(
+            f"state {digests[0].hex()} is kept in a blob store, and none is configured "
+            "(start the server with --blobs s3://BUCKET/PREFIX)"
+        )
+    return fetch(digests)
+
+
 def _base(
-    conn: sqlite3.Connection, digest: bytes, base_id: int, base_hash: bytes | None, bases: Bases
+    conn: sqlite3.Connection,
+    digest: bytes,
+    base_id: int,
+    base_hash: bytes | None,
+    bases: Bases,
+    fetch: Fetch | None = None,
 ) -> bytes:
-    """The whole base state of the delta ``digest``, from ``bases`` or the database."""
+    """The whole base state of the delta ``digest``, from ``bases``, the database or the
+    blob store."""
     if base_hash is None:
         raise StoreError(f"state {digest.hex()} is a delta whose base state is missing")
+    base_hash = bytes(base_hash)
     found = bases.get(base_hash)
     if found is None:
-        data, base_of_base, how = conn.execute(
-            "SELECT data, base, how FROM states WHERE id = ?", (base_id,)
+        data, base_of_base, how, external = conn.execute(
+            "SELECT data, base, how, external FROM states WHERE id = ?", (base_id,)
         ).fetchone()
+        if external and base_of_base is None:
+            data = _fetched(fetch, [base_hash])[base_hash]
         found = whole_base(base_hash, data, base_of_base, how)
         bases.put(base_hash, found)
     return found
@@ -648,6 +689,25 @@ def plan_collect(
         ]
     found.sort(key=lambda f: (f[0], f[1]))
     return Plan(len(runs), tuple(doomed), snapshots, ranks, tuple(f[2] for f in found[:sample]))
+
+
+def sweep_batch(conn: sqlite3.Connection, blobs: S3Blobs, digests: Sequence[bytes]) -> int:
+    """Delete the objects among ``digests`` that no state row refers to; returns how many.
+
+    A writer job: puts upload inside their own jobs, so none can be between its upload and
+    its commit while this checks and deletes. Blocks on the store: the writer's thread."""
+    keys = [d[:SHORT_KEY] for d in digests] + list(digests)
+    referenced = {
+        bytes(r[0])
+        for r in conn.execute(
+            f"SELECT {_SHA256.format('states')} FROM states"
+            f" WHERE hash IN ({_marks(keys)}) AND external = 1",
+            keys,
+        )
+    }
+    doomed = [d for d in digests if d not in referenced]
+    blobs.delete(doomed)
+    return len(doomed)
 
 
 def count_snapshots(conn: sqlite3.Connection) -> int:
