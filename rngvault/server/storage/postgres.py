@@ -19,6 +19,13 @@ Faults end in a ``StoreError`` (a 503) within a bounded time, never a hang:
   leave connections for reads and /healthz, whose check has a short timeout of its own.
 - the pool gives up a reconnection attempt after ``RECONNECT_TIMEOUT`` and the next request
   starts another, so after an outage of any length the store recovers within seconds.
+
+With a blob store (``open(url, blobs="s3://BUCKET/PREFIX")``), whole state rows of at least
+``BLOB_MIN`` bytes keep their state in the bucket, keyed by its SHA-256: a put uploads the
+objects its new rows need inside its transaction, before the commit, so a committed row
+always has its object; an upload that fails rolls the put back (a 503). GETs fetch a
+snapshot's objects concurrently (bases through a cache). Deletes remove rows only;
+``sweep_blobs`` deletes the objects no row refers to, and ``collect`` runs it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from functools import partial
 from typing import Any, TypeVar
@@ -58,8 +65,9 @@ from rngvault.server.storage.base import (
     step_cursor,
     step_page,
 )
+from rngvault.server.storage.blobs import BLOB_MIN, GRACE, BlobError, S3Blobs
 from rngvault.server.storage.content import SameStates, cacheable, prepare, settle
-from rngvault.server.storage.deltas import Chains, Row
+from rngvault.server.storage.deltas import Bases, Chains, Row
 
 try:
     import psycopg
@@ -86,6 +94,7 @@ MAX_DICTIONARIES = 10_000  # runs' dictionaries kept in memory at most
 STATEMENT_TIMEOUT = "5s"  # a statement running this long is cancelled by the server
 IDLE_IN_TRANSACTION_TIMEOUT = "30s"  # the server ends a transaction left open this long
 CALL_MARGIN = 3.0  # seconds beyond the statement timeout before a call's connection is dropped
+SWEEP_BATCH = 256  # objects a sweep checks and deletes per transaction (puts wait for one)
 SERVER_OPTIONS = (
     f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
     f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}"
@@ -198,10 +207,21 @@ class _Deadline:
 
 
 class PostgresStore:
-    """A ``Store`` in a PostgreSQL database."""
+    """A ``Store`` in a PostgreSQL database, its large states in a blob store if given one.
+
+    Attributes:
+        url: the database's URL without its password.
+        blobs: the blob store, or None (every state in the database).
+        grace: the grace period (seconds) of the sweep ``collect`` runs.
+    """
 
     def __init__(
-        self, url: str, pool: AsyncConnectionPool[Any], *, call_limit: float | None
+        self,
+        url: str,
+        pool: AsyncConnectionPool[Any],
+        *,
+        call_limit: float | None,
+        blobs: S3Blobs | None = None,
     ) -> None:
         self.url = redact(url)
         self._chains = Chains()
@@ -212,10 +232,25 @@ class PostgresStore:
         self._call_limit = call_limit
         self._writes = asyncio.Semaphore(WRITE_SLOTS)
         self._checking: asyncio.Future[None] | None = None
+        self.blobs = blobs
+        self.grace = GRACE
+        self._bases = Bases()  # whole base states read from the blob store
 
     @classmethod
-    async def open(cls, url: str) -> PostgresStore:
+    async def open(cls, url: str, *, blobs: str | S3Blobs | None = None) -> PostgresStore:
+        """Open the database ``url`` names (migrating its schema first).
+
+        Args:
+            url: ``postgresql://user[:password]@host[:port]/database``.
+            blobs: an ``s3://BUCKET/PREFIX`` URL (or an ``S3Blobs``) to keep large whole
+                states in; None keeps every state in the database.
+
+        Raises:
+            StoreError: the database cannot be opened, or the blobs URL is invalid
+                (``BlobsUrlError``); ``MissingExtraError`` without obstore.
+        """
         info = conninfo(url)
+        bucket = S3Blobs(blobs) if isinstance(blobs, str) else blobs
         try:
             # One connection first: it says why when the database cannot be reached.
             conn = await psycopg.AsyncConnection.connect(
@@ -244,7 +279,7 @@ class PostgresStore:
             raise _cannot_open(url, exc) from None
         # 0 turns statement_timeout off (options=-c statement_timeout=0): the bound goes too.
         call_limit = statement_timeout + CALL_MARGIN if statement_timeout > 0 else None
-        return cls(url, pool, call_limit=call_limit)
+        return cls(url, pool, call_limit=call_limit, blobs=bucket)
 
     async def _run(
         self,
@@ -369,8 +404,15 @@ class PostgresStore:
             rows = await asyncio.to_thread(encode)
             learned.clear()
             learned.update(self._dictionaries)
+            external = await self._upload(conn, rows, prepared.blobs)
             return await sql.put(
-                conn, key, prepared, rows, step=snapshot.metadata.step, dictionaries=learned
+                conn,
+                key,
+                prepared,
+                rows,
+                step=snapshot.metadata.step,
+                dictionaries=learned,
+                external=external,
             )
 
         try:
@@ -392,10 +434,42 @@ class PostgresStore:
             await asyncio.to_thread(rebase)
         return stored
 
+    async def _upload(
+        self, conn: sql.Conn, rows: list[Row], states: Mapping[bytes, bytes]
+    ) -> set[bytes]:
+        """The hashes of ``rows`` to store external, their objects uploaded (those no row has
+        yet), under the shared blob lock, in the put's transaction: before its commit."""
+        if self.blobs is None:
+            return set()
+        external = {r.hash for r in rows if r.base is None and len(r.data) >= BLOB_MIN}
+        if not external:
+            return external
+        present = await sql.hold_blobs(conn, sorted(external))
+        missing = sorted(external - present)
+        await asyncio.gather(*(self.blobs.put_async(h, states[h]) for h in missing))
+        return external
+
     async def get(self, key: SnapshotKey) -> bytes:
         row = await self._run(lambda conn: sql.fetch(conn, key), transaction=False)
+        if self.blobs is not None:
+            row = sql.with_states(row, await self._fetch_states(row))
         # Rebuilding states (an MT19937 advance) and unpacking is CPU work: off the loop.
         return await asyncio.to_thread(sql.assemble, key, row)
+
+    async def _fetch_states(self, row: tuple[Any, ...]) -> dict[bytes, bytes]:
+        """The bytes of a fetched row's external states and bases, fetched concurrently
+        (bases found in the cache are not fetched again)."""
+        states, bases = sql.external_states(row)
+        found = {h: b for h in bases if (b := self._bases.get(h)) is not None}
+        wanted = [*states, *(h for h in bases if h not in found)]
+        if not wanted:
+            return found
+        assert self.blobs is not None
+        fetched = await self.blobs.get_many(wanted)
+        for h in bases:
+            if h in fetched:
+                self._bases.put(h, fetched[h])
+        return {**found, **fetched}
 
     async def ranks(self, namespace: str, run: str, name: str) -> tuple[int, ...]:
         key = SnapshotKey(namespace, run, name, 0)
@@ -524,6 +598,7 @@ class PostgresStore:
             if len(page) < sql.RUN_PAGE:
                 break
             after = page[-1][1], page[-1][2]
+        objects = await self.sweep_blobs(self.grace) if not dry_run else 0
         return Collected(
             runs=runs,
             snapshots=snapshots,
@@ -531,6 +606,7 @@ class PostgresStore:
             blobs=blobs,
             dry_run=dry_run,
             sample=tuple((namespace, run, name) for _s, namespace, run, _p, name in oldest),
+            objects=objects,
         )
 
     async def vacuum(self) -> int:
@@ -546,11 +622,52 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise map_error(exc) from None
 
+    async def sweep_blobs(self, grace: float = GRACE) -> int:
+        """Delete the objects of the blob store that no state row refers to and that were
+        last put at least ``grace`` seconds ago; returns how many. Each batch of
+        ``SWEEP_BATCH`` is checked and deleted under the blob lock taken exclusively, so an
+        object a put in flight (on any replica) uploaded or relies on is never deleted.
+        Without a blob store: 0.
+
+        Raises:
+            StoreError: the database or the blob store failed (``BlobError``).
+        """
+        if self.blobs is None:
+            return 0
+        delete = self.blobs.delete_async
+        removed = 0
+        batch: list[bytes] = []
+
+        async def flush() -> int:
+            digests = list(batch)
+            batch.clear()
+            return await self._run(
+                lambda conn: sql.sweep_batch(conn, digests, delete), transaction=True
+            )
+
+        async for digest, _modified in self.blobs.list_older_async(grace):
+            batch.append(digest)
+            if len(batch) >= SWEEP_BATCH:
+                removed += await flush()
+        if batch:
+            removed += await flush()
+        return removed
+
     async def count_snapshots(self) -> int:
         return await self._run(sql.count_snapshots, transaction=False)
 
     async def check(self) -> None:
         await self._run(sql.check, transaction=False, within=CHECK_TIMEOUT)
+        if self.blobs is not None:
+            try:
+                await asyncio.wait_for(self.blobs.check(), CHECK_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise BlobError(
+                    f"the blob store {self.blobs.url} did not answer within {CHECK_TIMEOUT} s",
+                    url=self.blobs.url,
+                    digest=None,
+                    reason="unreachable",
+                ) from None
 
     async def close(self) -> None:
         if self._checking is not None:

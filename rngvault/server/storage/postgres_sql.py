@@ -17,12 +17,16 @@ view each). Concurrency rests on the database's constraints, not on checks made 
 - deletes of many snapshots (a run, a retention pass) go in batches of ``BATCH``, each its
   own transaction that locks the run's row first, and take only positions up to the run's
   last one when the delete began: a put committed meanwhile stays, with its run.
+- states in a blob store (``external``): a put that stores one takes the advisory lock
+  ``BLOB_LOCK`` shared, uploads the objects no row has yet, and inserts their rows, all in its
+  transaction; a sweep deletes objects no row refers to under the same lock taken exclusively,
+  so it never deletes an object that a put in flight has uploaded or relied on.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +66,8 @@ Conn = AsyncConnection[Any]
 
 # pg_advisory_xact_lock key for migrations: the bytes of "rngvault" as an int64.
 MIGRATION_LOCK = int.from_bytes(b"rngvault", "big")
+# pg_advisory_xact_lock key between puts of external states (shared) and sweeps (exclusive).
+BLOB_LOCK = int.from_bytes(b"rngblobs", "big")
 
 
 class Unchanged(Exception):
@@ -108,12 +114,15 @@ async def put(
     *,
     step: int | None = None,
     dictionaries: MutableMapping[int, bytes] | None = None,
+    external: Collection[bytes] = (),
 ) -> tuple[Stored, set[bytes]]:
     """Store one rank's snapshot, its new states as ``rows`` (whole or deltas, in hash
     order; by default every state whole); ``step`` is its metadata.step, which the steps
     listing indexes. The entry is packed against its run's dictionary: the one in
     ``dictionaries`` (run id -> dictionary: those known), else the stored one, else this
-    entry's, which it stores and adds to ``dictionaries``. Returns the answer and the hashes
+    entry's, which it stores and adds to ``dictionaries``. The whole rows whose hashes are in
+    ``external`` are stored empty, their state in the blob store (``hold_blobs`` first).
+    Returns the answer and the hashes
     of the state rows it inserted. The store runs this in pipeline mode: statements whose
     results are not read yet travel together, so a put costs three round trips (four for a
     run's dictionary not known yet). A taken key: see ``outcome``."""
@@ -132,16 +141,18 @@ async def put(
         inserted_query = await conn.execute(
             # A delta whose base is gone or not whole is left out: its entry then fails
             # its foreign key, and the store retries the put with whole states.
-            "INSERT INTO states (hash, data, base, how) SELECT u.* FROM"
-            " unnest(%b::bytea[], %b::bytea[], %b::bytea[], %s::text[]) AS u(h, d, b, w)"
+            "INSERT INTO states (hash, data, base, how, external) SELECT u.* FROM"
+            " unnest(%b::bytea[], %b::bytea[], %b::bytea[], %s::text[], %s::int[])"
+            " AS u(h, d, b, w, x)"
             " WHERE u.b IS NULL OR EXISTS"
             "  (SELECT 1 FROM states s WHERE s.hash = u.b AND s.base IS NULL)"
             " ON CONFLICT (hash) DO NOTHING RETURNING hash",
             (
                 [r.hash for r in rows],
-                [r.data for r in rows],
+                [b"" if r.hash in external else r.data for r in rows],
                 [r.base for r in rows],
-                [r.how for r in rows],
+                [None if r.hash in external else r.how for r in rows],
+                [1 if r.hash in external else None for r in rows],
             ),
             binary=True,
         )
@@ -226,6 +237,36 @@ async def put(
     return Stored(created=True, digest=prepared.digest, size=prepared.size), inserted
 
 
+async def hold_blobs(conn: Conn, hashes: Sequence[bytes]) -> set[bytes]:
+    """Take ``BLOB_LOCK`` shared for the transaction (no sweep deletes an object until it
+    ends) and return those of ``hashes`` that have an external row: their objects stay until
+    then. The others' objects are the put's to upload (a row kept in the database may be
+    deleted meanwhile, and the put's row inserted external in its place)."""
+    await conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", (BLOB_LOCK,))
+    cursor = await conn.execute(
+        "SELECT hash FROM states WHERE hash = ANY(%b::bytea[]) AND external = 1",
+        (list(hashes),),
+        binary=True,
+    )
+    return {bytes(r[0]) for r in await cursor.fetchall()}
+
+
+async def sweep_batch(
+    conn: Conn, digests: Sequence[bytes], delete: Callable[[list[bytes]], Awaitable[None]]
+) -> int:
+    """Delete (``delete``) the objects among ``digests`` that no state row refers to, under
+    ``BLOB_LOCK`` taken exclusively: puts in flight commit first, later ones wait for the
+    transaction's end. Returns how many were deleted."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s)", (BLOB_LOCK,))
+    cursor = await conn.execute(
+        "SELECT hash FROM states WHERE hash = ANY(%b::bytea[])", (list(digests),), binary=True
+    )
+    used = {bytes(r[0]) for r in await cursor.fetchall()}
+    unused = [d for d in digests if d not in used]
+    await delete(unused)
+    return len(unused)
+
+
 async def _dictionary(conn: Conn, run_id: int, mine: bytes) -> bytes:
     """The run's dictionary: the stored one, else ``mine``, stored. Of two puts storing one
     at once, the second waits for the first to commit, then reads its dictionary."""
@@ -302,17 +343,14 @@ async def stored_ranks(conn: Conn, key: SnapshotKey) -> tuple[int, ...]:
     return tuple(r[0] for r in await cursor.fetchall())
 
 
-async def get(conn: Conn, key: SnapshotKey) -> bytes:
-    """The stored body of ``key`` (``fetch``, then ``assemble``, here on the event loop)."""
-    return assemble(key, await fetch(conn, key))
-
-
 async def fetch(conn: Conn, key: SnapshotKey) -> tuple[Any, ...]:
-    """What ``assemble`` makes the stored body of ``key`` from: its entry and state rows."""
+    """What ``assemble`` makes the stored body of ``key`` from: its entry and state rows
+    (external ones' bytes still to fetch: ``external_states``, ``with_states``)."""
     row = await _one(
         conn,
         "SELECT e.envelope, e.info, d.data, e.digest, e.size, e.body_sha256, h.ats, h.datas,"
-        " h.hows, h.hashes, h.bases, h.wholes, h.base_hows, h.base_hashes FROM runs r"
+        " h.hows, h.hashes, h.bases, h.wholes, h.base_hows, h.base_hashes, h.externals,"
+        " h.base_externals FROM runs r"
         " JOIN snapshots s ON s.run_id = r.id"
         " JOIN entries e ON e.snapshot_id = s.id"
         " LEFT JOIN dictionaries d ON d.run_id = r.id"
@@ -323,7 +361,9 @@ async def fetch(conn: Conn, key: SnapshotKey) -> tuple[Any, ...]:
         "   array_agg(b.data ORDER BY es.position) AS bases,"
         "   array_agg(b.base IS NULL ORDER BY es.position) AS wholes,"
         "   array_agg(b.how ORDER BY es.position) AS base_hows,"
-        "   array_agg(st.base ORDER BY es.position) AS base_hashes"
+        "   array_agg(st.base ORDER BY es.position) AS base_hashes,"
+        "   array_agg(st.external ORDER BY es.position) AS externals,"
+        "   array_agg(b.external ORDER BY es.position) AS base_externals"
         "   FROM entry_states es JOIN states st ON st.hash = es.state_hash"
         "   LEFT JOIN states b ON b.hash = st.base"
         "   WHERE es.entry_id = e.id) h"
@@ -340,6 +380,34 @@ async def fetch(conn: Conn, key: SnapshotKey) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def external_states(row: tuple[Any, ...]) -> tuple[list[bytes], list[bytes]]:
+    """The hashes of a ``fetch``ed row's states kept in the blob store: (states, bases)."""
+    hashes, base_hashes, externals, base_externals = row[9], row[13], row[14], row[15]
+    states: list[bytes] = []
+    bases: list[bytes] = []
+    for digest, external, base, base_external in zip(
+        hashes or (), externals or (), base_hashes or (), base_externals or (), strict=True
+    ):
+        if external == 1:
+            states.append(bytes(digest))
+        if base is not None and base_external == 1:
+            bases.append(bytes(base))
+    return states, bases
+
+
+def with_states(row: tuple[Any, ...], found: Mapping[bytes, bytes]) -> tuple[Any, ...]:
+    """A ``fetch``ed row with its external states' (and bases') bytes from ``found``."""
+    if not any(x == 1 for x in (*(row[14] or ()), *(row[15] or ()))):
+        return row
+    datas = [
+        found[bytes(h)] if x == 1 else d for d, h, x in zip(row[7], row[9], row[14], strict=True)
+    ]
+    bases = [
+        found[bytes(h)] if x == 1 else d for d, h, x in zip(row[10], row[13], row[15], strict=True)
+    ]
+    return (*row[:7], datas, row[8], row[9], bases, *row[11:])
+
+
 def assemble(key: SnapshotKey, row: tuple[Any, ...]) -> bytes:
     """The body of ``key`` from its ``fetch``ed rows: states rebuilt, the entry unpacked,
     all checked (StoreError naming the snapshot). CPU work: callers run it in a thread."""
@@ -351,7 +419,7 @@ def assemble(key: SnapshotKey, row: tuple[Any, ...]) -> bytes:
 
 def _assemble(key: SnapshotKey, row: tuple[Any, ...]) -> bytes:
     envelope, info, run_dictionary, states_digest, size, body_sha256 = row[:6]
-    ats, datas, hows, hashes, bases, wholes, base_hows, base_hashes = row[6:]
+    ats, datas, hows, hashes, bases, wholes, base_hows, base_hashes = row[6:14]
     holes = []
     for at, data, how, digest, base, base_whole, base_how, base_hash in zip(
         ats or (),
