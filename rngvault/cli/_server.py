@@ -50,13 +50,14 @@ def _check_port(host: str, port: int) -> None:
             raise RngVaultError(f"cannot listen on {host}:{port}: {why}{hint}") from None
 
 
-async def _check_store(url: str) -> None:
+async def _check_store(url: str, blobs: str | None = None) -> None:
     """Open and close the store once, so that a bad URL, a missing extra or an unreachable
-    database is a one-line error before the server starts, not a startup traceback."""
+    database is a one-line error before the server starts, not a startup traceback. An
+    object store that does not answer yet is no error here: /healthz reports it."""
     from rngvault.server.storage import open_store, redact
 
     try:
-        store = await open_store(url)
+        store = await open_store(url, blobs=blobs)
     except RngVaultError:
         raise
     except Exception as exc:
@@ -68,6 +69,7 @@ async def _check_store(url: str) -> None:
     epilog=example(
         "rngvault serve",
         "rngvault serve --host 0.0.0.0 --port 8000 --db postgresql://vault@db/vault --workers 4",
+        "AWS_ENDPOINT_URL=http://s3.lab:8333 rngvault serve --blobs s3://rngvault/blobs",
     )
 )
 @click.option("--host", help="address to listen on (RNGVAULT_HOST, default 127.0.0.1)")
@@ -105,6 +107,12 @@ async def _check_store(url: str) -> None:
     "--keep-alive", help="seconds an idle connection stays open (RNGVAULT_KEEP_ALIVE, default 5)"
 )
 @click.option(
+    "--blobs",
+    metavar="s3://BUCKET/PREFIX",
+    help="keep large state blobs in this S3 bucket, endpoint and credentials from AWS_* "
+    "(RNGVAULT_BLOBS; default: in the database)",
+)
+@click.option(
     "--workers",
     type=int,
     default=1,
@@ -128,7 +136,7 @@ def serve(workers: int, **given: Any) -> None:
     if not 1 <= workers <= 512:
         raise RngVaultError(f"--workers must be 1 to 512, not {workers}")
     app = create_app(chosen)
-    asyncio.run(_check_store(chosen.db))
+    asyncio.run(_check_store(chosen.db, chosen.blobs))
     _check_port(chosen.host, chosen.port)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     mode = "tokens " + str(chosen.tokens) if not app.state.auth.open else "open, no tokens"

@@ -41,9 +41,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened = store if store is not None else await open_store(settings.db)
+        opened = store if store is not None else await open_store(settings.db, blobs=settings.blobs)
         if store is None:
             log.info("database %s", location(settings.db))
+            if settings.blobs is not None:
+                log.info("state blobs in %s", settings.blobs)
         app.state.store = opened
         try:
             yield

@@ -258,6 +258,8 @@ def export(settings: Settings) -> None:
     }
     if settings.tokens_required:  # else each worker looks at the default place, as this did
         values["tokens"] = settings.tokens
+    if settings.blobs is not None:
+        values["blobs"] = settings.blobs
     for name, value in values.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         os.environ[f"RNGVAULT_{name.upper()}"] = text

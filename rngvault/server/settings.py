@@ -14,6 +14,7 @@ setting                     environment variable         default
 ``max_connections``         ``RNGVAULT_MAX_CONNECTIONS`` 1000 (and below the file limit)
 ``header_timeout``          ``RNGVAULT_HEADER_TIMEOUT``  10 (seconds)
 ``keep_alive``              ``RNGVAULT_KEEP_ALIVE``      5 (seconds)
+``blobs``                   ``RNGVAULT_BLOBS``           none (state blobs in the database)
 ==========================  ===========================  ==================================
 
 ``Settings`` is a pydantic-settings model: ``Settings(**values)`` reads the variables of
@@ -157,6 +158,9 @@ class Settings(BaseSettings):
             the process's file limit); past it, the connection idle longest is closed.
         header_timeout: seconds a connection may take to send a request's headers.
         keep_alive: seconds an idle keep-alive connection stays open.
+        blobs: ``s3://BUCKET/PREFIX``: keep large whole state blobs in that S3 bucket (its
+            endpoint and credentials from the ``AWS_*`` variables); None keeps every blob
+            in the database.
     """
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_default=False)
@@ -173,6 +177,7 @@ class Settings(BaseSettings):
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     keep_alive: float = DEFAULT_KEEP_ALIVE
+    blobs: str | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -267,6 +272,19 @@ class Settings(BaseSettings):
     @classmethod
     def _count(cls, value: Any) -> int:
         return _positive(value, int)
+
+    @field_validator("blobs", mode="before")
+    @classmethod
+    def _blobs(cls, value: Any) -> str | None:
+        if value is None:
+            return None
+        from rngvault.server.storage.blobs import BlobsUrlError, parse_blobs_url
+
+        try:
+            parse_blobs_url(value)
+        except BlobsUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return str(value)
 
     @field_validator("header_timeout", "keep_alive", mode="before")
     @classmethod
