@@ -3,9 +3,10 @@
 ``main(argv) -> int`` runs it and returns the exit status: 0 ok, 1 failure (a library or
 file-system error, printed as one line ``rngvault: error: ...``), 2 usage error (click's
 message); bisect has its own (0 agree, 1 diverge, 2 nothing compared). Commands live in
-``_server`` (serve, token), ``_maintenance`` (backup, gc, vacuum), ``_snapshots`` (runs,
-ls, show, verify, diff, pull, push), ``_bisect`` (bisect), ``_seeds`` (seeds), ``_transfer``
-(export, import), ``_spool`` and ``_integrations`` (import-checkpoint). The server, torch for
+``_server`` (serve, token), ``_maintenance`` (backup, gc, vacuum), ``_blobs`` (blobs
+move), ``_snapshots`` (runs, ls, show, verify, diff, pull, push), ``_bisect`` (bisect),
+``_seeds`` (seeds), ``_transfer`` (export, import), ``_spool`` and ``_integrations``
+(import-checkpoint). The server, torch for
 import-checkpoint and matplotlib for ``seeds --plot`` are imported only by the commands
 that need them, so the command needs just the core and click.
 """
@@ -24,6 +25,7 @@ import rngvault
 from rngvault._errors import AuthError, RngVaultError
 from rngvault.cli import (
     _bisect,
+    _blobs,
     _integrations,
     _maintenance,
     _seeds,
@@ -77,6 +79,7 @@ def cli() -> None:
 for module in (
     _server,
     _maintenance,
+    _blobs,
     _snapshots,
     _bisect,
     _seeds,
