@@ -19,11 +19,19 @@
   spread over both), against SQLite with one server, measured in turns, as ratios. It
   starts a throwaway PostgreSQL server of its own (tests/_postgres.py), so it needs
   PostgreSQL's binaries and ``rngvault[postgres]``.
+- with ``--blobs``: ``rngvault serve --blobs s3://...`` against blobs in the database, same
+  machine, in turns (on PostgreSQL too with ``--postgres``): ingest at concurrency 8 and 32
+  of a burst of snapshots whose states are all new (every rank seeded apart: each state a
+  whole row, uploaded), GET p50/p99 of the 1,000 training snapshots, and the bytes per
+  snapshot in the bucket and in the database. ``--blobs`` alone starts a throwaway SeaweedFS
+  (tests/_seaweed.py: ``rngvault[s3,test]``); ``--blobs s3://BUCKET/PREFIX`` uses that
+  bucket, its endpoint and credentials from the ``AWS_*`` environment (below a new prefix).
 
 The load comes from a minimal asyncio HTTP/1.1 client (keep-alive, one connection per
 concurrent writer), so the client costs little next to the servers it measures.
 
     python scripts/bench_server.py [--seconds 4] [--json] [--workers] [--postgres]
+                                   [--blobs [s3://BUCKET/PREFIX]]
 """
 
 from __future__ import annotations
@@ -359,6 +367,173 @@ def workers_ingest(
     return results
 
 
+def burst_snapshots(count: int, first: int = 0) -> list[bytes]:
+    """``count`` snapshots of ranks seeded apart (python, numpy-global and torch-CPU
+    generators, about 11 KB), seeds from ``first``: no state is shared, so every state is a
+    new whole row."""
+    bodies = []
+    for rank in range(first, first + count):
+        generators: dict[str, object] = {
+            "python.global": random.Random(rank),
+            "numpy.global": np.random.RandomState(rank),
+        }
+        try:
+            import torch
+
+            generators["torch.cpu"] = torch.Generator().manual_seed(rank)
+        except ImportError:
+            pass
+        snapshot = rngvault.capture(
+            generators, include_globals=False, metadata=rngvault.Metadata(step=rank)
+        )
+        bodies.append(rngvault.encode(snapshot))
+    return bodies
+
+
+def bucket_bytes(url: str, env: dict[str, str]) -> tuple[int, int]:
+    """(objects, bytes) below an ``s3://`` URL, listed with obstore."""
+    import obstore
+    from obstore.store import S3Store
+
+    from rngvault.server.storage.blobs import parse_blobs_url
+
+    bucket, prefix = parse_blobs_url(url)
+    config = {"region": env.get("AWS_REGION") or "us-east-1"}
+    for name, key in (("AWS_ENDPOINT_URL", "endpoint"), ("AWS_ACCESS_KEY_ID", "access_key_id"),
+                      ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+                      ("AWS_SESSION_TOKEN", "token")):  # fmt: skip
+        if env.get(name):
+            config[key] = env[name]
+    endpoint = env.get("AWS_ENDPOINT_URL", "")
+    store = S3Store(
+        bucket,
+        prefix=prefix or None,
+        config=config,  # type: ignore[arg-type]
+        client_options={"allow_http": endpoint.startswith("http://")},
+    )
+    objects = size = 0
+    for chunk in obstore.list(store):
+        objects += len(chunk)
+        size += sum(int(meta["size"]) for meta in chunk)
+    return objects, size
+
+
+def sqlite_bytes(db: Path) -> int:
+    """Bytes the SQLite database uses (its pages less the free ones), after a checkpoint."""
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return int((pages - free) * size)
+
+
+def blobs_bench(
+    training: list[bytes], seconds: float, url: str, postgres: bool
+) -> dict[str, object]:
+    """Blobs in S3 against blobs in the database, each setup a server of its own on a new
+    database (and prefix), measured in turns."""
+    import uuid
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    weed = database = None
+    servers: list[Server] = []
+    results: dict[str, object] = {}
+    try:
+        if url:
+            env = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+            base = f"{url.rstrip('/')}/bench-{uuid.uuid4().hex[:8]}"
+        else:
+            from tests import _seaweed
+
+            reason = _seaweed.unavailable()
+            if reason is not None:
+                raise SystemExit(f"--blobs: {reason}")
+            weed = _seaweed.SeaweedServer().start()
+            env, base = weed.env, weed.url("bench")
+        results["object_store"] = env.get("AWS_ENDPOINT_URL", "AWS S3")
+        # new states for each concurrency, so that every put uploads (none already stored)
+        bursts = {c: burst_snapshots(3000, first=c * 100_000) for c in (8, 32)}
+        results["burst_snapshot_bytes"] = round(statistics.mean(map(len, bursts[8])))
+        with tempfile.TemporaryDirectory() as tmp:
+            dbs = {"sqlite": lambda name: f"sqlite:///{Path(tmp) / f'{name}.db'}"}
+            if postgres:
+                from tests._postgres import PostgresServer, unavailable
+
+                reason = unavailable()
+                if reason is not None:
+                    raise SystemExit(f"--postgres: {reason}")
+                database = PostgresServer().start()
+                dbs["postgres"] = lambda _name: database.create_database()
+            setups: dict[str, tuple[Server, str, str | None]] = {}
+            for backend, db in dbs.items():
+                for where in ("db", "s3"):
+                    name = f"{backend}_{where}"
+                    bucket = f"{base}/{name}" if where == "s3" else None
+                    argv = [sys.executable, "-m", "rngvault", "serve", "--db", db(name)]
+                    argv += ["--blobs", bucket] if bucket else []
+                    servers.append(Server([*argv, "--port"], env={"RNGVAULT_HOME": tmp, **env}))
+                    setups[name] = (servers[-1], db(name) if backend == "sqlite" else "", bucket)
+
+            async def store_run(port: int) -> None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                for i, body in enumerate(training):
+                    path = f"/v1/runs/bench/training/snapshots/step{i}"
+                    status, _ = await _request(
+                        reader, writer, _put_head(port, path, len(body)), body
+                    )
+                    if status != 201:
+                        raise RuntimeError(f"PUT answered {status}")
+                writer.close()
+
+            names = [f"step{i}" for i in range(len(training))]
+            for name, (server, sqlite_url, bucket) in setups.items():
+                asyncio.run(store_run(server.port))
+                p50, p99 = asyncio.run(get_latency(server.port, "training", names))
+                row: dict[str, object] = {"get_ms": {"p50": round(p50 * 1e3, 3),
+                                                     "p99": round(p99 * 1e3, 3)}}  # fmt: skip
+                if bucket:
+                    objects, size = bucket_bytes(bucket, env)
+                    row["bucket"] = {"objects": objects,
+                                     "bytes_per_snapshot": round(size / len(training))}  # fmt: skip
+                if sqlite_url:
+                    db_path = Path(sqlite_url.removeprefix("sqlite:///"))
+                    row["db_bytes_per_snapshot"] = round(sqlite_bytes(db_path) / len(training))
+                results[f"training_{name}"] = row
+            for concurrency in (8, 32):
+                row = {}
+                for name, (server, _sqlite, bucket) in setups.items():
+                    before = bucket_bytes(bucket, env)[1] if bucket else 0
+                    start = time.perf_counter()
+                    rate = asyncio.run(
+                        ingest(
+                            server.port,
+                            bursts[concurrency],
+                            concurrency,
+                            seconds,
+                            f"b{concurrency}",
+                        )
+                    )
+                    puts = rate * (time.perf_counter() - start)
+                    row[name] = round(rate)
+                    if bucket:
+                        added = bucket_bytes(bucket, env)[1] - before
+                        row[f"{name}_bucket_bytes_per_snapshot"] = round(added / puts)
+                for backend in dbs:
+                    row[f"{backend}_s3_over_db"] = round(
+                        row[f"{backend}_s3"] / row[f"{backend}_db"], 2
+                    )
+                results[f"burst_ingest_c{concurrency}"] = row
+    finally:
+        for server in servers:
+            server.stop()
+        if database is not None:
+            database.stop()
+        if weed is not None:
+            weed.stop()
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per ingest measurement")
@@ -372,6 +547,14 @@ def main() -> int:
         "--workers",
         action="store_true",
         help="also rngvault serve --workers 1 against --workers 2 (see above)",
+    )
+    parser.add_argument(
+        "--blobs",
+        nargs="?",
+        const="",
+        metavar="s3://BUCKET/PREFIX",
+        help="also blobs in S3 against blobs in the database (see above); alone: a throwaway "
+        "SeaweedFS",
     )
     args = parser.parse_args()
     bodies = training_snapshots(1000)
@@ -437,6 +620,8 @@ def main() -> int:
         results["postgres"] = postgres_ingest(bodies, args.seconds)
     if args.workers:
         results["workers"] = workers_ingest(bodies, args.seconds, args.postgres)
+    if args.blobs is not None:
+        results["blobs"] = blobs_bench(bodies, args.seconds, args.blobs, args.postgres)
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -493,6 +678,12 @@ def main() -> int:
         for level, row in results["workers"].items():  # type: ignore[attr-defined]
             parts = [f"{name} {value}" for name, value in row.items()]
             print(f"workers, {level.replace('ingest_c', 'concurrency ')}: " + ", ".join(parts))
+    if args.blobs is not None:
+        blobs = results["blobs"]
+        assert isinstance(blobs, dict)
+        print(f"blobs: object store {blobs.pop('object_store')}")
+        for key, value in blobs.items():
+            print(f"blobs, {key}: {json.dumps(value)}")
     return 0
 
 
