@@ -95,6 +95,8 @@ STATEMENT_TIMEOUT = "5s"  # a statement running this long is cancelled by the se
 IDLE_IN_TRANSACTION_TIMEOUT = "30s"  # the server ends a transaction left open this long
 CALL_MARGIN = 3.0  # seconds beyond the statement timeout before a call's connection is dropped
 SWEEP_BATCH = 256  # objects a sweep checks and deletes per transaction (puts wait for one)
+# Seconds a put's uploads may take: within the call bound, and sweeps wait for them.
+UPLOAD_TIMEOUT = 5.0
 SERVER_OPTIONS = (
     f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
     f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}"
@@ -446,7 +448,17 @@ class PostgresStore:
             return external
         present = await sql.hold_blobs(conn, sorted(external))
         missing = sorted(external - present)
-        await asyncio.gather(*(self.blobs.put_async(h, states[h]) for h in missing))
+        uploads = asyncio.gather(*(self.blobs.put_async(h, states[h]) for h in missing))
+        try:
+            await asyncio.wait_for(uploads, UPLOAD_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise BlobError(
+                f"storing {len(missing)} blobs: {self.blobs.url} did not take them within"
+                f" {UPLOAD_TIMEOUT} s; nothing was stored",
+                url=self.blobs.url,
+                digest=None,
+                reason="unreachable",
+            ) from None
         return external
 
     async def get(self, key: SnapshotKey) -> bytes:

@@ -20,7 +20,7 @@ psycopg = pytest.importorskip("psycopg", reason=f"psycopg is not installed: {HOW
 
 import rngvault  # noqa: E402
 from rngvault._errors import NotFoundError, StoreError  # noqa: E402
-from rngvault.server.storage import postgres_sql  # noqa: E402
+from rngvault.server.storage import postgres, postgres_sql  # noqa: E402
 from rngvault.server.storage.base import SnapshotKey  # noqa: E402
 from rngvault.server.storage.blobs import BLOB_MIN, BlobError, S3Blobs, blob_key  # noqa: E402
 from rngvault.server.storage.postgres import PostgresStore  # noqa: E402
@@ -147,6 +147,30 @@ async def test_with_the_object_store_stopped_a_put_fails_and_leaves_nothing(
             await store.check()
     finally:
         await store.close()
+
+
+async def test_an_object_store_that_does_not_answer_fails_the_put_in_bounded_time(
+    postgres_url: str,
+    seaweed: _seaweed.SeaweedServer,
+    make_body: Body,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An endpoint that accepts connections and never answers: the put fails with a
+    StoreError naming the bucket after UPLOAD_TIMEOUT, and leaves nothing."""
+    monkeypatch.setattr(postgres, "UPLOAD_TIMEOUT", 1.0)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)  # connections complete in the backlog; nothing ever reads them
+        env = {**seaweed.env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"}
+        bucket = S3Blobs(seaweed.url("silent"), env=env, timeout=30, retries=0)
+        store = await PostgresStore.open(postgres_url, blobs=bucket)
+        try:
+            with pytest.raises(StoreError, match=f"{bucket.url} did not take them within 1.0 s"):
+                await put(store, k("lost"), make_body(11))
+            assert await state_rows(postgres_url) == {}
+            assert (await store.list_runs()).items == ()
+        finally:
+            await store.close()
 
 
 async def test_the_health_check_reaches_the_bucket(store: PostgresStore) -> None:
