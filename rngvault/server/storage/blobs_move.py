@@ -34,7 +34,7 @@ from rngvault.server.storage import scheme_of
 from rngvault.server.storage.blobs import BLOB_MIN, S3Blobs
 from rngvault.server.storage.deltas import whole, whole_row
 
-__all__ = ["BATCH", "Moved", "move_in", "move_out", "pending"]
+__all__ = ["BATCH", "Moved", "move_in", "move_out"]
 
 BATCH = 64  # rows per transaction
 PARALLEL = 16  # uploads or downloads at once
@@ -195,17 +195,6 @@ class _Database:
 
 
 # -- moving
-
-
-def pending(db: str, direction: Direction) -> int:
-    """How many state rows ``move_out`` (``"out"``) or ``move_in`` (``"in"``) would move."""
-    database = _Database(db)
-    database.open()
-    try:
-        d = database.dialect
-        return int(database.fetch(_count_sql(d, direction), _params(direction))[0][0])
-    finally:
-        database.close()
 
 
 async def _gather(jobs: Sequence[Any]) -> list[Any]:
