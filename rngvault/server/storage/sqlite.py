@@ -129,7 +129,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 class SQLiteStore:
-    """A ``Store`` in one SQLite file."""
+    """A ``Store`` in one SQLite file.
+
+    Attributes:
+        path: the database file.
+        blobs: the blob store large whole states are kept in (None: all in the database).
+        grace: the grace period (seconds) of the sweep ``collect`` runs.
+    """
 
     def __init__(
         self,
@@ -141,6 +147,7 @@ class SQLiteStore:
     ) -> None:
         self.path = path
         self.blobs = blobs
+        self.grace = GRACE
         self._max_page_count = max_page_count
         self._reserve = reserve_mb * 1024 * 1024
         self._directory = str(path.parent)
@@ -229,7 +236,7 @@ class SQLiteStore:
                     functools.partial(self._room, conn),
                     snapshot=snapshot,
                     step=snapshot.metadata.step,
-                    blobs=self.blobs,
+                    upload=self._upload if self.blobs is not None else None,
                 ),
                 # a job that may upload blocks on the network: never on the event loop
                 heavy=uploads or len(body) > INLINE_PUT or len(prepared.holes) > INLINE_STATES,
@@ -240,6 +247,14 @@ class SQLiteStore:
     async def get(self, key: SnapshotKey) -> bytes:
         fetch = self._fetcher()
         return await self._read(lambda conn: sqlite_sql.get(conn, key, self._bases, fetch))
+
+    def _upload(self, objects: Sequence[tuple[bytes, bytes]]) -> None:
+        """Store ``objects`` in the blob store, one after another (in the writer's thread:
+        uploading them several at once measured no faster, the writer being the bound)."""
+        blobs = self.blobs
+        assert blobs is not None
+        for digest, state in objects:
+            blobs.put(digest, state)
 
     def _fetcher(self) -> sqlite_sql.Fetch | None:
         """For a reader's thread: objects fetched concurrently on this event loop."""
@@ -409,7 +424,7 @@ class SQLiteStore:
             removed = sqlite_sql.Removed()
             for doomed in plan.doomed:
                 removed += await self._delete(doomed)
-            objects = await self.sweep_blobs()
+            objects = await self.sweep_blobs(self.grace)
         return Collected(
             runs=plan.runs,
             snapshots=removed.snapshots,

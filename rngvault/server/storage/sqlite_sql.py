@@ -48,6 +48,8 @@ from rngvault.server.storage.deltas import Bases, Chains, rebuild, whole, whole_
 
 Fetch = Callable[[Sequence[bytes]], Mapping[bytes, bytes]]
 """Objects of the blob store by digest, fetched (and checked) together; None: no blob store."""
+Upload = Callable[[Sequence[tuple[bytes, bytes]]], None]
+"""Writes (digest, state) objects to the blob store, returning once all are stored."""
 
 # An entry's states digest: stored as its 32 bytes (rows stored before: as hex text).
 _HEX_DIGEST = re.compile("[0-9a-f]{64}")
@@ -136,7 +138,7 @@ def put(
     *,
     snapshot: Snapshot | None = None,
     step: int | None = None,
-    blobs: S3Blobs | None = None,
+    upload: Upload | None = None,
 ) -> Stored:
     """Store one rank; ``room(size)`` raises StoreFullError when new data may not be added
     (an identical retry is answered before it is asked); ``step`` is the snapshot's
@@ -144,10 +146,10 @@ def put(
     stored as a delta from its generator's base where one fits (``deltas``). A taken key:
     see ``outcome``.
 
-    Given ``blobs``, a new whole state row of at least ``BLOB_MIN`` bytes keeps its state in
-    the blob store (``external`` 1, ``data`` empty): the object is written here, before the
-    transaction commits, so no committed row refers to a missing object (a failed upload is
-    a BlobError, and the job rolls back). Blocks on the upload: run it in the writer's
+    Given ``upload``, a new whole state row of at least ``BLOB_MIN`` bytes keeps its state
+    in the blob store (``external`` 1, ``data`` empty): its object is written here, before
+    the transaction commits, so no committed row refers to a missing object (a failed upload
+    is a BlobError, and the job rolls back). Blocks on the upload: run it in the writer's
     thread."""
     now = time.time()
     run_id = ids.runs.get((key.namespace, key.run))
@@ -210,15 +212,15 @@ def put(
     ).lastrowid
     state_ids = {}
     where = (run_id, key.rank)
+    new = []  # (row, its first 8 bytes are another state's key, external)
     for digest, data in prepared.blobs.items():
         state_id = ids.states.get(digest)
         if state_id is None:
-            short = digest[:SHORT_KEY]
             found = {
                 bytes(full): row_id
                 for row_id, full in conn.execute(
                     f"SELECT id, {_SHA256.format('states')} FROM states WHERE hash IN (?, ?)",
-                    (short, digest),
+                    (digest[:SHORT_KEY], digest),
                 )
             }
             state_id = found.get(digest)
@@ -226,20 +228,26 @@ def put(
                 row = ids.chains.encode(
                     where, prepared.generators.get(digest), data, digest, snapshot
                 )
-                kept, how, external = row.data, row.how, None
-                if blobs is not None and row.base is None and len(row.data) >= BLOB_MIN:
-                    blobs.put(digest, data)  # the state itself: the object is its digest's
-                    kept, how, external = b"", None, 1
-                state_id = conn.execute(
-                    "INSERT INTO states (hash, sha256, data, base, how, external)"
-                    " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-                    (digest, None, kept, row.base, how, external)
-                    if found  # its first 8 bytes are another state's key
-                    else (short, digest, kept, row.base, how, external),
-                ).fetchone()[0]
-                ids.chains.rebase(where, row, state_id, snapshot)
+                outside = upload is not None and row.base is None and len(row.data) >= BLOB_MIN
+                new.append((row, bool(found), outside))
+                continue
             ids.remember(ids.states, digest, state_id)
         state_ids[digest] = state_id
+    if upload is not None and any(outside for *_, outside in new):
+        # the objects hold the states themselves, keyed by their digests
+        upload([(row.hash, prepared.blobs[row.hash]) for row, _, outside in new if outside])
+    for row, taken, outside in new:
+        kept, how = (b"", None) if outside else (row.data, row.how)
+        state_id = conn.execute(
+            "INSERT INTO states (hash, sha256, data, base, how, external)"
+            " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (row.hash, None, kept, row.base, how, 1 if outside else None)
+            if taken
+            else (row.hash[:SHORT_KEY], row.hash, kept, row.base, how, 1 if outside else None),
+        ).fetchone()[0]
+        ids.chains.rebase(where, row, state_id, snapshot)
+        ids.remember(ids.states, row.hash, state_id)
+        state_ids[row.hash] = state_id
     conn.executemany(
         "INSERT INTO entry_states (entry_id, position, at, state_id) VALUES (?, ?, ?, ?)",
         [(entry_id, i, at, state_ids[h]) for i, (at, h) in enumerate(prepared.holes)],
@@ -284,20 +292,22 @@ def get(
         )
     states = conn.execute(
         f"SELECT es.at, {_SHA256.format('st')}, st.data, st.how, st.base,"
-        f" {_SHA256.format('b')}, st.external FROM entry_states es"
+        f" {_SHA256.format('b')}, st.external, b.external FROM entry_states es"
         " JOIN states st ON st.id = es.state_id LEFT JOIN states b ON b.id = st.base"
         " WHERE es.entry_id = ? ORDER BY es.position",
         (row[0],),
     ).fetchall()
     try:
+        # the snapshot's objects, and those of bases not cached, fetched together
         outside = [bytes(s[1]) for s in states if s[6] and s[4] is None]
+        outside += [bytes(s[5]) for s in states if s[7] and bases.get(bytes(s[5])) is None]
         objects = _fetched(fetch, outside) if outside else {}
         holes = []
-        for at, digest, data, how, base_id, base_hash, external in states:
+        for at, digest, data, how, base_id, base_hash, external, _ in states:
             if base_id is None:
                 data = whole(digest, objects[bytes(digest)] if external else data, how)
             else:
-                base = _base(conn, digest, base_id, base_hash, bases, fetch)
+                base = _base(conn, digest, base_id, base_hash, bases, fetch, objects)
                 data = rebuild(digest, data, how, base)
             holes.append((at, data))
         envelope = unpack(row[1], row[2], row[3], row[4])[0]
@@ -323,9 +333,10 @@ def _base(
     base_hash: bytes | None,
     bases: Bases,
     fetch: Fetch | None = None,
+    fetched: Mapping[bytes, bytes] | None = None,
 ) -> bytes:
     """The whole base state of the delta ``digest``, from ``bases``, the database or the
-    blob store."""
+    blob store (``fetched``: objects already there)."""
     if base_hash is None:
         raise StoreError(f"state {digest.hex()} is a delta whose base state is missing")
     base_hash = bytes(base_hash)
@@ -335,7 +346,9 @@ def _base(
             "SELECT data, base, how, external FROM states WHERE id = ?", (base_id,)
         ).fetchone()
         if external and base_of_base is None:
-            data = _fetched(fetch, [base_hash])[base_hash]
+            if fetched is None or base_hash not in fetched:
+                fetched = _fetched(fetch, [base_hash])
+            data = fetched[base_hash]
         found = whole_base(base_hash, data, base_of_base, how)
         bases.put(base_hash, found)
     return found

@@ -272,6 +272,12 @@ async def test_deletes_leave_objects_and_collect_sweeps_them(
     assert await store.sweep_blobs(0) == len(first - second)
     assert in_bucket(blobs) == second
     assert await store.get(key("b")) == make_body(2, shared=2)
+    await put(store, "c", make_body(3, shared=3))
+    store.grace = 0
+    done = await store.collect("alice/*", keep_last=1)  # deletes b, then sweeps its objects
+    assert done.snapshots == 1 and done.objects == len(second - external(store.path)) > 0
+    assert in_bucket(blobs) == external(store.path)
+    assert await store.get(key("c")) == make_body(3, shared=3)
 
 
 async def test_sweeps_racing_puts_of_the_same_states_never_leave_a_row_without_its_object(
