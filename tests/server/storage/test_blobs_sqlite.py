@@ -125,6 +125,28 @@ async def test_a_store_opened_by_url_reads_the_aws_environment_and_needs_its_blo
         await without.close()
 
 
+async def test_states_stored_before_blobs_were_configured_stay_in_the_database(
+    tmp_path: Path, blobs: S3Blobs, make_body: Body
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = await SQLiteStore.open(url)
+    try:
+        await put(store, "old", make_body(1))
+    finally:
+        await store.close()
+    before = rows(tmp_path / "db.sqlite")
+    store = await SQLiteStore.open(url, blobs=blobs)
+    try:
+        assert await store.get(key("old")) == make_body(1)
+        await put(store, "same-states", make_body(1), run="other")  # its rows are reused
+        assert rows(tmp_path / "db.sqlite") == before and not in_bucket(blobs)
+        await put(store, "new", make_body(2, shared=2))
+        assert external(tmp_path / "db.sqlite") == in_bucket(blobs) != set()
+        assert await store.get(key("same-states", "other")) == make_body(1)
+    finally:
+        await store.close()
+
+
 async def test_deltas_based_on_a_state_in_the_bucket_read_back(
     tmp_path: Path, blobs: S3Blobs, make_body: Body
 ) -> None:
@@ -299,8 +321,9 @@ async def test_sweeps_racing_puts_of_the_same_states_never_leave_a_row_without_i
         nonlocal puts
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
-            for i, body in enumerate(bodies):
-                await put(store, f"n{puts}-{i}", body)
+            await asyncio.gather(
+                *(put(store, f"n{puts}-{i}", body) for i, body in enumerate(bodies))
+            )
             assert external(store.path) <= in_bucket(blobs)
             await store.delete_run("alice", "resnet")  # the states' rows go
             puts += 1
