@@ -117,7 +117,8 @@ def _gc_local(
     before = None if age is None else time.time() - age
 
     async def collect() -> dict[str, Any]:
-        store = await open_store(settings(db=db).db)
+        chosen = settings(db=db)  # with RNGVAULT_BLOBS set, gc also sweeps the bucket
+        store = await open_store(chosen.db, blobs=chosen.blobs)
         try:
             collected = await store.collect(
                 request["pattern"],

@@ -19,7 +19,7 @@ from rngvault.server.storage import open_store
 from rngvault.server.storage.base import Store
 from rngvault.server.storage.sqlite import SQLiteStore
 
-BACKENDS = ["sqlite", "postgresql", "sqlite+s3"]
+BACKENDS = ["sqlite", "postgresql", "sqlite+s3", "postgresql+s3"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -103,6 +103,7 @@ async def test_records_written_at_once_keep_exactly_one(store: Store) -> None:
 async def to_schema_4(store_url: str) -> None:
     """Take a database back to schema 4, as a server before run records left it."""
     statements = (
+        "ALTER TABLE states DROP COLUMN external",
         "ALTER TABLE runs DROP COLUMN record",
         "DELETE FROM schema_version WHERE version > 4",
     )

@@ -176,6 +176,7 @@ async def test_an_unknown_run_is_not_found_and_a_forged_cursor_is_refused(
 
 
 DOWNGRADE = (
+    "ALTER TABLE states DROP COLUMN external",
     "ALTER TABLE runs DROP COLUMN record",
     "DROP TABLE dictionaries",
     "DROP INDEX states_by_base",
