@@ -98,9 +98,11 @@ def gc(
     more = answer["snapshots"] - len(answer["sample"])
     if more > 0:
         click.echo(f"... and {more} more")
+    objects = answer.get("objects") or 0  # a server older than blob stores sends none
+    swept = f"; {objects} objects removed from the blob store" if objects else ""
     say(
         f"{verb} {answer['snapshots']} snapshots ({answer['ranks']} ranks) in "
-        f"{answer['runs']} matching runs; {answer['blobs']} state blobs freed"
+        f"{answer['runs']} matching runs; {answer['blobs']} state blobs freed{swept}"
     )
 
 

@@ -199,6 +199,11 @@ class GcBody(BaseModel):
     snapshots: int = Field(description="snapshots deleted, or that would be in a dry run")
     ranks: int = Field(description="rank entries those snapshots held")
     blobs: int = Field(description="state blobs freed (0 in a dry run)")
+    objects: int = Field(
+        default=0,
+        description="objects the sweep of the blob store removed after the deletes (0 without "
+        "--blobs, and in a dry run)",
+    )
     dry_run: bool
     stored_before: float | None = Field(description="the age cut used (seconds since the epoch)")
     sample: list[SnapshotRef] = Field(description="up to 100 of the snapshots, oldest first")
@@ -210,6 +215,7 @@ class GcBody(BaseModel):
             snapshots=collected.snapshots,
             ranks=collected.ranks,
             blobs=collected.blobs,
+            objects=collected.objects,
             dry_run=collected.dry_run,
             stored_before=stored_before,
             sample=[SnapshotRef(namespace=n, run=r, name=s) for n, r, s in collected.sample],
