@@ -9,9 +9,12 @@ through obstore, configured from the usual environment: ``AWS_ENDPOINT_URL`` (pl
 ``http://`` is allowed, for a store on loopback), ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION`` (``us-east-1`` when unset).
 
-A put always writes, even when the object exists: the bytes are the same (the key is their
-digest), and the write renews the object's last-modified time, so a gc that spares objects
-younger than its grace period never deletes an object a put has just vouched for.
+``put`` always writes, even when the object exists: the bytes are the same (the key is their
+digest), and the write renews the object's last-modified time. The backends upload only the
+objects of rows they are about to make external, under a lock that their sweeps take too
+(SQLite: the writer; PostgreSQL: an advisory lock), so a sweep never deletes an object a
+row is about to refer to; the grace period covers uploads whose transaction has not begun
+(``blobs move``) and crashes between an upload and its commit.
 
 Every failure is a ``BlobError`` naming the blob (its hex digest) and the bucket's URL and
 saying what happened (``reason``: missing, corrupt, unreachable, refused or failed); obstore's
@@ -27,6 +30,7 @@ import datetime as dt
 import hashlib
 import os
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -54,6 +58,7 @@ GRACE = 3600.0
 state refers to it: a sweep never deletes an object a put in flight is about to refer to."""
 DEFAULT_REGION = "us-east-1"
 CONCURRENCY = 16  # objects get_many fetches at once
+DOWN_FOR = 2.0  # seconds requests fail at once after one found the store unreachable
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's bucket naming rule
 _SEGMENT = re.compile(r"[A-Za-z0-9._=-]+")
 _KEY = re.compile(r"([0-9a-f]{2})/([0-9a-f]{64})")  # a blob's key below the prefix
@@ -171,9 +176,9 @@ class S3Blobs:
         url: str,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float = 10.0,
-        connect_timeout: float = 3.0,
-        retries: int = 2,
+        timeout: float = 3.0,
+        connect_timeout: float = 1.0,
+        retries: int = 1,
     ) -> None:
         """Configure (no request yet) the bucket ``url`` names.
 
@@ -184,6 +189,11 @@ class S3Blobs:
             connect_timeout: seconds to connect.
             retries: retries of a failed request (network errors, 5xx), with backoff; a
                 request and its retries together stop after ``timeout * (retries + 1)``.
+
+        The defaults keep a request to a store that does not answer within 6 s, under a
+        client's 10 s timeout, so that it is answered 503; and once one request found the
+        store unreachable, requests in the next ``DOWN_FOR`` seconds fail at once instead of
+        each waiting out its timeout (a server's writer would queue behind them).
 
         Raises:
             BlobsUrlError: a bad URL.
@@ -197,6 +207,7 @@ class S3Blobs:
         except ImportError:
             raise MissingExtraError("obstore", "s3", "keeping blobs in S3 (--blobs)") from None
         self._obs: Any = obstore
+        self._down_until = 0.0  # monotonic time until which the store counts as unreachable
         source = os.environ if env is None else env
         self.endpoint = source.get("AWS_ENDPOINT_URL") or None
         config: dict[str, Any] = {"region": source.get("AWS_REGION") or DEFAULT_REGION}
@@ -233,12 +244,24 @@ class S3Blobs:
 
     @contextlib.contextmanager
     def _translated(self, doing: str, digest: str | None) -> Iterator[None]:
+        if time.monotonic() < self._down_until:
+            what = f"blob {digest}" if digest else "the blobs"
+            raise BlobError(
+                f"{doing} {what}: {self.url} at {self._where} cannot be reached (it did not "
+                f"answer a request less than {DOWN_FOR:g} s ago)",
+                url=self.url,
+                digest=digest,
+                reason="unreachable",
+            )
         try:
             yield
         except RngVaultError:
             raise
         except Exception as exc:
-            raise self._error(exc, doing, digest) from None
+            error = self._error(exc, doing, digest)
+            if error.reason == "unreachable":
+                self._down_until = time.monotonic() + DOWN_FOR
+            raise error from None
 
     def _error(self, exc: BaseException, doing: str, digest: str | None) -> BlobError:
         from obstore import exceptions as obx

@@ -97,6 +97,7 @@ CALL_MARGIN = 3.0  # seconds beyond the statement timeout before a call's connec
 SWEEP_BATCH = 256  # objects a sweep checks and deletes per transaction (puts wait for one)
 # Seconds a put's uploads may take: within the call bound, and sweeps wait for them.
 UPLOAD_TIMEOUT = 5.0
+FETCH_TIMEOUT = 8.0  # seconds a GET waits for its objects, under a client's 10 s timeout
 SERVER_OPTIONS = (
     f"-c lock_timeout={LOCK_TIMEOUT} -c statement_timeout={STATEMENT_TIMEOUT}"
     f" -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT}"
@@ -464,7 +465,20 @@ class PostgresStore:
     async def get(self, key: SnapshotKey) -> bytes:
         row = await self._run(lambda conn: sql.fetch(conn, key), transaction=False)
         if self.blobs is not None:
-            row = sql.with_states(row, await self._fetch_states(row))
+            try:
+                fetched = await asyncio.wait_for(self._fetch_states(row), FETCH_TIMEOUT)
+            except TimeoutError:
+                raise StoreError(
+                    f"the blob store {self.blobs.url} did not answer within {FETCH_TIMEOUT:g} s"
+                ) from None
+            row = sql.with_states(row, fetched)
+        else:
+            states, bases = sql.external_states(row)
+            if states or bases:
+                raise StoreError(
+                    f"state {[*states, *bases][0].hex()} is kept in a blob store, and none is "
+                    "configured (start the server with --blobs s3://BUCKET/PREFIX)"
+                )
         # Rebuilding states (an MT19937 advance) and unpacking is CPU work: off the loop.
         return await asyncio.to_thread(sql.assemble, key, row)
 

@@ -259,8 +259,12 @@ async def sweep_batch(
     transaction's end. Returns how many were deleted."""
     await conn.execute("SELECT pg_advisory_xact_lock(%s)", (BLOB_LOCK,))
     cursor = await conn.execute(
-        "SELECT hash FROM states WHERE hash = ANY(%b::bytea[])", (list(digests),), binary=True
+        "SELECT hash FROM states WHERE hash = ANY(%b::bytea[]) AND external = 1",
+        (list(digests),),
+        binary=True,
     )
+    # an object whose state's row holds its bytes (stored before --blobs, or moved back to
+    # the database) is not needed: a put that makes a row external uploads under the lock
     used = {bytes(r[0]) for r in await cursor.fetchall()}
     unused = [d for d in digests if d not in used]
     await delete(unused)

@@ -80,6 +80,10 @@ _OPTIONS = ("max_page_count", "reserve_mb")
 SWEEP_BATCH = 500  # objects one sweep job checks and deletes at most
 
 
+CHECK_TIMEOUT = 1.0  # seconds /healthz waits for the blob store
+FETCH_TIMEOUT = 8.0  # seconds a GET waits for its objects, under a client's 10 s timeout
+
+
 def parse_url(url: str) -> tuple[Path, dict[str, int]]:
     """The database path and options of an SQLite URL."""
     if "://" not in url:
@@ -264,7 +268,15 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
 
         def fetch(digests: Sequence[bytes]) -> Mapping[bytes, bytes]:
-            return asyncio.run_coroutine_threadsafe(blobs.get_many(digests), loop).result()
+            done = asyncio.run_coroutine_threadsafe(
+                asyncio.wait_for(blobs.get_many(digests), FETCH_TIMEOUT), loop
+            )
+            try:
+                return done.result()
+            except TimeoutError:
+                raise StoreError(
+                    f"the blob store {blobs.url} did not answer within {FETCH_TIMEOUT:g} s"
+                ) from None
 
         return fetch
 
@@ -481,7 +493,12 @@ class SQLiteStore:
     async def check(self) -> None:
         await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
         if self.blobs is not None:
-            await self.blobs.check()
+            try:
+                await asyncio.wait_for(self.blobs.check(), CHECK_TIMEOUT)
+            except TimeoutError:
+                raise StoreError(
+                    f"the blob store {self.blobs.url} did not answer within {CHECK_TIMEOUT:g} s"
+                ) from None
 
     async def close(self) -> None:
         await self._writer.close()

@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import importlib
 import itertools
+import socket
 import sys
 from collections.abc import Iterator
 
@@ -280,3 +281,29 @@ def test_without_obstore_the_module_imports_and_building_s3blobs_names_the_extra
     assert module.parse_blobs_url("s3://bucket/p") == ("bucket", "p")
     with pytest.raises(MissingExtraError, match=r"pip install 'rngvault\[s3\]'"):
         module.S3Blobs("s3://bucket/p", env={})
+
+
+def test_after_one_unreachable_request_the_next_fail_at_once_naming_why() -> None:
+    """A store that accepts connections and never answers: the first request waits out its
+    timeout; the ones right after it fail without a request, saying so."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections are accepted by the kernel, never answered
+        port = silent.getsockname()[1]
+        env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "a",
+            "AWS_SECRET_ACCESS_KEY": "b",
+        }
+        blobs = S3Blobs("s3://silent/x", env=env, timeout=0.5, connect_timeout=0.5, retries=0)
+        data = b"x" * 100
+        digest = hashlib.sha256(data).digest()
+        with pytest.raises(BlobError) as first:
+            blobs.put(digest, data)
+        assert first.value.reason == "unreachable" and "did not answer a request" not in str(
+            first.value
+        )
+        with pytest.raises(BlobError) as second:
+            blobs.get(digest)
+        assert second.value.reason == "unreachable"
+        assert "did not answer a request less than 2 s ago" in str(second.value)

@@ -323,3 +323,35 @@ async def test_rows_stored_before_blobs_stay_in_the_database_and_read_back(
 def test_the_blob_lock_key_is_a_positive_int64() -> None:
     assert 0 < postgres_sql.BLOB_LOCK < 2**63
     assert postgres_sql.BLOB_LOCK != postgres_sql.MIGRATION_LOCK
+
+
+async def test_objects_of_states_kept_in_the_database_are_swept_and_a_store_without_blobs_says_so(
+    postgres_url: str, bucket: S3Blobs, make_body: Body
+) -> None:
+    """A put that reuses a state stored before --blobs uploads its object but keeps the row:
+    a sweep removes such objects (no external row needs them) and keeps the external ones. A
+    store opened without blobs answers a state kept in the bucket with what to do."""
+    plain = await PostgresStore.open(postgres_url)
+    try:
+        assert await put(plain, k("old"), make_body(9))
+    finally:
+        await plain.close()
+    store = await PostgresStore.open(postgres_url, blobs=bucket)
+    try:
+        assert await put(store, k("again", run="other"), make_body(9))
+        assert await put(store, k("new"), make_body(10, shared=10))
+        rows = await state_rows(postgres_url)
+        external = {h for h, (_n, x, _d) in rows.items() if x == 1}
+        assert external and objects(bucket) >= external
+        await store.sweep_blobs(0)
+        assert objects(bucket) == external
+        assert await store.get(k("new")) == make_body(10, shared=10)
+    finally:
+        await store.close()
+    without = await PostgresStore.open(postgres_url)
+    try:
+        assert await without.get(k("old")) == make_body(9)  # its rows are in the database
+        with pytest.raises(StoreError, match="start the server with --blobs"):
+            await without.get(k("new"))
+    finally:
+        await without.close()
