@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -132,10 +133,33 @@ class SeaweedServer:
         try:
             self.up()
             self._weed_shell(f"s3.bucket.create -name {self.bucket}", "created bucket")
+            self.warm_up()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def warm_up(self, timeout: float = 60.0) -> None:
+        """Put and read back one object, patiently: a fresh server takes seconds to grow the
+        volumes of its first write, and a restarted one to learn them again; tests time the
+        store's answers, not that."""
+        from rngvault.server.storage.blobs import BlobError, S3Blobs
+
+        blobs = S3Blobs(self.url("warm-up"), env=self.env, timeout=10, connect_timeout=2)
+        data = b"warm-up"
+        digest = hashlib.sha256(data).digest()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                blobs.put(digest, data)
+                blobs.get(digest)
+                return
+            except BlobError as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"SeaweedFS took no write in {timeout:g} s: {self.log()}"
+                    ) from exc
+                time.sleep(0.5)
 
     def up(self) -> None:
         """Start the server on its ports and data; returns once the S3 gateway answers."""
@@ -225,6 +249,7 @@ class SeaweedServer:
         for raft in (self.root / "master").glob("m[0-9]*"):  # not filerldb2: the filer's store
             shutil.rmtree(raft, ignore_errors=True)
         self.up()
+        self.warm_up()
 
     def log(self) -> str:
         """The server's log so far (its last 8,000 characters)."""

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -172,7 +173,10 @@ def test_with_the_object_store_away_health_fails_puts_answer_503_and_clients_spo
         assert len(store.spool) == 3
         weed.restart()
         with httpx.Client(timeout=30) as client:
-            assert client.get(server.url + "/healthz").status_code == 200
+            deadline = time.monotonic() + 30  # health comes back once the store answers again
+            while client.get(server.url + "/healthz").status_code != 200:
+                assert time.monotonic() < deadline, "the server's health did not come back"
+                time.sleep(0.2)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SpoolWarning)
                 assert store.flush() == 0

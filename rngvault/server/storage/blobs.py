@@ -176,8 +176,8 @@ class S3Blobs:
         url: str,
         *,
         env: Mapping[str, str] | None = None,
-        timeout: float = 3.0,
-        connect_timeout: float = 1.0,
+        timeout: float = 4.0,
+        connect_timeout: float = 2.0,
         retries: int = 1,
     ) -> None:
         """Configure (no request yet) the bucket ``url`` names.
@@ -190,7 +190,7 @@ class S3Blobs:
             retries: retries of a failed request (network errors, 5xx), with backoff; a
                 request and its retries together stop after ``timeout * (retries + 1)``.
 
-        The defaults keep a request to a store that does not answer within 6 s, under a
+        The defaults keep a request to a store that does not answer within 8 s, under a
         client's 10 s timeout, so that it is answered 503; and once one request found the
         store unreachable, requests in the next ``DOWN_FOR`` seconds fail at once instead of
         each waiting out its timeout (a server's writer would queue behind them).
