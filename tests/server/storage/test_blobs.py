@@ -11,7 +11,6 @@ import importlib
 import itertools
 import socket
 import sys
-from collections.abc import Iterator
 
 import pytest
 
@@ -28,18 +27,6 @@ from tests import _seaweed
 
 pytestmark = pytest.mark.anyio
 _prefixes = itertools.count(1)
-
-
-@pytest.fixture(scope="module")
-def seaweed() -> Iterator[_seaweed.SeaweedServer]:
-    """A SeaweedFS server of this module's own (skipped, or failed with
-    RNGVAULT_REQUIRE_S3=1, where it cannot run)."""
-    _seaweed.require()
-    server = _seaweed.SeaweedServer().start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
